@@ -1,0 +1,257 @@
+//! The shared engine: one wasmtime engine, one linker, the in-memory compiled-module cache and
+//! the epoch ticker that enforces time limits.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
+
+use crate::config::EngineSettings;
+use crate::error::{Error, Result};
+use crate::instance::StoreState;
+
+/// How often the ticker advances the epoch. Time limits are rounded up to whole ticks, so a call
+/// is interrupted between `timeout` and `timeout + EPOCH_TICK` after it started.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The BLAKE3 hash of a plugin's bytes: the key of every compiled-code cache.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The raw hash.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({self})")
+    }
+}
+
+/// Options fixed when an engine is created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    /// Use wasmtime's pooling instance allocator.
+    pub pooling: bool,
+    /// Meter fuel, so plugins with a `fuel` setting can be limited by it.
+    pub consume_fuel: bool,
+}
+
+impl EngineOptions {
+    /// The options `[engine]` of a configuration asks for.
+    pub fn from_settings(settings: &EngineSettings) -> Self {
+        Self {
+            pooling: settings.pooling.unwrap_or(false),
+            consume_fuel: settings.consume_fuel.unwrap_or(false),
+        }
+    }
+}
+
+/// A module compiled once for its content hash and shared by every plugin version with those
+/// bytes.
+pub(crate) struct CompiledModule {
+    pub(crate) module: Module,
+    pub(crate) hash: ContentHash,
+}
+
+/// The engine every plugin of a host shares. Cheap to clone.
+///
+/// ```
+/// let engine = dlinkwm_core::Engine::new(Default::default())?;
+/// assert_eq!(engine.compile_count(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) wasmtime: wasmtime::Engine,
+    pub(crate) linker: Linker<StoreState>,
+    pub(crate) options: EngineOptions,
+    modules: Mutex<HashMap<ContentHash, Weak<CompiledModule>>>,
+    compile_lock: Mutex<()>,
+    compiles: AtomicU64,
+    // Held for its `Drop`, which stops the ticker thread with the engine.
+    _ticker: Ticker,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("options", &self.inner.options)
+            .field("compiles", &self.compile_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates an engine with the given options and starts its epoch ticker.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when wasmtime rejects the configuration (for example the pooling
+    /// allocator cannot reserve its memory).
+    pub fn new(options: EngineOptions) -> Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(options.consume_fuel);
+        if options.pooling {
+            let mut pooling = PoolingAllocationConfig::default();
+            pooling.total_memories(256);
+            pooling.total_tables(256);
+            pooling.total_core_instances(256);
+            pooling.max_memory_size(crate::config::defaults::MAX_MEMORY_MIB as usize * (1 << 20));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        }
+        let wasmtime = wasmtime::Engine::new(&config).map_err(|error| Error::Engine {
+            reason: format!("{error:#}"),
+        })?;
+        let linker = crate::linker::build(&wasmtime).map_err(|error| Error::Engine {
+            reason: format!("{error:#}"),
+        })?;
+        let ticker = Ticker::start(wasmtime.clone())?;
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                wasmtime,
+                linker,
+                options,
+                modules: Mutex::new(HashMap::new()),
+                compile_lock: Mutex::new(()),
+                compiles: AtomicU64::new(0),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The options this engine was created with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    /// How many modules this engine has compiled. Loading bytes it has already compiled (while
+    /// any plugin still uses them) does not compile again.
+    pub fn compile_count(&self) -> u64 {
+        self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    /// The wasmtime engine, for hosts that need it directly.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.wasmtime
+    }
+
+    /// The compiled module for `bytes`, compiling only if no live module has the same hash.
+    pub(crate) fn module(&self, plugin: &str, bytes: &[u8]) -> Result<Arc<CompiledModule>> {
+        let hash = ContentHash::of(bytes);
+        if let Some(module) = self.cached(&hash) {
+            return Ok(module);
+        }
+        // One compile at a time: a second loader of the same bytes waits here and then finds the
+        // first one's result, so the same bytes are never compiled twice.
+        let _compiling = self
+            .inner
+            .compile_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(module) = self.cached(&hash) {
+            return Ok(module);
+        }
+        let started = std::time::Instant::now();
+        let module = Module::from_binary(&self.inner.wasmtime, bytes).map_err(|error| {
+            Error::InvalidModule {
+                plugin: plugin.to_owned(),
+                reason: format!("{error:#}"),
+            }
+        })?;
+        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "compiled module");
+        let compiled = Arc::new(CompiledModule { module, hash });
+        let mut modules = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        modules.retain(|_, weak| weak.strong_count() > 0);
+        modules.insert(hash, Arc::downgrade(&compiled));
+        Ok(compiled)
+    }
+
+    fn cached(&self, hash: &ContentHash) -> Option<Arc<CompiledModule>> {
+        self.inner
+            .modules
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(hash)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Epoch ticks that make up `timeout`, rounded up, plus one for the tick in progress.
+    pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        u64::try_from(timeout.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX / 2) + 1
+    }
+}
+
+/// One thread per engine that advances the epoch every [`EPOCH_TICK`]. Calls only set their
+/// deadline in their own store; nobody is woken per call.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("dlinkwm-epoch".to_owned())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::park_timeout(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .map_err(|error| Error::Engine {
+                reason: format!("cannot start the epoch ticker thread: {error}"),
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            // The ticker never panics, and an engine dropped during a panic must not panic again.
+            let _ = thread.join();
+        }
+    }
+}

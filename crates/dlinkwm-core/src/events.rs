@@ -1,0 +1,121 @@
+//! Reload events, delivered to every subscriber by channel or callback.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::engine::ContentHash;
+use crate::error::Error;
+
+/// Something that happened to a plugin's loaded version.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ReloadEvent {
+    /// A new version was validated and is now current.
+    Reloaded {
+        /// The plugin.
+        plugin: String,
+        /// The new version's number.
+        version: u64,
+        /// The version it replaced.
+        previous: u64,
+        /// The new version's content hash.
+        hash: ContentHash,
+        /// From reading the file to the swap.
+        elapsed: Duration,
+        /// Whether the previous version's state was handed over.
+        state_handed_over: bool,
+    },
+    /// A new file was refused; the current version keeps serving.
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// The file that was refused, when it came from one.
+        path: Option<PathBuf>,
+        /// Why.
+        error: Arc<Error>,
+    },
+    /// An earlier version was made current again.
+    RolledBack {
+        /// The plugin.
+        plugin: String,
+        /// The version that answered before.
+        from: u64,
+        /// The version that answers now.
+        to: u64,
+        /// Its content hash.
+        hash: ContentHash,
+    },
+    /// The plugin's file was removed; the loaded version keeps serving.
+    FileRemoved {
+        /// The plugin.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl ReloadEvent {
+    /// The plugin the event is about.
+    pub fn plugin(&self) -> &str {
+        match self {
+            ReloadEvent::Reloaded { plugin, .. }
+            | ReloadEvent::Failed { plugin, .. }
+            | ReloadEvent::RolledBack { plugin, .. }
+            | ReloadEvent::FileRemoved { plugin, .. } => plugin,
+        }
+    }
+}
+
+/// The subscribers of one plugin (or one configuration).
+#[derive(Default)]
+pub(crate) struct Subscribers<E> {
+    channels: Mutex<Vec<crossbeam_channel::Sender<E>>>,
+    callbacks: Mutex<Vec<Arc<dyn Fn(&E) + Send + Sync>>>,
+}
+
+pub(crate) type EventBus = Subscribers<ReloadEvent>;
+
+impl<E: Clone> Subscribers<E> {
+    pub(crate) fn new() -> Self {
+        Self {
+            channels: Mutex::new(Vec::new()),
+            callbacks: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> crossbeam_channel::Receiver<E> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        self.channels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .push(sender);
+        receiver
+    }
+
+    pub(crate) fn on_event(&self, callback: Arc<dyn Fn(&E) + Send + Sync>) {
+        self.callbacks
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .push(callback);
+    }
+
+    pub(crate) fn emit(&self, event: E) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .retain(|sender| sender.send(event.clone()).is_ok());
+        let callbacks = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        for callback in callbacks {
+            // A subscriber's panic must not stop the others or the reload worker.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(&event))).is_err()
+            {
+                tracing::error!("a reload event callback panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What a module exports, classified once per version: the ABI machinery, and the entries.
+
+use std::collections::HashMap;
+
+use dlinkwm_abi::{export, import};
+use wasmtime::{ExternType, FuncType, Module, ModuleExport, ValType};
+
+use crate::error::{Error, Result};
+
+/// How a plugin is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PluginKind {
+    /// A DlinkWM ABI plugin: it imports from the `dlinkwm` module or declares an ABI version.
+    Abi,
+    /// A plain module: only its `() -> ()` exports can be called (the original DlinkWM style).
+    Plain,
+}
+
+/// How an entry is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// `(in_ptr: i32, in_len: i32, format: i32) -> i32`: bytes in, bytes or an error out.
+    Abi,
+    /// `() -> ()`: no input, no output.
+    Plain,
+}
+
+/// An entry: an export that can be called by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The export's name.
+    pub name: String,
+    /// How it is called.
+    pub kind: EntryKind,
+}
+
+pub(crate) struct EntryExport {
+    pub(crate) name: String,
+    pub(crate) kind: EntryKind,
+    pub(crate) export: ModuleExport,
+}
+
+/// The exports of one module version, resolved once so calls never look a name up twice.
+pub(crate) struct ExportTable {
+    pub(crate) kind: PluginKind,
+    pub(crate) entries: Vec<EntryExport>,
+    by_name: HashMap<String, usize>,
+    pub(crate) memory: Option<ModuleExport>,
+    pub(crate) alloc: Option<ModuleExport>,
+    pub(crate) initialize: Option<ModuleExport>,
+    pub(crate) abi_version: Option<ModuleExport>,
+    pub(crate) state_save: Option<ModuleExport>,
+    pub(crate) state_restore: Option<ModuleExport>,
+}
+
+fn is_abi_entry(ty: &FuncType) -> bool {
+    let params: Vec<ValType> = ty.params().collect();
+    let results: Vec<ValType> = ty.results().collect();
+    params.len() == 3
+        && params.iter().all(|param| matches!(param, ValType::I32))
+        && results.len() == 1
+        && matches!(results[0], ValType::I32)
+}
+
+fn is_plain_entry(ty: &FuncType) -> bool {
+    ty.params().len() == 0 && ty.results().len() == 0
+}
+
+impl ExportTable {
+    pub(crate) fn new(plugin: &str, module: &Module) -> Result<Self> {
+        let imports_abi = module
+            .imports()
+            .any(|import| import.module() == import::MODULE);
+        let declares_version = module.get_export(export::ABI_VERSION).is_some();
+        let kind = if imports_abi || declares_version {
+            PluginKind::Abi
+        } else {
+            PluginKind::Plain
+        };
+        let index = |name: &str| module.get_export_index(name);
+        let func_export = |name: &str, check: fn(&FuncType) -> bool| match module.get_export(name) {
+            Some(ExternType::Func(ty)) if check(&ty) => module.get_export_index(name),
+            _ => None,
+        };
+        let table = ExportTable {
+            kind,
+            entries: Vec::new(),
+            by_name: HashMap::new(),
+            memory: match module.get_export(export::MEMORY) {
+                Some(ExternType::Memory(_)) => index(export::MEMORY),
+                _ => None,
+            },
+            alloc: func_export(export::ALLOC, |ty| {
+                ty.params().len() == 1 && ty.results().len() == 1
+            }),
+            initialize: func_export(export::INITIALIZE, is_plain_entry),
+            abi_version: func_export(export::ABI_VERSION, |ty| {
+                ty.params().len() == 0 && ty.results().len() == 1
+            }),
+            state_save: func_export(export::STATE_SAVE, is_abi_entry),
+            state_restore: func_export(export::STATE_RESTORE, is_abi_entry),
+        };
+        if kind == PluginKind::Abi {
+            let required = [
+                (export::ABI_VERSION, table.abi_version.is_some()),
+                (export::MEMORY, table.memory.is_some()),
+                (export::ALLOC, table.alloc.is_some()),
+            ];
+            if let Some((missing, _)) = required.iter().find(|(_, present)| !present) {
+                return Err(Error::ExportMissing {
+                    plugin: plugin.to_owned(),
+                    export: (*missing).to_owned(),
+                });
+            }
+        }
+        let mut table = table;
+        for export in module.exports() {
+            let name = export.name();
+            let ExternType::Func(ty) = export.ty() else {
+                continue;
+            };
+            if export::is_reserved(name) {
+                continue;
+            }
+            let kind = if kind == PluginKind::Abi && is_abi_entry(&ty) {
+                EntryKind::Abi
+            } else if is_plain_entry(&ty) {
+                EntryKind::Plain
+            } else {
+                continue;
+            };
+            let Some(handle) = module.get_export_index(name) else {
+                continue;
+            };
+            table.by_name.insert(name.to_owned(), table.entries.len());
+            table.entries.push(EntryExport {
+                name: name.to_owned(),
+                kind,
+                export: handle,
+            });
+        }
+        Ok(table)
+    }
+
+    /// The index of entry `name`, or the error listing the entries there are.
+    pub(crate) fn entry(&self, plugin: &str, name: &str) -> Result<usize> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::EntryNotFound {
+                plugin: plugin.to_owned(),
+                entry: name.to_owned(),
+                available: self.entry_names(),
+            })
+    }
+
+    pub(crate) fn entry_names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|entry| entry.name.clone())
+            .collect()
+    }
+
+    pub(crate) fn entry_infos(&self) -> Vec<EntryInfo> {
+        self.entries
+            .iter()
+            .map(|entry| EntryInfo {
+                name: entry.name.clone(),
+                kind: entry.kind,
+            })
+            .collect()
+    }
+}

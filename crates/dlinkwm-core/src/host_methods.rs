@@ -1,0 +1,73 @@
+//! The boundary between core and the host-method registry: core moves bytes and a format tag,
+//! the registry (in `dlinkwm-host`) knows what the bytes mean.
+
+use dlinkwm_abi::Format;
+
+/// Why a host method did not answer. Each variant reaches the guest as a status value it can
+/// handle; none of them traps the guest or disturbs the host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostCallError {
+    /// No method of that name is registered.
+    #[error("unknown host method `{0}`")]
+    UnknownMethod(String),
+    /// The plugin's configuration does not allow it to call the method.
+    #[error("plugin is not allowed to call host method `{0}`")]
+    PermissionDenied(String),
+    /// The method does not speak the format, or the format code is unknown.
+    #[error("host method `{method}` does not accept format code {format}")]
+    UnsupportedFormat {
+        /// The method.
+        method: String,
+        /// The format code the guest sent.
+        format: i32,
+    },
+    /// The method ran and failed; the message is for the guest.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Who is calling a host method.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerInfo<'a> {
+    /// The plugin's name (its path, or the name it was loaded under).
+    pub plugin: &'a str,
+    /// The version of the plugin that is calling.
+    pub version: u64,
+}
+
+/// The host methods a plugin can reach through the ABI's `host_call`.
+///
+/// Implemented by `dlinkwm_host::HostMethods`; core never interprets the bytes.
+pub trait HostMethods: Send + Sync + 'static {
+    /// Runs `method` on `input` (in `format`), appending the answer to `output`, which is empty
+    /// on entry.
+    ///
+    /// # Errors
+    /// A [`HostCallError`], which the guest receives as a value.
+    fn call(
+        &self,
+        caller: CallerInfo<'_>,
+        method: &str,
+        format: Format,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<(), HostCallError>;
+}
+
+/// No host methods at all: every call is answered with [`HostCallError::UnknownMethod`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHostMethods;
+
+impl HostMethods for NoHostMethods {
+    fn call(
+        &self,
+        _caller: CallerInfo<'_>,
+        method: &str,
+        _format: Format,
+        _input: &[u8],
+        _output: &mut Vec<u8>,
+    ) -> Result<(), HostCallError> {
+        Err(HostCallError::UnknownMethod(method.to_owned()))
+    }
+}

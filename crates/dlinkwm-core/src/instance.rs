@@ -1,0 +1,464 @@
+//! One instance of a plugin version in its own store, and the ABI's call sequence on it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dlinkwm_abi::{ENTRY_ERROR, ENTRY_OK, Format};
+use wasmtime::{Extern, Memory, Store, Trap, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::config::{ResolvedSettings, Stdio};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::exports::{EntryKind, ExportTable};
+use crate::host_methods::HostMethods;
+use crate::limits::Limiter;
+use crate::linker::{GuestFault, guest_range};
+use crate::stdio::{LogStream, StreamKind};
+
+/// What every store of one plugin shares: its name, the host methods it may call and its
+/// current settings (replaced when the configuration changes).
+pub(crate) struct PluginContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) host: Arc<dyn HostMethods>,
+    pub(crate) settings: ArcSwap<ResolvedSettings>,
+}
+
+/// Per-call scratch space, reset at the start of each call and reused, so a call allocates
+/// nothing once its buffers have grown.
+#[derive(Default)]
+pub(crate) struct CallState {
+    pub(crate) output: Vec<u8>,
+    pub(crate) error: Option<String>,
+    pub(crate) output_overflow: Option<usize>,
+    pub(crate) host_result: Vec<u8>,
+    pub(crate) max_output_bytes: usize,
+}
+
+/// The data of every store.
+pub struct StoreState {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limiter: Limiter,
+    pub(crate) memory: Option<Memory>,
+    pub(crate) call: CallState,
+    pub(crate) context: Arc<PluginContext>,
+    pub(crate) version: u64,
+    pub(crate) stdio: Stdio,
+    pub(crate) stdout: Option<LogStream>,
+}
+
+enum EntryFunc {
+    Abi(TypedFunc<(i32, i32, i32), i32>),
+    Plain(TypedFunc<(), ()>),
+}
+
+/// A live instance of one plugin version.
+pub(crate) struct Instance {
+    store: Store<StoreState>,
+    alloc: Option<TypedFunc<i32, i32>>,
+    entries: Box<[EntryFunc]>,
+    abi_version: Option<TypedFunc<(), i32>>,
+    state_save: Option<TypedFunc<(i32, i32, i32), i32>>,
+    state_restore: Option<TypedFunc<(i32, i32, i32), i32>>,
+}
+
+/// Which call an error happened in, for messages.
+#[derive(Clone, Copy)]
+pub(crate) struct CallSite<'a> {
+    pub(crate) plugin: &'a str,
+    pub(crate) entry: &'a str,
+}
+
+fn build_wasi(
+    name: &Arc<str>,
+    settings: &ResolvedSettings,
+) -> Result<(WasiP1Ctx, Option<LogStream>)> {
+    let mut builder = WasiCtxBuilder::new();
+    let mut stdout = None;
+    match settings.stdio {
+        Stdio::Inherit => {
+            builder.inherit_stdout().inherit_stderr();
+        }
+        Stdio::Log => {
+            let out = LogStream::new(name.clone(), StreamKind::Stdout);
+            builder
+                .stdout(out.clone())
+                .stderr(LogStream::new(name.clone(), StreamKind::Stderr));
+            stdout = Some(out);
+        }
+        Stdio::Null => {}
+    }
+    for variable in &settings.env {
+        if let Ok(value) = std::env::var(variable) {
+            builder.env(variable, value);
+        }
+    }
+    let mut args = vec![name.to_string()];
+    args.extend(settings.args.iter().cloned());
+    builder.args(&args);
+    for preopen in &settings.preopens {
+        let perms = if preopen.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&preopen.host, &preopen.guest, perms)
+            .map_err(|error| Error::Instantiate {
+                plugin: name.to_string(),
+                reason: format!(
+                    "cannot preopen `{}` as `{}`: {error:#}",
+                    preopen.host.display(),
+                    preopen.guest
+                ),
+            })?;
+    }
+    Ok((builder.build_p1(), stdout))
+}
+
+impl Instance {
+    /// Instantiates the module, runs `_initialize` when it has one, and resolves every export
+    /// the calls will need, once.
+    pub(crate) fn new(
+        engine: &Engine,
+        pre: &wasmtime::InstancePre<StoreState>,
+        exports: &ExportTable,
+        context: &Arc<PluginContext>,
+        version: u64,
+    ) -> Result<Self> {
+        let settings = context.settings.load();
+        let (wasi, stdout) = build_wasi(&context.name, &settings)?;
+        let state = StoreState {
+            wasi,
+            limiter: Limiter::new(settings.max_memory_bytes, settings.max_table_elements),
+            memory: None,
+            call: CallState::default(),
+            context: context.clone(),
+            version,
+            stdio: settings.stdio,
+            stdout,
+        };
+        let mut store = Store::new(&engine.inner.wasmtime, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        let plugin = &*context.name;
+        let site = CallSite {
+            plugin,
+            entry: "instantiation",
+        };
+        prepare(&mut store, &settings);
+        let instance = pre.instantiate(&mut store).map_err(|error| {
+            match classify(&mut store, error, site, &settings) {
+                // A start function that traps or an import that is missing: the module cannot
+                // become a plugin.
+                Error::Trap { message, .. } => Error::Instantiate {
+                    plugin: plugin.to_owned(),
+                    reason: message,
+                },
+                other => other,
+            }
+        })?;
+        let memory = exports
+            .memory
+            .as_ref()
+            .and_then(|export| instance.get_module_export(&mut store, export))
+            .and_then(Extern::into_memory);
+        let func = |store: &mut Store<StoreState>, export: &Option<wasmtime::ModuleExport>| {
+            export
+                .as_ref()
+                .and_then(|export| instance.get_module_export(&mut *store, export))
+                .and_then(Extern::into_func)
+        };
+        let alloc = func(&mut store, &exports.alloc).and_then(|f| f.typed(&store).ok());
+        let initialize =
+            func(&mut store, &exports.initialize).and_then(|f| f.typed::<(), ()>(&store).ok());
+        let abi_func = |store: &mut Store<StoreState>, export: &Option<wasmtime::ModuleExport>| {
+            func(store, export).and_then(|f| f.typed::<(i32, i32, i32), i32>(&*store).ok())
+        };
+        let abi_version =
+            func(&mut store, &exports.abi_version).and_then(|f| f.typed::<(), i32>(&store).ok());
+        let state_save = abi_func(&mut store, &exports.state_save);
+        let state_restore = abi_func(&mut store, &exports.state_restore);
+        let mut entries = Vec::with_capacity(exports.entries.len());
+        for entry in &exports.entries {
+            let func = instance
+                .get_module_export(&mut store, &entry.export)
+                .and_then(Extern::into_func)
+                .ok_or_else(|| Error::ExportMissing {
+                    plugin: plugin.to_owned(),
+                    export: entry.name.clone(),
+                })?;
+            let typed = match entry.kind {
+                EntryKind::Abi => func.typed(&store).map(EntryFunc::Abi),
+                EntryKind::Plain => func.typed(&store).map(EntryFunc::Plain),
+            };
+            entries.push(typed.map_err(|error| Error::Instantiate {
+                plugin: plugin.to_owned(),
+                reason: format!("export `{}`: {error:#}", entry.name),
+            })?);
+        }
+        store.data_mut().memory = memory;
+        if let Some(initialize) = initialize {
+            let site = CallSite {
+                plugin,
+                entry: dlinkwm_abi::export::INITIALIZE,
+            };
+            initialize
+                .call(&mut store, ())
+                .map_err(|error| classify(&mut store, error, site, &settings))?;
+        }
+        Ok(Self {
+            store,
+            alloc,
+            abi_version,
+            entries: entries.into_boxed_slice(),
+            state_save,
+            state_restore,
+        })
+    }
+
+    /// Calls the `dlinkwm_abi_version` export.
+    pub(crate) fn abi_version(&mut self, plugin: &str) -> Result<i32> {
+        let settings = self.store.data().context.settings.load_full();
+        prepare(&mut self.store, &settings);
+        let site = CallSite {
+            plugin,
+            entry: dlinkwm_abi::export::ABI_VERSION,
+        };
+        let func = self
+            .abi_version
+            .clone()
+            .ok_or_else(|| Error::ExportMissing {
+                plugin: plugin.to_owned(),
+                export: dlinkwm_abi::export::ABI_VERSION.to_owned(),
+            })?;
+        func.call(&mut self.store, ())
+            .map_err(|error| classify(&mut self.store, error, site, &settings))
+    }
+
+    /// Calls entry number `index` with `input` in `format` and hands its output to `read`.
+    pub(crate) fn call<R>(
+        &mut self,
+        index: usize,
+        site: CallSite<'_>,
+        format: Format,
+        input: &[u8],
+        settings: &ResolvedSettings,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        match &self.entries[index] {
+            EntryFunc::Abi(func) => {
+                let func = func.clone();
+                self.call_abi(&func, site, format, input, settings, read)
+            }
+            EntryFunc::Plain(func) => {
+                let func = func.clone();
+                prepare(&mut self.store, settings);
+                func.call(&mut self.store, ())
+                    .map_err(|error| classify(&mut self.store, error, site, settings))?;
+                Ok(read(&[]))
+            }
+        }
+    }
+
+    /// Asks this instance for its state (`dlinkwm_state_save`), if it has any to hand over.
+    pub(crate) fn save_state(
+        &mut self,
+        plugin: &str,
+        settings: &ResolvedSettings,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(func) = self.state_save.clone() else {
+            return Ok(None);
+        };
+        let site = CallSite {
+            plugin,
+            entry: dlinkwm_abi::export::STATE_SAVE,
+        };
+        self.call_abi(&func, site, Format::Raw, &[], settings, <[u8]>::to_vec)
+            .map(Some)
+    }
+
+    /// Gives this instance the state saved by the previous version (`dlinkwm_state_restore`).
+    /// Returns whether it accepted it (false when it has no such export).
+    pub(crate) fn restore_state(
+        &mut self,
+        plugin: &str,
+        state: &[u8],
+        settings: &ResolvedSettings,
+    ) -> Result<bool> {
+        let Some(func) = self.state_restore.clone() else {
+            return Ok(false);
+        };
+        let site = CallSite {
+            plugin,
+            entry: dlinkwm_abi::export::STATE_RESTORE,
+        };
+        self.call_abi(&func, site, Format::Raw, state, settings, |_| ())?;
+        Ok(true)
+    }
+
+    fn call_abi<R>(
+        &mut self,
+        func: &TypedFunc<(i32, i32, i32), i32>,
+        site: CallSite<'_>,
+        format: Format,
+        input: &[u8],
+        settings: &ResolvedSettings,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        if input.len() > settings.max_input_bytes {
+            return Err(Error::InputTooLarge {
+                plugin: site.plugin.to_owned(),
+                entry: site.entry.to_owned(),
+                size: input.len(),
+                limit: settings.max_input_bytes,
+            });
+        }
+        prepare(&mut self.store, settings);
+        let store = &mut self.store;
+        let (ptr, len) = if input.is_empty() {
+            (0, 0)
+        } else {
+            let alloc = self.alloc.as_ref().ok_or_else(|| Error::ExportMissing {
+                plugin: site.plugin.to_owned(),
+                export: dlinkwm_abi::export::ALLOC.to_owned(),
+            })?;
+            // The input limit is far below 2 GiB, so the length fits an i32.
+            let len = input.len() as i32;
+            let ptr = alloc
+                .call(&mut *store, len)
+                .map_err(|error| classify(store, error, site, settings))?;
+            let memory = store.data().memory.ok_or_else(|| Error::ExportMissing {
+                plugin: site.plugin.to_owned(),
+                export: dlinkwm_abi::export::MEMORY.to_owned(),
+            })?;
+            let data = memory.data_mut(&mut *store);
+            let range = match guest_range(data.len(), ptr, len, "input buffer from `dlinkwm_alloc`")
+            {
+                Ok(range) if ptr != 0 => range,
+                Ok(_) => {
+                    return Err(Error::GuestMemory {
+                        plugin: site.plugin.to_owned(),
+                        entry: site.entry.to_owned(),
+                        reason: format!(
+                            "`dlinkwm_alloc` returned 0 (out of memory) for {len} bytes"
+                        ),
+                    });
+                }
+                Err(error) => return Err(classify(store, error, site, settings)),
+            };
+            data[range].copy_from_slice(input);
+            (ptr, len)
+        };
+        let status = func
+            .call(&mut *store, (ptr, len, format.code()))
+            .map_err(|error| classify(store, error, site, settings))?;
+        let call = &mut store.data_mut().call;
+        if let Some(size) = call.output_overflow {
+            return Err(Error::OutputTooLarge {
+                plugin: site.plugin.to_owned(),
+                entry: site.entry.to_owned(),
+                size,
+                limit: settings.max_output_bytes,
+            });
+        }
+        match status {
+            ENTRY_OK => Ok(read(&call.output)),
+            ENTRY_ERROR => Err(Error::Guest {
+                plugin: site.plugin.to_owned(),
+                entry: site.entry.to_owned(),
+                message: call
+                    .error
+                    .take()
+                    .unwrap_or_else(|| "the entry returned an error without a message".to_owned()),
+            }),
+            other => Err(Error::Guest {
+                plugin: site.plugin.to_owned(),
+                entry: site.entry.to_owned(),
+                message: format!("the entry returned unknown status {other}"),
+            }),
+        }
+    }
+}
+
+/// Resets the per-call state and arms the time and fuel limits. No allocation, no syscall.
+fn prepare(store: &mut Store<StoreState>, settings: &ResolvedSettings) {
+    store.set_epoch_deadline(Engine::deadline_ticks(settings.timeout));
+    if let Some(fuel) = settings.fuel {
+        // Only fails when the engine does not meter fuel, which `Plugin::load` checks first.
+        let _ = store.set_fuel(fuel);
+    }
+    let state = store.data_mut();
+    state.call.output.clear();
+    state.call.error = None;
+    state.call.output_overflow = None;
+    state.call.max_output_bytes = settings.max_output_bytes;
+    state.limiter.memory_refused = None;
+    state.limiter.max_memory_bytes = settings.max_memory_bytes;
+    state.limiter.max_table_elements = settings.max_table_elements;
+}
+
+/// Turns whatever wasmtime reported into the error that names its cause. Runs only on the
+/// failure path.
+fn classify(
+    store: &mut Store<StoreState>,
+    error: wasmtime::Error,
+    site: CallSite<'_>,
+    settings: &ResolvedSettings,
+) -> Error {
+    let plugin = site.plugin.to_owned();
+    let entry = site.entry.to_owned();
+    tracing::debug!(plugin = site.plugin, entry = site.entry, error = ?error, "plugin call failed");
+    if let Some(GuestFault(reason)) = error.downcast_ref::<GuestFault>() {
+        return Error::GuestMemory {
+            plugin,
+            entry,
+            reason: reason.clone(),
+        };
+    }
+    let code = error.downcast_ref::<Trap>().copied();
+    match code {
+        Some(Trap::Interrupt) => {
+            return Error::Timeout {
+                plugin,
+                entry,
+                limit: settings.timeout,
+            };
+        }
+        Some(Trap::OutOfFuel) => {
+            return Error::OutOfFuel {
+                plugin,
+                entry,
+                fuel: settings.fuel.unwrap_or(0),
+            };
+        }
+        _ => {}
+    }
+    let state = store.data_mut();
+    if let Some(requested) = state.limiter.memory_refused {
+        return Error::MemoryLimit {
+            plugin,
+            entry,
+            requested,
+            limit: state.limiter.max_memory_bytes,
+        };
+    }
+    if let Some(message) = state.call.error.take() {
+        return Error::GuestPanic {
+            plugin,
+            entry,
+            message,
+        };
+    }
+    let message = match code {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    Error::Trap {
+        plugin,
+        entry,
+        code,
+        message,
+    }
+}

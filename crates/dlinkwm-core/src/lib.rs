@@ -1,0 +1,52 @@
+//! The DlinkWM engine: compiled-module cache, plugin instances, calls, hot reload, limits and
+//! configuration.
+//!
+//! Host applications normally use `dlinkwm-host`, which adds typed calls and the host-method
+//! registry on top of this crate and re-exports what a host needs from it. This crate moves
+//! bytes: it knows nothing of serialization formats, and it never prints (it logs through
+//! `tracing`).
+//!
+//! ```
+//! use dlinkwm_core::{Engine, Plugin, PluginOptions};
+//!
+//! let engine = Engine::new(Default::default())?;
+//! // A plain module: its `() -> ()` exports are entries.
+//! let plugin = Plugin::from_bytes(
+//!     &engine,
+//!     br#"(module (func (export "hello")))"#,
+//!     PluginOptions::default(),
+//! )?;
+//! plugin.call_raw("hello", &[])?;
+//! assert_eq!(plugin.version(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The ABI plugins speak is described in `docs/abi.md`; its constants are in `dlinkwm-abi`.
+#![deny(missing_docs)]
+
+mod config;
+mod engine;
+mod error;
+mod events;
+mod exports;
+mod host_methods;
+mod instance;
+mod limits;
+mod linker;
+mod plugin;
+mod stdio;
+mod version;
+
+pub use config::{
+    Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
+    PluginSettings, Preopen, ResolvedSettings, Stdio, create_default_config_if_missing, defaults,
+};
+pub use dlinkwm_abi as abi;
+pub use dlinkwm_abi::Format;
+pub use engine::{ContentHash, EPOCH_TICK, Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use events::ReloadEvent;
+pub use exports::{EntryInfo, EntryKind, PluginKind};
+pub use host_methods::{CallerInfo, HostCallError, HostMethods, NoHostMethods};
+pub use instance::StoreState;
+pub use plugin::{Plugin, PluginOptions, ReloadOutcome};

@@ -1,0 +1,480 @@
+//! The plugin handle: the current version, swapped atomically on reload, and the calls.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use dlinkwm_abi::Format;
+
+use crate::config::ResolvedSettings;
+use crate::engine::{ContentHash, Engine};
+use crate::error::{Error, Result};
+use crate::events::{EventBus, ReloadEvent};
+use crate::exports::{EntryInfo, PluginKind};
+use crate::host_methods::{HostMethods, NoHostMethods};
+use crate::instance::{CallSite, PluginContext};
+use crate::version::Version;
+
+/// How a plugin is loaded: its name, settings and host methods.
+#[derive(Clone)]
+pub struct PluginOptions {
+    /// The name used in errors, logs and configuration lookups. Defaults to the path as given,
+    /// or `"plugin"` for bytes.
+    pub name: Option<String>,
+    /// The settings the plugin runs with.
+    pub settings: ResolvedSettings,
+    /// The host methods the plugin can call.
+    pub host: Arc<dyn HostMethods>,
+}
+
+impl Default for PluginOptions {
+    fn default() -> Self {
+        Self {
+            name: None,
+            settings: ResolvedSettings::default(),
+            host: Arc::new(NoHostMethods),
+        }
+    }
+}
+
+impl std::fmt::Debug for PluginOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginOptions")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReloadOutcome {
+    /// A new version is current.
+    Reloaded {
+        /// Its number.
+        version: u64,
+        /// Its content hash.
+        hash: ContentHash,
+    },
+    /// The bytes are those of the current version: nothing happened and no event was sent.
+    Unchanged,
+}
+
+/// A loaded plugin. Cheap to clone, `Send + Sync`: any number of threads can call it at once,
+/// each on its own instance from a bounded pool.
+///
+/// Reloading swaps in a new version in one step. Calls that started before the swap finish on
+/// the version they started on; calls that start after it use the new one.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    engine: Engine,
+    context: Arc<PluginContext>,
+    path: Option<PathBuf>,
+    current: ArcSwap<Version>,
+    /// Earlier good versions, newest last, for rollback.
+    history: Mutex<VecDeque<Arc<Version>>>,
+    /// Serialises reloads and rollbacks; calls never take it.
+    reload_lock: Mutex<()>,
+    next_number: AtomicU64,
+    events: EventBus,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name())
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Plugin {
+    /// Loads the plugin at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Read`] for a missing or unreadable file, and every error of
+    /// [`Plugin::from_bytes`].
+    pub fn load(engine: &Engine, path: impl AsRef<Path>, options: PluginOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| path.display().to_string());
+        Self::new(engine, name, Some(path.to_owned()), &bytes, options)
+    }
+
+    /// Loads a plugin from its bytes (a wasm binary, or WAT text).
+    ///
+    /// # Errors
+    /// [`Error::InvalidModule`] for bytes that are not wasm, [`Error::ExportMissing`] for an ABI
+    /// plugin without its required exports or a configured entry that does not exist,
+    /// [`Error::Instantiate`] for imports the host does not provide or an `_initialize` that
+    /// traps, [`Error::AbiVersionUnsupported`] for an ABI version this host does not speak.
+    pub fn from_bytes(engine: &Engine, bytes: &[u8], options: PluginOptions) -> Result<Self> {
+        let name = options.name.clone().unwrap_or_else(|| "plugin".to_owned());
+        Self::new(engine, name, None, bytes, options)
+    }
+
+    fn new(
+        engine: &Engine,
+        name: String,
+        path: Option<PathBuf>,
+        bytes: &[u8],
+        options: PluginOptions,
+    ) -> Result<Self> {
+        if options.settings.fuel.is_some() && !engine.options().consume_fuel {
+            return Err(Error::Config(crate::config::ConfigError {
+                file: None,
+                key: Some("fuel".to_owned()),
+                reason: format!(
+                    "plugin `{name}` has a fuel limit but the engine does not meter fuel (set [engine] consume_fuel = true)"
+                ),
+            }));
+        }
+        let context = Arc::new(PluginContext {
+            name: Arc::from(name),
+            host: options.host,
+            settings: ArcSwap::from_pointee(options.settings),
+        });
+        let (version, first) = Version::load(engine, &context, 1, bytes)?;
+        version.seed(first);
+        tracing::info!(plugin = %context.name, hash = %version.hash(), elapsed = ?version.load_time, "plugin loaded");
+        Ok(Self {
+            inner: Arc::new(PluginInner {
+                engine: engine.clone(),
+                context,
+                path,
+                current: ArcSwap::from_pointee(version),
+                history: Mutex::new(VecDeque::new()),
+                reload_lock: Mutex::new(()),
+                next_number: AtomicU64::new(2),
+                events: EventBus::new(),
+            }),
+        })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.inner.context.name
+    }
+
+    /// The file the plugin was loaded from.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// The number of the version that answers calls now (1 for the first load).
+    pub fn version(&self) -> u64 {
+        self.inner.current.load().number
+    }
+
+    /// The content hash of the current version.
+    pub fn content_hash(&self) -> ContentHash {
+        self.inner.current.load().hash()
+    }
+
+    /// Whether the current version is an ABI plugin or a plain module.
+    pub fn kind(&self) -> PluginKind {
+        self.inner.current.load().exports.kind
+    }
+
+    /// The entries of the current version, in export order.
+    pub fn entries(&self) -> Vec<EntryInfo> {
+        self.inner.current.load().exports.entry_infos()
+    }
+
+    /// When the current version was loaded, and how long loading it took.
+    pub fn loaded(&self) -> (SystemTime, Duration) {
+        let version = self.inner.current.load();
+        (version.loaded_at, version.load_time)
+    }
+
+    /// The engine the plugin runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The settings the plugin runs with now.
+    pub fn settings(&self) -> Arc<ResolvedSettings> {
+        self.inner.context.settings.load_full()
+    }
+
+    /// Replaces the settings; the next call uses them. Limits of instances already alive are
+    /// updated at their next call.
+    pub fn set_settings(&self, settings: ResolvedSettings) {
+        self.inner.context.settings.store(Arc::new(settings));
+    }
+
+    /// Instances of the current version alive now (idle or in a call).
+    pub fn live_instances(&self) -> usize {
+        self.inner.current.load().live_instances()
+    }
+
+    /// Calls `entry` with `input` encoded in `format` and hands the output bytes to `read`,
+    /// which runs while the output is still in the instance's buffer (no copy).
+    ///
+    /// # Errors
+    /// [`Error::EntryNotAllowed`], [`Error::EntryNotFound`], [`Error::InputTooLarge`],
+    /// [`Error::Guest`] for an error the entry returned, and the guest faults
+    /// ([`Error::is_guest_fault`]) after which the instance is discarded and the next call gets
+    /// a fresh one.
+    pub fn call<R>(
+        &self,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let settings = self.inner.context.settings.load_full();
+        let plugin = &*self.inner.context.name;
+        if !settings.allows_entry(entry) {
+            return Err(Error::EntryNotAllowed {
+                plugin: plugin.to_owned(),
+                entry: entry.to_owned(),
+                allowed: settings.entries.as_deref().unwrap_or_default().to_vec(),
+            });
+        }
+        let version = self.inner.current.load_full();
+        let index = version.exports.entry(plugin, entry)?;
+        let mut instance = version.acquire(&settings)?;
+        let site = CallSite { plugin, entry };
+        let result = instance.call(index, site, format, input, &settings, read);
+        let healthy = !matches!(&result, Err(error) if error.is_guest_fault());
+        version.release(instance, healthy && settings.reuse_instances);
+        result
+    }
+
+    /// Calls `entry` with raw bytes and returns its output.
+    ///
+    /// # Errors
+    /// As [`Plugin::call`].
+    pub fn call_raw(&self, entry: &str, input: &[u8]) -> Result<Vec<u8>> {
+        self.call(entry, Format::Raw, input, <[u8]>::to_vec)
+    }
+
+    /// Calls the plugin "by config": tries each configured entry in order and returns the first
+    /// one that succeeds, with its name.
+    ///
+    /// # Errors
+    /// [`Error::NoEntriesConfigured`] when the configuration lists none,
+    /// [`Error::AllEntriesFailed`] with every attempt's error when none succeeds.
+    pub fn call_configured(&self, format: Format, input: &[u8]) -> Result<(String, Vec<u8>)> {
+        let settings = self.inner.context.settings.load_full();
+        let entries = settings
+            .entries
+            .as_deref()
+            .ok_or_else(|| Error::NoEntriesConfigured {
+                plugin: self.name().to_owned(),
+            })?;
+        let mut attempts = Vec::new();
+        for entry in entries {
+            match self.call(entry, format, input, <[u8]>::to_vec) {
+                Ok(output) => return Ok((entry.clone(), output)),
+                Err(error) => {
+                    tracing::debug!(plugin = self.name(), entry = %entry, %error, "configured entry failed, trying the next");
+                    attempts.push((entry.clone(), error));
+                }
+            }
+        }
+        Err(Error::AllEntriesFailed {
+            plugin: self.name().to_owned(),
+            attempts,
+        })
+    }
+
+    /// Subscribes to this plugin's reload events.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<ReloadEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Calls `callback` on the reloading thread for each reload event.
+    pub fn on_event(&self, callback: impl Fn(&ReloadEvent) + Send + Sync + 'static) {
+        self.inner.events.on_event(Arc::new(callback));
+    }
+
+    pub(crate) fn emit(&self, event: ReloadEvent) {
+        self.inner.events.emit(event);
+    }
+
+    /// Re-reads the plugin's file and swaps it in if it is valid and different.
+    ///
+    /// # Errors
+    /// The reason the new file was refused; the current version keeps serving and a
+    /// [`ReloadEvent::Failed`] is sent.
+    pub fn reload(&self) -> Result<ReloadOutcome> {
+        let Some(path) = self.inner.path.clone() else {
+            return Ok(ReloadOutcome::Unchanged);
+        };
+        let result = read_file(&path).and_then(|bytes| self.swap_in(&bytes));
+        self.report(result, Some(path))
+    }
+
+    /// Swaps in `bytes` as the new version if they are valid and different.
+    ///
+    /// # Errors
+    /// As [`Plugin::reload`].
+    pub fn reload_from_bytes(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
+        let result = self.swap_in(bytes);
+        self.report(result, None)
+    }
+
+    fn report(
+        &self,
+        result: Result<ReloadOutcome>,
+        path: Option<PathBuf>,
+    ) -> Result<ReloadOutcome> {
+        result.map_err(|error| {
+            let error = Arc::new(error);
+            tracing::warn!(plugin = self.name(), %error, "reload refused, the current version keeps serving");
+            self.emit(ReloadEvent::Failed {
+                plugin: self.name().to_owned(),
+                path,
+                error: error.clone(),
+            });
+            Arc::try_unwrap(error).unwrap_or_else(|shared| Error::Watch {
+                path: PathBuf::new(),
+                reason: shared.to_string(),
+            })
+        })
+    }
+
+    /// Loads and validates `bytes` off the call path, hands the state over, then swaps.
+    fn swap_in(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
+        let started = Instant::now();
+        let _reloading = self
+            .inner
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let old = self.inner.current.load_full();
+        if ContentHash::of(bytes) == old.hash() {
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let number = self.inner.next_number.fetch_add(1, Ordering::Relaxed);
+        let context = &self.inner.context;
+        let (mut new, mut first) = Version::load(&self.inner.engine, context, number, bytes)?;
+        let settings = context.settings.load_full();
+        let handed_over = self.hand_over(&old, &mut new, &mut first, &settings)?;
+        new.seed(first);
+        let hash = new.hash();
+        let new = Arc::new(new);
+        self.inner.current.store(new);
+        // The old version stops taking calls; the calls it is running finish on it.
+        old.drain();
+        {
+            let mut history = self
+                .inner
+                .history
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            history.push_back(old.clone());
+            while history.len() > settings.keep_versions {
+                history.pop_front();
+            }
+        }
+        let elapsed = started.elapsed();
+        tracing::info!(plugin = self.name(), version = number, %hash, ?elapsed, "plugin reloaded");
+        self.emit(ReloadEvent::Reloaded {
+            plugin: self.name().to_owned(),
+            version: number,
+            previous: old.number,
+            hash,
+            elapsed,
+            state_handed_over: handed_over,
+        });
+        Ok(ReloadOutcome::Reloaded {
+            version: number,
+            hash,
+        })
+    }
+
+    fn hand_over(
+        &self,
+        old: &Version,
+        new: &mut Version,
+        first: &mut crate::instance::Instance,
+        settings: &ResolvedSettings,
+    ) -> Result<bool> {
+        let plugin = self.name();
+        if new.exports.state_restore.is_none() || old.exports.state_save.is_none() {
+            return Ok(false);
+        }
+        let wrap = |error: Error| Error::StateHandover {
+            plugin: plugin.to_owned(),
+            source: Box::new(error),
+        };
+        let mut instance = old.acquire(settings).map_err(wrap)?;
+        let saved = instance.save_state(plugin, settings);
+        let healthy = !matches!(&saved, Err(error) if error.is_guest_fault());
+        old.release(instance, healthy);
+        let Some(state) = saved.map_err(wrap)? else {
+            return Ok(false);
+        };
+        new.adopt_state(first, state, settings).map_err(wrap)
+    }
+
+    /// Makes the previous good version current again, at once (it is still compiled).
+    ///
+    /// # Errors
+    /// [`Error::NoRollbackTarget`] when no earlier version is kept.
+    pub fn rollback(&self) -> Result<u64> {
+        let _reloading = self
+            .inner
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let target = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .pop_back()
+            .ok_or_else(|| Error::NoRollbackTarget {
+                plugin: self.name().to_owned(),
+            })?;
+        let to = target.number;
+        let hash = target.hash();
+        let from = self.inner.current.swap(target);
+        from.drain();
+        tracing::info!(
+            plugin = self.name(),
+            from = from.number,
+            to,
+            "plugin rolled back"
+        );
+        self.emit(ReloadEvent::RolledBack {
+            plugin: self.name().to_owned(),
+            from: from.number,
+            to,
+            hash,
+        });
+        Ok(to)
+    }
+
+    /// Numbers of the earlier versions kept for rollback, oldest first.
+    pub fn kept_versions(&self) -> Vec<u64> {
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+            .map(|version| version.number)
+            .collect()
+    }
+}

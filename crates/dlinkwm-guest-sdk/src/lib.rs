@@ -1,0 +1,195 @@
+//! The DlinkWM guest SDK: write plugins for a DlinkWM host in Rust.
+//!
+//! ```no_run
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Params {
+//!     name: String,
+//! }
+//!
+//! #[dlinkwm::entry]
+//! fn greet(params: Params) -> Result<String, dlinkwm::Error> {
+//!     let answer: String = dlinkwm::host::call("custom_greet", &params.name)?;
+//!     dlinkwm::info!("greeted {}", params.name);
+//!     Ok(format!("plugin says: {answer}"))
+//! }
+//! ```
+//!
+//! Build the plugin as a `cdylib` for `wasm32-wasip1` (or `wasm32-unknown-unknown`). The SDK
+//! exports what the ABI requires (`dlinkwm_abi_version`, `dlinkwm_alloc`, `dlinkwm_free`),
+//! installs a panic hook so a panic's message reaches the host's error, and speaks the format the
+//! host chose for each call (postcard or JSON).
+//!
+//! Outside wasm (for example in a plugin's own unit tests) the entries can be called as plain
+//! Rust functions; host calls then fail with [`ErrorKind::NotInHost`].
+#![deny(missing_docs)]
+
+mod error;
+mod ffi;
+pub mod host;
+#[doc(hidden)]
+pub mod log;
+pub mod state;
+
+pub use dlinkwm_abi::{ABI_VERSION, Format};
+pub use dlinkwm_macros::entry;
+pub use error::{Error, ErrorKind};
+
+/// Logs at error level to the host's `tracing`.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, &::std::format!($($arg)*)) };
+}
+
+/// Logs at warn level to the host's `tracing`.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warn, &::std::format!($($arg)*)) };
+}
+
+/// Logs at info level to the host's `tracing`.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, &::std::format!($($arg)*)) };
+}
+
+/// Logs at debug level to the host's `tracing`.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Debug, &::std::format!($($arg)*)) };
+}
+
+/// Logs at trace level to the host's `tracing`.
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Trace, &::std::format!($($arg)*)) };
+}
+
+/// The ABI's required exports. They live here, in the SDK, so every plugin built with it has
+/// them; the host calls them, plugin code never does.
+mod exports {
+    use std::alloc::Layout;
+
+    fn layout(size: usize) -> Option<Layout> {
+        // Zero-sized requests get one byte: a Rust allocator must never be asked for zero bytes,
+        // and the host frees with the same rule.
+        Layout::from_size_align(size.max(1), 1).ok()
+    }
+
+    #[unsafe(export_name = "dlinkwm_abi_version")]
+    extern "C" fn dlinkwm_abi_version() -> i32 {
+        dlinkwm_abi::ABI_VERSION
+    }
+
+    #[unsafe(export_name = "dlinkwm_alloc")]
+    extern "C" fn dlinkwm_alloc(size: i32) -> i32 {
+        match usize::try_from(size).ok().and_then(layout) {
+            // SAFETY: the layout has a non-zero size.
+            Some(layout) => unsafe { std::alloc::alloc(layout) as usize as i32 },
+            None => 0,
+        }
+    }
+
+    #[unsafe(export_name = "dlinkwm_free")]
+    extern "C" fn dlinkwm_free(ptr: i32, size: i32) {
+        if ptr == 0 {
+            return;
+        }
+        if let Some(layout) = usize::try_from(size).ok().and_then(layout) {
+            // SAFETY: the ABI requires `ptr` and `size` to be those of a `dlinkwm_alloc` call.
+            unsafe { std::alloc::dealloc(ptr as u32 as usize as *mut u8, layout) }
+        }
+    }
+
+    /// Frees an input buffer the host allocated for an entry.
+    pub(crate) fn free(ptr: i32, size: i32) {
+        dlinkwm_free(ptr, size);
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! What `#[dlinkwm::entry]` expands to. Not a public API.
+
+    use std::sync::Once;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use crate::{Error, Format, ffi};
+
+    pub use crate::state::{run_state_restore, run_state_save};
+
+    static PANIC_HOOK: Once = Once::new();
+
+    /// Hands a panic's message to the host before the panic aborts the plugin, so the host's
+    /// error says what went wrong instead of "unreachable executed".
+    pub fn install_panic_hook() {
+        PANIC_HOOK.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                ffi::set_error(&info.to_string());
+            }));
+        });
+    }
+
+    /// Runs one entry call: takes the input buffer, runs `body`, and reports its output or
+    /// error through the ABI.
+    ///
+    /// # Safety
+    /// `ptr` and `len` must describe a buffer from `dlinkwm_alloc` that nothing else uses, or be
+    /// `0, 0`.
+    pub unsafe fn run_entry(
+        ptr: i32,
+        len: i32,
+        format: i32,
+        body: impl FnOnce(&[u8], Format) -> Result<Vec<u8>, Error>,
+    ) -> i32 {
+        install_panic_hook();
+        let input: &[u8] = if ptr == 0 || len <= 0 {
+            &[]
+        } else {
+            // SAFETY: guaranteed by the caller.
+            unsafe { std::slice::from_raw_parts(ptr as u32 as usize as *const u8, len as usize) }
+        };
+        let result = match Format::from_code(format) {
+            Some(format) => body(input, format),
+            None => Err(Error::new(
+                crate::ErrorKind::UnsupportedFormat,
+                format!("unknown format code {format}"),
+            )),
+        };
+        crate::exports::free(ptr, len);
+        match result {
+            Ok(output) => {
+                ffi::set_output(&output);
+                dlinkwm_abi::ENTRY_OK
+            }
+            Err(error) => {
+                ffi::set_error(&error.to_string());
+                dlinkwm_abi::ENTRY_ERROR
+            }
+        }
+    }
+
+    /// Decodes an entry's argument.
+    pub fn decode<T: DeserializeOwned>(input: &[u8], format: Format) -> Result<T, Error> {
+        crate::host::decode(input, format)
+    }
+
+    /// Encodes an entry's return value.
+    pub fn encode<T: Serialize + ?Sized>(value: &T, format: Format) -> Result<Vec<u8>, Error> {
+        crate::host::encode(value, format)
+    }
+
+    /// Encodes an entry's `Result`: the error becomes the entry's error message.
+    pub fn encode_result<T: Serialize, E: std::fmt::Display>(
+        result: Result<T, E>,
+        format: Format,
+    ) -> Result<Vec<u8>, Error> {
+        match result {
+            Ok(value) => encode(&value, format),
+            Err(error) => Err(Error::new(crate::ErrorKind::Entry, error.to_string())),
+        }
+    }
+}

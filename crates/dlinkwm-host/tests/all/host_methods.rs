@@ -1,0 +1,98 @@
+use dlinkwm_host::core::{CallerInfo, HostCallError, HostMethods as _};
+use dlinkwm_host::{HostMethods, SerializationFormat};
+
+use crate::{GreetParams, methods};
+
+fn caller() -> CallerInfo<'static> {
+    CallerInfo {
+        plugin: "test",
+        version: 1,
+    }
+}
+
+fn call(
+    methods: &HostMethods,
+    name: &str,
+    format: SerializationFormat,
+    input: &[u8],
+) -> Result<Vec<u8>, HostCallError> {
+    let mut output = Vec::new();
+    methods.call(caller(), name, format, input, &mut output)?;
+    Ok(output)
+}
+
+#[test]
+fn one_typed_method_serves_json_and_postcard() -> anyhow::Result<()> {
+    let methods = methods();
+    let json = call(
+        &methods,
+        "custom_greet",
+        SerializationFormat::Json,
+        br#"{"name":"Ann"}"#,
+    )?;
+    assert_eq!(
+        serde_json::from_slice::<String>(&json)?,
+        "Hello from custom handler, Ann!"
+    );
+    let input = postcard::to_allocvec(&GreetParams { name: "Bo".into() })?;
+    let answer = call(
+        &methods,
+        "custom_greet",
+        SerializationFormat::Postcard,
+        &input,
+    )?;
+    assert_eq!(
+        postcard::from_bytes::<String>(&answer)?,
+        "Hello from custom handler, Bo!"
+    );
+    Ok(())
+}
+
+#[test]
+fn typed_methods_refuse_raw_and_bad_input_as_values() {
+    let methods = methods();
+    assert_eq!(
+        call(&methods, "custom_greet", SerializationFormat::Raw, b"x"),
+        Err(HostCallError::UnsupportedFormat {
+            method: "custom_greet".into(),
+            format: 0
+        })
+    );
+    match call(
+        &methods,
+        "custom_greet",
+        SerializationFormat::Json,
+        b"{not json",
+    ) {
+        Err(HostCallError::Failed(message)) => assert!(
+            message.starts_with("invalid parameters for host method `custom_greet`"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        call(&methods, "nope", SerializationFormat::Json, b"1"),
+        Err(HostCallError::UnknownMethod("nope".into()))
+    );
+}
+
+#[test]
+fn raw_methods_get_bytes_and_format() -> anyhow::Result<()> {
+    let mut methods = HostMethods::new();
+    methods.register_raw("shout", |bytes: &[u8], format: SerializationFormat| {
+        if format != SerializationFormat::Raw {
+            return Err(format!("only raw, not {}", format.name()));
+        }
+        Ok(bytes.to_ascii_uppercase())
+    });
+    assert_eq!(
+        call(&methods, "shout", SerializationFormat::Raw, b"hey")?,
+        b"HEY"
+    );
+    assert_eq!(
+        call(&methods, "shout", SerializationFormat::Json, b"1"),
+        Err(HostCallError::Failed("only raw, not json".into()))
+    );
+    assert_eq!(methods.names(), vec!["shout".to_owned()]);
+    Ok(())
+}
