@@ -60,6 +60,20 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
+    /// These options with the pooling allocator on or off.
+    #[must_use]
+    pub fn with_pooling(mut self, pooling: bool) -> Self {
+        self.pooling = pooling;
+        self
+    }
+
+    /// These options with fuel metering on or off.
+    #[must_use]
+    pub fn with_consume_fuel(mut self, consume_fuel: bool) -> Self {
+        self.consume_fuel = consume_fuel;
+        self
+    }
+
     /// The options `[engine]` of a configuration asks for.
     pub fn from_settings(settings: &EngineSettings) -> Self {
         Self {
@@ -179,12 +193,11 @@ impl Engine {
             return Ok(module);
         }
         let started = std::time::Instant::now();
-        let module = Module::from_binary(&self.inner.wasmtime, bytes).map_err(|error| {
-            Error::InvalidModule {
+        let module =
+            Module::new(&self.inner.wasmtime, bytes).map_err(|error| Error::InvalidModule {
                 plugin: plugin.to_owned(),
                 reason: format!("{error:#}"),
-            }
-        })?;
+            })?;
         self.inner.compiles.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "compiled module");
         let compiled = Arc::new(CompiledModule { module, hash });

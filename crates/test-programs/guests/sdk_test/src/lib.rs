@@ -173,3 +173,11 @@ fn chatter(n: u32) {
     println!("stdout line");
     eprintln!("stderr line");
 }
+
+/// Calls host method `method` (which may block), then answers which build this is: shows which
+/// version a call that was in flight during a swap finished on.
+#[dlinkwm::entry]
+fn variant_after_host(method: String) -> Result<String, dlinkwm::Error> {
+    dlinkwm::host::call::<_, ()>(&method, &())?;
+    Ok(VARIANT.to_owned())
+}
