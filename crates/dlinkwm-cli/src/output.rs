@@ -1,0 +1,119 @@
+//! Logging setup, error reporting and exit codes: the only place that decides what the user sees
+//! of a failure.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use dlinkwm_host::core::Error as CoreError;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Exit codes, documented in `dlinkwm --help` and README.md.
+pub mod exit {
+    /// Bad arguments or input (clap uses 2 for its own usage errors too).
+    pub const USAGE: u8 = 2;
+    /// The plugin could not be loaded or returned an error.
+    pub const PLUGIN: u8 = 1;
+    /// The guest trapped or panicked.
+    pub const TRAP: u8 = 3;
+    /// The guest hit a limit (time, memory, fuel, input or output size).
+    pub const LIMIT: u8 = 4;
+}
+
+/// An error the CLI itself found in what the user gave it.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The target of guest output (stdout, stderr and SDK log lines) in `dlinkwm-core`.
+const GUEST_TARGET: &str = "dlinkwm::guest";
+
+/// Prints guest output as the plain lines the guest wrote, on stderr, so stdout carries only
+/// results.
+struct GuestLines;
+
+struct MessageOnly(String);
+
+impl Visit for MessageOnly {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for GuestLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() != GUEST_TARGET {
+            return;
+        }
+        let mut message = MessageOnly(String::new());
+        event.record(&mut message);
+        // Like a guest writing to a closed stderr: nothing more to do.
+        let _ = writeln!(std::io::stderr().lock(), "{}", message.0);
+    }
+}
+
+/// Installs the subscriber: DlinkWM's own events at `level` (or `DLINKWM_LOG`), guest output
+/// always, both on stderr.
+pub fn init_logging(level: &str, verbose: u8) {
+    let level = match verbose {
+        0 => level,
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("DLINKWM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},{GUEST_TARGET}=off")));
+    let own = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .with_filter(filter);
+    let guest = GuestLines.with_filter(
+        tracing_subscriber::filter::Targets::new().with_target(GUEST_TARGET, tracing::Level::INFO),
+    );
+    tracing_subscriber::registry().with(own).with(guest).init();
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
+    let core = error
+        .downcast_ref::<dlinkwm_host::Error>()
+        .and_then(dlinkwm_host::Error::as_plugin_error)
+        .or_else(|| error.downcast_ref::<CoreError>());
+    match core {
+        Some(
+            CoreError::Timeout { .. }
+            | CoreError::OutOfFuel { .. }
+            | CoreError::MemoryLimit { .. }
+            | CoreError::InputTooLarge { .. }
+            | CoreError::OutputTooLarge { .. },
+        ) => exit::LIMIT,
+        Some(
+            CoreError::Trap { .. } | CoreError::GuestPanic { .. } | CoreError::GuestMemory { .. },
+        ) => exit::TRAP,
+        _ => exit::PLUGIN,
+    }
+}
+
+/// Prints `error: ...` and one `caused by: ...` line per cause, and picks the exit code.
+pub fn report(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("caused by: {cause}");
+    }
+    ExitCode::from(exit_code(error))
+}
