@@ -3,6 +3,8 @@
 //! - `cargo xtask build-plugins [--release]`: build the example plugins for wasm32-wasip1 and
 //!   copy them to `wasm/`.
 //! - `cargo xtask demo`: build the plugins (release) and run the `hello_host` example on them.
+//! - `cargo xtask test [args]`: install what the tests need (the wasm32-wasip1 target), then
+//!   `cargo test --workspace [args]`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,8 +22,11 @@ fn main() -> anyhow::Result<()> {
     match task.as_deref() {
         Some("build-plugins") => build_plugins(rest.iter().any(|arg| arg == "--release")),
         Some("demo") => demo(),
+        Some("test") => test(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins [--release] | demo>");
+            eprintln!(
+                "usage: cargo xtask <build-plugins [--release] | demo | test [cargo test args]>"
+            );
             std::process::exit(2);
         }
     }
@@ -120,4 +125,12 @@ fn demo() -> anyhow::Result<()> {
         "--",
         "wasm",
     ]))
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    ensure_target()?;
+    run(cargo()
+        .current_dir(root())
+        .args(["test", "--workspace"])
+        .args(args))
 }

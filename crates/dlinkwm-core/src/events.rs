@@ -67,11 +67,14 @@ impl ReloadEvent {
     }
 }
 
+/// A subscriber's callback.
+pub(crate) type Callback<E> = Arc<dyn Fn(&E) + Send + Sync>;
+
 /// The subscribers of one plugin (or one configuration).
 #[derive(Default)]
 pub(crate) struct Subscribers<E> {
     channels: Mutex<Vec<crossbeam_channel::Sender<E>>>,
-    callbacks: Mutex<Vec<Arc<dyn Fn(&E) + Send + Sync>>>,
+    callbacks: Mutex<Vec<Callback<E>>>,
 }
 
 pub(crate) type EventBus = Subscribers<ReloadEvent>;
@@ -93,7 +96,7 @@ impl<E: Clone> Subscribers<E> {
         receiver
     }
 
-    pub(crate) fn on_event(&self, callback: Arc<dyn Fn(&E) + Send + Sync>) {
+    pub(crate) fn on_event(&self, callback: Callback<E>) {
         self.callbacks
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())

@@ -1,0 +1,6 @@
+#[dlinkwm::entry]
+async fn greet(name: String) -> String {
+    name
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[dlinkwm::entry]
+extern "C" fn greet() -> i32 {
+    0
+}
+
+fn main() {}

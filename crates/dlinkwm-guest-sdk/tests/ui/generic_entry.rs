@@ -1,0 +1,6 @@
+#[dlinkwm::entry]
+fn echo<T: serde::Serialize>(value: T) -> T {
+    value
+}
+
+fn main() {}

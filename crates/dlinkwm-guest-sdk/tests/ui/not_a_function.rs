@@ -1,0 +1,4 @@
+#[dlinkwm::entry]
+struct Greeter;
+
+fn main() {}

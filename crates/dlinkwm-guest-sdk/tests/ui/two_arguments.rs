@@ -1,0 +1,6 @@
+#[dlinkwm::entry]
+fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+fn main() {}

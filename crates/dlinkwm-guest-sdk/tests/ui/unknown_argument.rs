@@ -1,0 +1,6 @@
+#[dlinkwm::entry(export = "other")]
+fn greet() -> String {
+    String::new()
+}
+
+fn main() {}
