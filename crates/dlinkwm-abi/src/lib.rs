@@ -55,7 +55,7 @@ pub mod export {
     }
 }
 
-/// Names of the functions the host provides to plugins, all in the import module [`import::MODULE`](crate::import::MODULE).
+/// Names of the functions the host provides to plugins, all in the import module [`import::MODULE`].
 pub mod import {
     /// The import module of every ABI v1 host function.
     pub const MODULE: &str = "dlinkwm";
