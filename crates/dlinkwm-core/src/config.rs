@@ -314,7 +314,7 @@ impl Config {
     pub fn from_toml_with_env(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
         let figment = Figment::new()
             .merge(Toml::string(text))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+            .merge(env_overrides());
         Self::extract(figment, source)
     }
 
@@ -405,6 +405,21 @@ impl Config {
             .find(|(key, _)| normalize(&absolute(Path::new(key), base)) == wanted)
             .map(|(_, value)| value)
     }
+}
+
+/// The top-level tables environment variables may override. Other `DLINKWM_` variables (such as
+/// the CLI's `DLINKWM_LOG`) are not configuration and are left alone.
+const ENV_TABLES: &[&str] = &["entry_functions", "defaults", "plugins", "engine"];
+
+fn env_overrides() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| {
+            let table = key.as_str().split("__").next().unwrap_or_default();
+            ENV_TABLES
+                .iter()
+                .any(|allowed| table.eq_ignore_ascii_case(allowed))
+        })
+        .split("__")
 }
 
 fn dotted_key(path: &[String]) -> String {
@@ -527,6 +542,24 @@ mod tests {
         assert_eq!(error.key.as_deref(), Some("defaults.max_instances"));
         let error = Config::from_toml("entry_functions = [").unwrap_err();
         assert!(error.key.is_none());
+    }
+
+    #[test]
+    fn env_overrides_apply_and_unrelated_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DLINKWM_DEFAULTS__TIMEOUT_MS", "123");
+            jail.set_env("DLINKWM_LOG", "debug");
+            jail.set_env("DLINKWM_SOMETHING_ELSE", "x");
+            let config = Config::from_toml_with_env("[defaults]\ntimeout_ms = 5\n", None).unwrap();
+            assert_eq!(
+                config.settings_for("a.wasm").timeout,
+                Duration::from_millis(123)
+            );
+            jail.set_env("DLINKWM_DEFAULTS__TIMEOUT_MS", "soon");
+            let error = Config::from_toml_with_env("", None).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some("defaults.timeout_ms"));
+            Ok(())
+        });
     }
 
     #[test]

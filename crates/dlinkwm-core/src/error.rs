@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Every variant names the plugin it is about; callers match on the variant, never on the
 /// message. A guest can cause any of these but none of them panics the host.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The plugin file could not be read.
@@ -18,9 +18,9 @@ pub enum Error {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// Why (shared, so errors can be cloned into events).
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
 
     /// The bytes are not a valid WebAssembly module (garbage, truncated, unsupported feature).

@@ -33,7 +33,7 @@ pub enum ReloadEvent {
         /// The file that was refused, when it came from one.
         path: Option<PathBuf>,
         /// Why.
-        error: Arc<Error>,
+        error: Error,
     },
     /// An earlier version was made current again.
     RolledBack {

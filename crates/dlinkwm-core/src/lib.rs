@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod dynamic;
 mod engine;
 mod error;
 mod events;
@@ -36,6 +37,7 @@ mod linker;
 mod plugin;
 mod stdio;
 mod version;
+mod watch;
 
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
@@ -43,10 +45,12 @@ pub use config::{
 };
 pub use dlinkwm_abi as abi;
 pub use dlinkwm_abi::Format;
+pub use dynamic::{ConfigEvent, DynamicConfig};
 pub use engine::{ContentHash, EPOCH_TICK, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use events::ReloadEvent;
 pub use exports::{EntryInfo, EntryKind, PluginKind};
 pub use host_methods::{CallerInfo, HostCallError, HostMethods, NoHostMethods};
 pub use instance::StoreState;
-pub use plugin::{Plugin, PluginOptions, ReloadOutcome};
+pub use plugin::{Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
+pub use watch::{PluginWatcher, SETTLE_TIME};

@@ -49,6 +49,19 @@ impl std::fmt::Debug for PluginOptions {
     }
 }
 
+/// A handle that does not keep a plugin alive; see [`Plugin::downgrade`].
+#[derive(Clone)]
+pub struct WeakPlugin {
+    inner: std::sync::Weak<PluginInner>,
+}
+
+impl WeakPlugin {
+    /// The plugin, if it is still alive.
+    pub fn upgrade(&self) -> Option<Plugin> {
+        self.inner.upgrade().map(|inner| Plugin { inner })
+    }
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -96,10 +109,33 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// Reads a file that a writer may still be writing: if its size or modification time changes
+/// while it is read, it is read again (a few times), so a reload never compiles half a file when
+/// the writer is merely slow.
+fn read_settled(path: &Path) -> Result<Vec<u8>> {
+    let stamp = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|meta| (meta.len(), meta.modified().ok()))
+            .map_err(|source| Error::Read {
+                path: path.to_owned(),
+                source: Arc::new(source),
+            })
+    };
+    let mut bytes = Vec::new();
+    for _ in 0..5 {
+        let before = stamp(path)?;
+        bytes = read_file(path)?;
+        if stamp(path)? == before && before.0 == bytes.len() as u64 {
+            break;
+        }
+    }
+    Ok(bytes)
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::Read {
         path: path.to_owned(),
-        source,
+        source: Arc::new(source),
     })
 }
 
@@ -167,6 +203,13 @@ impl Plugin {
                 events: EventBus::new(),
             }),
         })
+    }
+
+    /// A handle that does not keep the plugin alive (what watchers hold).
+    pub fn downgrade(&self) -> WeakPlugin {
+        WeakPlugin {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// The plugin's name.
@@ -321,7 +364,7 @@ impl Plugin {
         let Some(path) = self.inner.path.clone() else {
             return Ok(ReloadOutcome::Unchanged);
         };
-        let result = read_file(&path).and_then(|bytes| self.swap_in(&bytes));
+        let result = read_settled(&path).and_then(|bytes| self.swap_in(&bytes));
         self.report(result, Some(path))
     }
 
@@ -339,18 +382,13 @@ impl Plugin {
         result: Result<ReloadOutcome>,
         path: Option<PathBuf>,
     ) -> Result<ReloadOutcome> {
-        result.map_err(|error| {
-            let error = Arc::new(error);
+        result.inspect_err(|error| {
             tracing::warn!(plugin = self.name(), %error, "reload refused, the current version keeps serving");
             self.emit(ReloadEvent::Failed {
                 plugin: self.name().to_owned(),
                 path,
                 error: error.clone(),
             });
-            Arc::try_unwrap(error).unwrap_or_else(|shared| Error::Watch {
-                path: PathBuf::new(),
-                reason: shared.to_string(),
-            })
         })
     }
 

@@ -49,12 +49,6 @@ impl Version {
         let plugin = &*context.name;
         let module = engine.module(plugin, bytes)?;
         let exports = ExportTable::new(plugin, &module.module)?;
-        let settings = context.settings.load();
-        if let Some(required) = settings.entries.as_deref() {
-            for entry in required {
-                exports.entry(plugin, entry)?;
-            }
-        }
         let pre = engine
             .inner
             .linker
@@ -72,6 +66,13 @@ impl Version {
                     found,
                     supported: dlinkwm_abi::ABI_VERSION,
                 });
+            }
+        }
+        // Checked after the ABI version: a plugin for another ABI is reported as such, not as
+        // missing an entry.
+        if let Some(required) = context.settings.load().entries.as_deref() {
+            for entry in required {
+                exports.entry(plugin, entry)?;
             }
         }
         let version = Self {

@@ -186,3 +186,53 @@ fn the_original_host_print_import_is_provided() -> anyhow::Result<()> {
     plugin.call_raw("say", &[])?;
     Ok(())
 }
+
+/// Collects the guest-output events (`target: dlinkwm::guest`) seen by a subscriber.
+#[derive(Clone, Default)]
+struct GuestLines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GuestLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "dlinkwm::guest" {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", event.metadata().level(), message.0));
+        }
+    }
+}
+
+#[test]
+fn guest_stdout_stderr_and_log_lines_go_to_tracing() -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let lines = GuestLines::default();
+    let subscriber = tracing_subscriber::registry().with(lines.clone());
+    tracing::subscriber::with_default(subscriber, || -> anyhow::Result<()> {
+        let plugin = Plugin::load(&engine(), SDK_TEST_A, options(ResolvedSettings::default()))?;
+        crate::call_postcard(&plugin, "chatter", &2u32)?;
+        Ok(())
+    })?;
+    let lines = lines.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        vec![
+            "INFO log line 0",
+            "INFO log line 1",
+            "INFO stdout line",
+            "WARN stderr line"
+        ]
+    );
+    Ok(())
+}

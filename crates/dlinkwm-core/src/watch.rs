@@ -1,0 +1,181 @@
+//! Watching plugin files and reloading them when they change, off the call path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+
+use crate::error::{Error, Result};
+use crate::events::ReloadEvent;
+use crate::plugin::{Plugin, WeakPlugin};
+
+/// How long a file must be quiet before its change is acted on. Editors and cargo write in
+/// several steps (truncate, write, rename); they all land inside this window and give one reload.
+pub const SETTLE_TIME: Duration = Duration::from_millis(50);
+
+/// Reloads plugins when their files change.
+///
+/// The directory of each watched file is watched (not the file itself), so a file replaced by a
+/// rename, deleted and re-created, or written in place is noticed the same way. Each settled
+/// change reloads the plugin once; a change that leaves the content hash as it was does nothing.
+/// Reloads run on the watcher's thread: calls keep running on the current version meanwhile.
+///
+/// Dropping the watcher stops watching.
+pub struct PluginWatcher {
+    debouncer: Mutex<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PluginWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginWatcher").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Watched files (absolute, normalised) and the plugins loaded from them.
+    files: Mutex<HashMap<PathBuf, Vec<WeakPlugin>>>,
+    /// Directories watched, with how many watched files are in each.
+    directories: Mutex<HashMap<PathBuf, usize>>,
+}
+
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    // Resolve symlinked directories (e.g. /tmp on some systems) so event paths match.
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => parent
+            .canonicalize()
+            .map(|parent| parent.join(name))
+            .unwrap_or(absolute),
+        _ => absolute,
+    }
+}
+
+impl PluginWatcher {
+    /// Starts a watcher with no files.
+    ///
+    /// # Errors
+    /// [`Error::Watch`] when the operating system's file watcher cannot be created.
+    pub fn new() -> Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let handler_shared = shared.clone();
+        let debouncer = new_debouncer(SETTLE_TIME, None, move |result: DebounceEventResult| {
+            handler_shared.handle(result);
+        })
+        .map_err(|error| Error::Watch {
+            path: PathBuf::new(),
+            reason: error.to_string(),
+        })?;
+        Ok(Self {
+            debouncer: Mutex::new(debouncer),
+            shared,
+        })
+    }
+
+    /// Watches `plugin`'s file. A plugin loaded from bytes has no file and is refused.
+    ///
+    /// # Errors
+    /// [`Error::Watch`] when the plugin has no file or its directory cannot be watched.
+    pub fn watch(&self, plugin: &Plugin) -> Result<()> {
+        let path = plugin.path().ok_or_else(|| Error::Watch {
+            path: PathBuf::from(plugin.name()),
+            reason: "the plugin was loaded from bytes, not from a file".to_owned(),
+        })?;
+        let file = absolute(path);
+        let directory = file
+            .parent()
+            .map(Path::to_owned)
+            .ok_or_else(|| Error::Watch {
+                path: file.clone(),
+                reason: "the file has no parent directory".to_owned(),
+            })?;
+        {
+            let mut directories = self
+                .shared
+                .directories
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let count = directories.entry(directory.clone()).or_insert(0);
+            if *count == 0 {
+                self.debouncer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .watch(&directory, RecursiveMode::NonRecursive)
+                    .map_err(|error| Error::Watch {
+                        path: directory.clone(),
+                        reason: error.to_string(),
+                    })?;
+            }
+            *count += 1;
+        }
+        self.shared
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(file.clone())
+            .or_default()
+            .push(plugin.downgrade());
+        tracing::debug!(plugin = plugin.name(), file = %file.display(), "watching plugin file");
+        Ok(())
+    }
+
+    /// The files being watched.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .shared
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+impl Shared {
+    fn handle(&self, result: DebounceEventResult) {
+        let events = match result {
+            Ok(events) => events,
+            Err(errors) => {
+                for error in errors {
+                    tracing::warn!(%error, "file watcher error");
+                }
+                return;
+            }
+        };
+        let mut touched: Vec<PathBuf> = events
+            .iter()
+            .flat_map(|event| event.paths.iter().cloned())
+            .collect();
+        touched.sort();
+        touched.dedup();
+        for path in touched {
+            let plugins: Vec<Plugin> = {
+                let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(plugins) = files.get_mut(&path) else {
+                    continue;
+                };
+                plugins.retain(|weak| weak.upgrade().is_some());
+                plugins.iter().filter_map(WeakPlugin::upgrade).collect()
+            };
+            for plugin in plugins {
+                if path.exists() {
+                    // Failures are reported to subscribers as `ReloadEvent::Failed` by `reload`.
+                    let _ = plugin.reload();
+                } else {
+                    tracing::warn!(plugin = plugin.name(), file = %path.display(), "plugin file removed; the loaded version keeps serving");
+                    plugin.emit(ReloadEvent::FileRemoved {
+                        plugin: plugin.name().to_owned(),
+                        path: path.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
