@@ -191,8 +191,10 @@ fn rollback_restores_the_previous_version_without_compiling() -> anyhow::Result<
 
 #[test]
 fn the_number_of_kept_versions_is_bounded() -> anyhow::Result<()> {
-    let mut settings = ResolvedSettings::default();
-    settings.keep_versions = 2;
+    let settings = ResolvedSettings {
+        keep_versions: 2,
+        ..Default::default()
+    };
     let plugin = Plugin::load(&engine(), SDK_TEST_A, options(settings))?;
     let (a, b) = (std::fs::read(SDK_TEST_A)?, std::fs::read(SDK_TEST_B)?);
     for bytes in [&b, &a, &b, &a] {
@@ -206,8 +208,10 @@ fn the_number_of_kept_versions_is_bounded() -> anyhow::Result<()> {
 #[test]
 fn a_counter_survives_a_reload_and_a_refused_hand_over_keeps_the_old_version() -> anyhow::Result<()>
 {
-    let mut settings = ResolvedSettings::default();
-    settings.max_instances = 1;
+    let settings = ResolvedSettings {
+        max_instances: 1,
+        ..Default::default()
+    };
     let plugin = Plugin::load(&engine(), SDK_TEST_A, options(settings))?;
     let count = |plugin: &Plugin| -> u64 {
         postcard::from_bytes(&call_postcard(plugin, "count", &()).unwrap()).unwrap()
