@@ -545,7 +545,10 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::result_large_err, reason = "figment's Jail API fixes the closure's error type")]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail API fixes the closure's error type"
+    )]
     fn env_overrides_apply_and_unrelated_variables_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("DLINKWM_DEFAULTS__TIMEOUT_MS", "123");

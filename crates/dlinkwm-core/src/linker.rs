@@ -55,12 +55,25 @@ fn memory_and_state<'a>(
     Ok(memory.data_and_store_mut(caller))
 }
 
+/// Adds every function DlinkWM provides to plugins to `linker`: WASI preview 1, ABI v1's
+/// `dlinkwm` module, and the original `host.dlinkwm_host_print`.
+///
+/// Every [`crate::Engine`] builds its linker with this; hosts that assemble their own wasmtime
+/// linker can call it too.
+///
+/// # Errors
+/// When a function of the same name is already defined in `linker`.
+pub fn register_host_functions(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut StoreState| &mut state.wasi)?;
+    add_abi(linker)?;
+    add_legacy(linker)?;
+    Ok(())
+}
+
 /// Builds the linker every plugin of an engine is instantiated with.
 pub(crate) fn build(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut StoreState| &mut state.wasi)?;
-    add_abi(&mut linker)?;
-    add_legacy(&mut linker)?;
+    register_host_functions(&mut linker)?;
     Ok(linker)
 }
 

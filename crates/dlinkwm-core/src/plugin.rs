@@ -404,12 +404,15 @@ impl Plugin {
         if ContentHash::of(bytes) == old.hash() {
             return Ok(ReloadOutcome::Unchanged);
         }
-        let number = self.inner.next_number.fetch_add(1, Ordering::Relaxed);
+        // Reloads are serialised by `reload_lock`, so the number is only taken when the new
+        // version is swapped in: refused files do not use up version numbers.
+        let number = self.inner.next_number.load(Ordering::Relaxed);
         let context = &self.inner.context;
         let (mut new, mut first) = Version::load(&self.inner.engine, context, number, bytes)?;
         let settings = context.settings.load_full();
         let handed_over = self.hand_over(&old, &mut new, &mut first, &settings)?;
         new.seed(first);
+        self.inner.next_number.store(number + 1, Ordering::Relaxed);
         let hash = new.hash();
         let new = Arc::new(new);
         self.inner.current.store(new);

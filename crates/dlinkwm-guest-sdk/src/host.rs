@@ -63,10 +63,20 @@ pub fn call_raw(method: &str, format: Format, input: &[u8]) -> Result<Vec<u8>, E
     ))
 }
 
+/// Raw bytes carry a typed value only as text: nothing is `()` (or `None`), and bytes are a
+/// UTF-8 string. Everything else needs JSON or postcard. The host follows the same rule.
+const RAW_RULE: &str = "the raw format carries only a string or nothing; use json or postcard";
+
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, format: Format) -> Result<Vec<u8>, Error> {
     let encoded = match format {
         Format::Json => serde_json::to_vec(value).map_err(|error| error.to_string()),
         Format::Postcard => postcard::to_allocvec(value).map_err(|error| error.to_string()),
+        Format::Raw => match serde_json::to_value(value) {
+            Ok(serde_json::Value::Null) => Ok(Vec::new()),
+            Ok(serde_json::Value::String(text)) => Ok(text.into_bytes()),
+            Ok(_) => Err(RAW_RULE.to_owned()),
+            Err(error) => Err(error.to_string()),
+        },
         _ => Err(format!(
             "format `{}` cannot carry a typed value",
             format.name()
@@ -79,6 +89,18 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Resul
     let decoded = match format {
         Format::Json => serde_json::from_slice(bytes).map_err(|error| error.to_string()),
         Format::Postcard => postcard::from_bytes(bytes).map_err(|error| error.to_string()),
+        Format::Raw => {
+            let value = if bytes.is_empty() {
+                Ok(serde_json::Value::Null)
+            } else {
+                std::str::from_utf8(bytes)
+                    .map(|text| serde_json::Value::String(text.to_owned()))
+                    .map_err(|_| format!("{RAW_RULE} (the input is not UTF-8)"))
+            };
+            value.and_then(|value| {
+                serde_json::from_value(value).map_err(|error| format!("{RAW_RULE}: {error}"))
+            })
+        }
         _ => Err(format!(
             "format `{}` cannot carry a typed value",
             format.name()
@@ -119,9 +141,21 @@ mod tests {
             decode::<u32>(b"{", Format::Json).unwrap_err().kind(),
             ErrorKind::Decode
         );
+        // Raw: a string is its UTF-8 bytes, nothing is `()`; numbers and structs are refused.
+        assert_eq!(encode("hé", Format::Raw).unwrap(), "hé".as_bytes());
+        assert_eq!(encode(&(), Format::Raw).unwrap(), b"");
+        assert_eq!(
+            decode::<String>("hé".as_bytes(), Format::Raw).unwrap(),
+            "hé"
+        );
+        decode::<()>(b"", Format::Raw).unwrap();
         assert_eq!(
             encode(&1u8, Format::Raw).unwrap_err().kind(),
             ErrorKind::Encode
+        );
+        assert_eq!(
+            decode::<u8>(b"1", Format::Raw).unwrap_err().kind(),
+            ErrorKind::Decode
         );
     }
 }

@@ -1,9 +1,9 @@
 //! The plugin host: one engine, one configuration, one set of host methods.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use dlinkwm_core::{Config, Engine, EngineOptions, PluginOptions};
+use dlinkwm_core::{Config, DynamicConfig, Engine, EngineOptions, PluginOptions, PluginWatcher};
 
 use crate::{HostMethods, Plugin, Result, SerializationFormat};
 
@@ -11,9 +11,16 @@ use crate::{HostMethods, Plugin, Result, SerializationFormat};
 #[derive(Clone, Debug)]
 pub struct PluginHost {
     engine: Engine,
-    config: Arc<Config>,
+    config: ConfigSource,
     methods: Arc<HostMethods>,
     format: SerializationFormat,
+    watcher: Arc<Mutex<Option<Arc<PluginWatcher>>>>,
+}
+
+#[derive(Clone, Debug)]
+enum ConfigSource {
+    Fixed(Arc<Config>),
+    Dynamic(DynamicConfig),
 }
 
 /// Builds a [`PluginHost`]; see [`PluginHost::builder`].
@@ -21,6 +28,7 @@ pub struct PluginHost {
 #[must_use]
 pub struct PluginHostBuilder {
     config: Option<Config>,
+    dynamic: Option<DynamicConfig>,
     methods: HostMethods,
     format: Option<SerializationFormat>,
     engine: Option<Engine>,
@@ -31,6 +39,14 @@ impl PluginHostBuilder {
     /// setting has its documented default.
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
+        self
+    }
+
+    /// A configuration that follows its file: plugins loaded by this host get new settings
+    /// (entry allowlists, limits, permissions) when it changes. Call
+    /// [`DynamicConfig::start_watching`] to watch the file.
+    pub fn dynamic_config(mut self, config: DynamicConfig) -> Self {
+        self.dynamic = Some(config);
         self
     }
 
@@ -58,17 +74,30 @@ impl PluginHostBuilder {
     /// # Errors
     /// The engine cannot be created with the configured options.
     pub fn build(self) -> Result<PluginHost> {
-        let config = self.config.unwrap_or_default();
+        let config = match self.dynamic {
+            Some(dynamic) => ConfigSource::Dynamic(dynamic),
+            None => ConfigSource::Fixed(Arc::new(self.config.unwrap_or_default())),
+        };
         let engine = match self.engine {
             Some(engine) => engine,
-            None => Engine::new(EngineOptions::from_settings(&config.engine))?,
+            None => Engine::new(EngineOptions::from_settings(&config.current().engine))?,
         };
         Ok(PluginHost {
             engine,
-            config: Arc::new(config),
+            config,
             methods: Arc::new(self.methods),
             format: self.format.unwrap_or(SerializationFormat::Postcard),
+            watcher: Arc::new(Mutex::new(None)),
         })
+    }
+}
+
+impl ConfigSource {
+    fn current(&self) -> Arc<Config> {
+        match self {
+            ConfigSource::Fixed(config) => config.clone(),
+            ConfigSource::Dynamic(dynamic) => dynamic.current(),
+        }
     }
 }
 
@@ -87,7 +116,49 @@ impl PluginHost {
         let name = path.display().to_string();
         let options = self.options(&name);
         let plugin = dlinkwm_core::Plugin::load(&self.engine, path, options)?;
+        self.follow_config(&plugin);
         Ok(Plugin::new(plugin, self.format))
+    }
+
+    /// Loads the plugin at `path` and watches its file: each settled change is compiled and
+    /// validated off the call path and swapped in, or refused with a
+    /// [`crate::ReloadEvent::Failed`] while the current version keeps serving.
+    ///
+    /// # Errors
+    /// As [`PluginHost::load`], and [`dlinkwm_core::Error::Watch`].
+    pub fn load_watched(&self, path: impl AsRef<Path>) -> Result<Plugin> {
+        let plugin = self.load(path)?;
+        self.watch(&plugin)?;
+        Ok(plugin)
+    }
+
+    /// Watches `plugin`'s file (see [`PluginHost::load_watched`]).
+    ///
+    /// # Errors
+    /// [`dlinkwm_core::Error::Watch`].
+    pub fn watch(&self, plugin: &Plugin) -> Result<()> {
+        let watcher = {
+            let mut slot = self
+                .watcher
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            match &*slot {
+                Some(watcher) => watcher.clone(),
+                None => {
+                    let watcher = Arc::new(PluginWatcher::new()?);
+                    *slot = Some(watcher.clone());
+                    watcher
+                }
+            }
+        };
+        watcher.watch(plugin.core())?;
+        Ok(())
+    }
+
+    fn follow_config(&self, plugin: &dlinkwm_core::Plugin) {
+        if let ConfigSource::Dynamic(dynamic) = &self.config {
+            dynamic.follow(plugin);
+        }
     }
 
     /// Loads a plugin from bytes under `name` (which is also its configuration key).
@@ -97,13 +168,27 @@ impl PluginHost {
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin> {
         let options = self.options(name);
         let plugin = dlinkwm_core::Plugin::from_bytes(&self.engine, bytes, options)?;
+        self.follow_config(&plugin);
+        Ok(Plugin::new(plugin, self.format))
+    }
+
+    /// Loads `path` with the given settings (for the original API, whose calls pass the
+    /// configuration in).
+    pub(crate) fn load_with(
+        &self,
+        path: &Path,
+        settings: dlinkwm_core::ResolvedSettings,
+    ) -> Result<Plugin> {
+        let mut options = self.options(&path.display().to_string());
+        options.settings = settings;
+        let plugin = dlinkwm_core::Plugin::load(&self.engine, path, options)?;
         Ok(Plugin::new(plugin, self.format))
     }
 
     fn options(&self, name: &str) -> PluginOptions {
         PluginOptions {
             name: Some(name.to_owned()),
-            settings: self.config.settings_for(name),
+            settings: self.config.current().settings_for(name),
             host: self.methods.clone(),
         }
     }
@@ -113,9 +198,9 @@ impl PluginHost {
         &self.engine
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.current()
     }
 
     /// The host methods.

@@ -25,18 +25,22 @@
 #![deny(missing_docs)]
 
 mod codec;
+pub mod config;
 mod host;
+pub mod host_import;
 mod methods;
 mod plugin;
+pub mod wasm_manager;
 
 /// The engine layer, for what this crate does not re-export.
 pub use dlinkwm_core as core;
 /// The formats entries and host methods speak.
 pub use dlinkwm_core::Format as SerializationFormat;
 pub use dlinkwm_core::{
-    CallerInfo, Config, ConfigError, ContentHash, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, Engine,
-    EngineOptions, EntryInfo, EntryKind, HostCallError, PluginKind, PluginSettings, ReloadEvent,
-    ReloadOutcome, ResolvedSettings, Stdio, create_default_config_if_missing,
+    CallerInfo, Config, ConfigError, ConfigEvent, ContentHash, DEFAULT_CONFIG_FILE,
+    DEFAULT_CONFIG_TOML, DynamicConfig, Engine, EngineOptions, EntryInfo, EntryKind, HostCallError,
+    PluginKind, PluginSettings, ReloadEvent, ReloadOutcome, ResolvedSettings, Stdio,
+    create_default_config_if_missing,
 };
 pub use host::{PluginHost, PluginHostBuilder};
 pub use methods::HostMethods;

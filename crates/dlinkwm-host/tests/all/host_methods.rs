@@ -49,15 +49,23 @@ fn one_typed_method_serves_json_and_postcard() -> anyhow::Result<()> {
 }
 
 #[test]
-fn typed_methods_refuse_raw_and_bad_input_as_values() {
+fn typed_methods_take_raw_text_and_refuse_bad_input_as_values() {
     let methods = methods();
+    // Raw carries a string as its UTF-8 bytes: fine for a method taking a String...
     assert_eq!(
-        call(&methods, "custom_greet", SerializationFormat::Raw, b"x"),
-        Err(HostCallError::UnsupportedFormat {
-            method: "custom_greet".into(),
-            format: 0
-        })
+        call(&methods, "greet_str", SerializationFormat::Raw, b"zed"),
+        Ok(b"hi zed".to_vec())
     );
+    // ...refused, as a value, for one taking a struct.
+    match call(&methods, "custom_greet", SerializationFormat::Raw, b"x") {
+        Err(HostCallError::Failed(message)) => {
+            assert!(
+                message.contains("raw format carries only a string"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     match call(
         &methods,
         "custom_greet",
