@@ -14,6 +14,13 @@ pub struct CallArgs {
     plugin: PathBuf,
     /// The entry to call.
     entry: String,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// What every command that runs a plugin takes: its input and the mocked host methods.
+#[derive(Debug, Args)]
+pub struct HostArgs {
     /// The input, as JSON (omit for entries without input).
     #[arg(long, value_name = "JSON")]
     input: Option<String>,
@@ -21,6 +28,45 @@ pub struct CallArgs {
     /// application (repeatable): --mock custom_greet='"hello"'.
     #[arg(long, value_name = "METHOD=JSON")]
     mock: Vec<String>,
+}
+
+impl HostArgs {
+    /// The input as JSON bytes (empty when there is none).
+    pub fn input_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        match self.input.as_deref() {
+            Some(text) => Ok(serde_json::to_vec(&parse_json(text, "--input")?)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A host with the configuration and the mocks, speaking JSON; guest output goes through
+    /// tracing to stderr unless the configuration says otherwise.
+    pub fn host(&self, config: Option<&Path>) -> anyhow::Result<PluginHost> {
+        let mut config = load_config(config)?;
+        if config.defaults.stdio.is_none() {
+            config.defaults.stdio = Some(Stdio::Log);
+        }
+        Ok(PluginHost::builder()
+            .config(config)
+            .host_methods(mocks(&self.mock)?)
+            .format(SerializationFormat::Json)
+            .build()?)
+    }
+}
+
+/// Prints an entry's JSON output pretty, or as text when it is not JSON.
+pub fn print_output(output: &[u8]) {
+    if output.is_empty() {
+        println!("(no output)");
+        return;
+    }
+    match serde_json::from_slice::<serde_json::Value>(output) {
+        Ok(value) => println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        ),
+        Err(_) => println!("{}", String::from_utf8_lossy(output)),
+    }
 }
 
 /// Reads the configuration the user pointed at, or `./dlinkwm.toml` when it exists.
@@ -62,28 +108,12 @@ pub fn mocks(specs: &[String]) -> anyhow::Result<HostMethods> {
 }
 
 pub fn run(args: &CallArgs, config: Option<&Path>) -> anyhow::Result<()> {
-    let input = args
-        .input
-        .as_deref()
-        .map(|text| parse_json(text, "--input"))
-        .transpose()?;
-    let mut config = load_config(config)?;
+    let bytes = args.host.input_bytes()?;
     // Guest output goes through tracing to stderr, so stdout carries only the result.
-    if config.defaults.stdio.is_none() {
-        config.defaults.stdio = Some(Stdio::Log);
-    }
-    let host = PluginHost::builder()
-        .config(config)
-        .host_methods(mocks(&args.mock)?)
-        .format(SerializationFormat::Json)
-        .build()?;
+    let host = args.host.host(config)?;
     let plugin = host
         .load(&args.plugin)
         .with_context(|| format!("cannot load `{}`", args.plugin.display()))?;
-    let bytes = match &input {
-        Some(value) => serde_json::to_vec(value)?,
-        None => Vec::new(),
-    };
     let output = plugin.call_bytes(&args.entry, SerializationFormat::Json, &bytes)?;
     if output.is_empty() {
         return Ok(());

@@ -3,6 +3,8 @@
 mod call;
 mod init;
 mod output;
+mod run;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,16 @@ enum Command {
     ///
     /// Example: dlinkwm call wasm/hello.wasm greet --input '{"name":"World"}' --mock custom_greet='"hi"'
     Call(call::CallArgs),
+    /// Watch a plugin file and call an entry after every reload; failed reloads are reported and
+    /// the loaded version keeps serving.
+    ///
+    /// Example: dlinkwm watch wasm/hello.wasm greet --input '{"name":"World"}' --mock custom_greet='"hi"'
+    Watch(watch::WatchArgs),
+    /// The interactive prompt of the original DlinkWM examples: `call` runs the configured
+    /// entries on the latest version; the plugin file is watched and reloaded.
+    ///
+    /// Example: dlinkwm run --wasm-path wasm/wasm_test.wasm --mock custom_greet='"hi"'
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +59,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Init(args) => init::run(args, cli.config.as_deref()),
         Command::Call(args) => call::run(args, cli.config.as_deref()),
+        Command::Watch(args) => watch::run(args, cli.config.as_deref()),
+        Command::Run(args) => run::run(args, cli.config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

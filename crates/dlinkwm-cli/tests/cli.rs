@@ -2,7 +2,7 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use test_programs_artifacts::{HELLO, SDK_TEST_A, WASM_TEST};
+use test_programs_artifacts::{HELLO, SDK_TEST_A, SDK_TEST_B, WASM_TEST};
 
 fn dlinkwm(dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dlinkwm"));
@@ -184,4 +184,106 @@ fn init_writes_the_default_config_and_refuses_to_overwrite() -> anyhow::Result<(
         dlinkwm_host::DEFAULT_CONFIG_TOML
     );
     Ok(())
+}
+
+#[test]
+fn run_is_an_interactive_prompt_on_stdin() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("dlinkwm.toml"),
+        format!("[entry_functions]\n{SDK_TEST_A:?} = [\"fail\", \"variant\", \"echo\"]\n"),
+    )?;
+    let output = dlinkwm(dir.path())
+        .args(["run", "--wasm-path", SDK_TEST_A])
+        .write_stdin(
+            "help\nentries\ncall\ncall echo \"hey\"\nlast\ncall noop_not_allowed\nbogus\nquit\n",
+        )
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let stdout = String::from_utf8(output)?;
+    assert!(stdout.contains("call ENTRY [JSON]"), "{stdout}");
+    assert!(stdout.contains("  variant (Abi)"), "{stdout}");
+    // `call` falls back from `fail` to `variant`.
+    assert!(
+        stdout.contains("called variant (version 1)\n\"a\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"hey\"\n> \"hey\""),
+        "`last` repeats the result: {stdout}"
+    );
+    assert!(
+        stdout.contains("error: entry `noop_not_allowed` not allowed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unknown command `bogus`"), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn run_ends_at_end_of_input() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    dlinkwm(dir.path())
+        .args(["run", "--wasm-path", SDK_TEST_A])
+        .write_stdin("call variant\n")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"a\""));
+    Ok(())
+}
+
+#[test]
+fn watch_calls_the_entry_after_each_reload_and_survives_bad_files() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir()?;
+    let plugin = dir.path().join("plugin.wasm");
+    std::fs::copy(SDK_TEST_A, &plugin)?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dlinkwm"))
+        .current_dir(dir.path())
+        .args(["watch", "plugin.wasm", "variant"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
+    for stream in [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ] {
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines_tx.send(line);
+            }
+        });
+    }
+    let wait_for = |needle: &str| -> anyhow::Result<()> {
+        loop {
+            let line = lines.recv_timeout(Duration::from_secs(60))?;
+            if line.contains(needle) {
+                return Ok(());
+            }
+        }
+    };
+    let result = (|| -> anyhow::Result<()> {
+        wait_for("version 1: \"a\"")?;
+        std::fs::write(dir.path().join("next.wasm"), b"garbage")?;
+        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+        wait_for("reload failed, version 1 keeps serving")?;
+        std::fs::copy(SDK_TEST_B, dir.path().join("next.wasm"))?;
+        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+        wait_for("version 2: \"b\"")?;
+        Ok(())
+    })();
+    child.kill()?;
+    child.wait()?;
+    result
 }
