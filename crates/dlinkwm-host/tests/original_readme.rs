@@ -33,17 +33,6 @@ fn quick_start() -> Result<()> {
     Ok(())
 }
 
-/// Appends a custom section, so the module is the same code with a different content hash.
-fn with_custom_section(mut bytes: Vec<u8>, payload: &[u8]) -> Vec<u8> {
-    let name = b"dlinkwm-test";
-    let size = 1 + name.len() + payload.len();
-    assert!(size < 128, "one-byte LEB sizes only");
-    bytes.extend_from_slice(&[0, size as u8, name.len() as u8]);
-    bytes.extend_from_slice(name);
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
 #[test]
 fn the_original_snippets_run_as_described() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -131,7 +120,10 @@ fn the_original_snippets_run_as_described() -> Result<()> {
         &config,
     )?;
     // A good new build is picked up.
-    std::fs::write("wasm/next.wasm", with_custom_section(wasm_test, b"v2"))?;
+    std::fs::write(
+        "wasm/next.wasm",
+        test_programs_artifacts::with_custom_section(&wasm_test, b"v2"),
+    )?;
     std::fs::rename("wasm/next.wasm", "wasm/wasm_test.wasm")?;
     assert!(matches!(
         events.recv_timeout(Duration::from_secs(60))?,
