@@ -46,6 +46,13 @@ pub enum ReloadEvent {
         /// Its content hash.
         hash: ContentHash,
     },
+    /// A new plugin file appeared in a watched directory and was loaded.
+    Added {
+        /// The new plugin.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+    },
     /// The plugin's file was removed; the loaded version keeps serving.
     FileRemoved {
         /// The plugin.
@@ -62,6 +69,7 @@ impl ReloadEvent {
             ReloadEvent::Reloaded { plugin, .. }
             | ReloadEvent::Failed { plugin, .. }
             | ReloadEvent::RolledBack { plugin, .. }
+            | ReloadEvent::Added { plugin, .. }
             | ReloadEvent::FileRemoved { plugin, .. } => plugin,
         }
     }

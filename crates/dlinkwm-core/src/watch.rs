@@ -35,12 +35,17 @@ impl std::fmt::Debug for PluginWatcher {
     }
 }
 
+/// Loads a plugin file that appeared in a watched directory.
+type Loader = Arc<dyn Fn(&Path) -> Option<Plugin> + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     /// Watched files (absolute, normalised) and the plugins loaded from them.
     files: Mutex<HashMap<PathBuf, Vec<WeakPlugin>>>,
     /// Directories watched, with how many watched files are in each.
     directories: Mutex<HashMap<PathBuf, usize>>,
+    /// Directories of plugins: new `.wasm` files in them are handed to their loader.
+    plugin_directories: Mutex<HashMap<PathBuf, Loader>>,
 }
 
 pub(crate) fn absolute(path: &Path) -> PathBuf {
@@ -93,33 +98,56 @@ impl PluginWatcher {
                 path: file.clone(),
                 reason: "the file has no parent directory".to_owned(),
             })?;
-        {
-            let mut directories = self
-                .shared
-                .directories
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let count = directories.entry(directory.clone()).or_insert(0);
-            if *count == 0 {
-                self.debouncer
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .watch(&directory, RecursiveMode::NonRecursive)
-                    .map_err(|error| Error::Watch {
-                        path: directory.clone(),
-                        reason: error.to_string(),
-                    })?;
-            }
-            *count += 1;
-        }
+        self.watch_directory_events(&directory)?;
+        self.shared.attach(file, plugin);
+        Ok(())
+    }
+
+    /// Watches a directory of plugins: each `.wasm` file that appears in it (or changes while no
+    /// plugin is loaded from it) is handed to `load`, and the plugin it returns is watched like
+    /// any other. Files already there are the caller's to load.
+    ///
+    /// # Errors
+    /// [`Error::Watch`] when the directory cannot be watched.
+    pub fn watch_directory(
+        &self,
+        directory: &Path,
+        load: impl Fn(&Path) -> Option<Plugin> + Send + Sync + 'static,
+    ) -> Result<()> {
+        let directory = std::path::absolute(directory)
+            .and_then(|directory| directory.canonicalize())
+            .map_err(|error| Error::Watch {
+                path: directory.to_owned(),
+                reason: error.to_string(),
+            })?;
+        self.watch_directory_events(&directory)?;
         self.shared
-            .files
+            .plugin_directories
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(file.clone())
-            .or_default()
-            .push(plugin.downgrade());
-        tracing::debug!(plugin = plugin.name(), file = %file.display(), "watching plugin file");
+            .insert(directory, Arc::new(load));
+        Ok(())
+    }
+
+    /// Makes sure the operating system reports the events of `directory`.
+    fn watch_directory_events(&self, directory: &Path) -> Result<()> {
+        let mut directories = self
+            .shared
+            .directories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let count = directories.entry(directory.to_owned()).or_insert(0);
+        if *count == 0 {
+            self.debouncer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .watch(directory, RecursiveMode::NonRecursive)
+                .map_err(|error| Error::Watch {
+                    path: directory.to_owned(),
+                    reason: error.to_string(),
+                })?;
+        }
+        *count += 1;
         Ok(())
     }
 
@@ -139,6 +167,35 @@ impl PluginWatcher {
 }
 
 impl Shared {
+    fn attach(&self, file: PathBuf, plugin: &Plugin) {
+        tracing::debug!(plugin = plugin.name(), file = %file.display(), "watching plugin file");
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(file)
+            .or_default()
+            .push(plugin.downgrade());
+    }
+
+    /// A `.wasm` file no plugin is loaded from, in a directory of plugins: load it.
+    fn discover(&self, path: &Path) {
+        let is_wasm = path
+            .extension()
+            .is_some_and(|extension| extension == "wasm");
+        let loader = path.parent().and_then(|directory| {
+            self.plugin_directories
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(directory)
+                .cloned()
+        });
+        if let (true, Some(load), true) = (is_wasm, loader, path.is_file())
+            && let Some(plugin) = load(path)
+        {
+            self.attach(path.to_owned(), &plugin);
+        }
+    }
+
     fn handle(&self, result: DebounceEventResult) {
         let events = match result {
             Ok(events) => events,
@@ -158,12 +215,22 @@ impl Shared {
         for path in touched {
             let plugins: Vec<Plugin> = {
                 let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(plugins) = files.get_mut(&path) else {
-                    continue;
-                };
-                plugins.retain(|weak| weak.upgrade().is_some());
-                plugins.iter().filter_map(WeakPlugin::upgrade).collect()
+                let plugins: Vec<Plugin> = files
+                    .get_mut(&path)
+                    .map(|plugins| {
+                        plugins.retain(|weak| weak.upgrade().is_some());
+                        plugins.iter().filter_map(WeakPlugin::upgrade).collect()
+                    })
+                    .unwrap_or_default();
+                if plugins.is_empty() {
+                    files.remove(&path);
+                }
+                plugins
             };
+            if plugins.is_empty() {
+                self.discover(&path);
+                continue;
+            }
             for plugin in plugins {
                 if path.exists() {
                     // Failures are reported to subscribers as `ReloadEvent::Failed` by `reload`.

@@ -137,22 +137,24 @@ impl PluginHost {
     /// # Errors
     /// [`dlinkwm_core::Error::Watch`].
     pub fn watch(&self, plugin: &Plugin) -> Result<()> {
-        let watcher = {
-            let mut slot = self
-                .watcher
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            match &*slot {
-                Some(watcher) => watcher.clone(),
-                None => {
-                    let watcher = Arc::new(PluginWatcher::new()?);
-                    *slot = Some(watcher.clone());
-                    watcher
-                }
-            }
-        };
-        watcher.watch(plugin.core())?;
+        self.watcher()?.watch(plugin.core())?;
         Ok(())
+    }
+
+    /// The host's file watcher, started on first use.
+    pub(crate) fn watcher(&self) -> Result<Arc<PluginWatcher>> {
+        let mut slot = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match &*slot {
+            Some(watcher) => Ok(watcher.clone()),
+            None => {
+                let watcher = Arc::new(PluginWatcher::new()?);
+                *slot = Some(watcher.clone());
+                Ok(watcher)
+            }
+        }
     }
 
     fn follow_config(&self, plugin: &dlinkwm_core::Plugin) {

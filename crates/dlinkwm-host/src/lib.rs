@@ -26,12 +26,14 @@
 
 mod codec;
 pub mod config;
+mod directory;
 mod host;
 pub mod host_import;
 mod methods;
 mod plugin;
 pub mod wasm_manager;
 
+pub use directory::PluginDirectory;
 /// The engine layer, for what this crate does not re-export.
 pub use dlinkwm_core as core;
 /// The formats entries and host methods speak.

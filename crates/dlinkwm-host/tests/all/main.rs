@@ -2,6 +2,7 @@
 
 mod calls;
 mod host_methods;
+mod reload;
 
 use dlinkwm_host::{HostMethods, PluginHost};
 use serde::{Deserialize, Serialize};
