@@ -228,6 +228,19 @@ pub enum Error {
         attempts: Vec<(String, Error)>,
     },
 
+    /// The plugin was called from inside one of its own host calls, on the same thread (a host
+    /// method that calls back into the plugin that called it). Refused rather than risking a
+    /// deadlock on the plugin's instance pool.
+    #[error(
+        "plugin `{plugin}` was called re-entrantly from inside its own host call (entry `{entry}`)"
+    )]
+    Reentrant {
+        /// The plugin.
+        plugin: String,
+        /// The entry asked for.
+        entry: String,
+    },
+
     /// There is no earlier version to roll back to.
     #[error("plugin `{plugin}` has no earlier version to roll back to")]
     NoRollbackTarget {

@@ -262,6 +262,13 @@ impl Instance {
         }
     }
 
+    /// Fuel consumed by the last call, when `settings` meter fuel.
+    pub(crate) fn fuel_consumed(&self, settings: &ResolvedSettings) -> Option<u64> {
+        let given = settings.fuel?;
+        let left = self.store.get_fuel().ok()?;
+        Some(given.saturating_sub(left))
+    }
+
     /// Asks this instance for its state (`dlinkwm_state_save`), if it has any to hand over.
     pub(crate) fn save_state(
         &mut self,

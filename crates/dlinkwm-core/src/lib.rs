@@ -53,7 +53,7 @@ pub use exports::{EntryInfo, EntryKind, PluginKind};
 pub use host_methods::{CallerInfo, HostCallError, HostMethods, NoHostMethods};
 pub use instance::StoreState;
 pub use linker::register_host_functions;
-pub use plugin::{Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
+pub use plugin::{Metered, Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
 /// The wasmtime this crate is built on, for hosts that need its types.
 pub use wasmtime;
 pub use watch::{PluginWatcher, SETTLE_TIME};

@@ -49,6 +49,46 @@ impl std::fmt::Debug for PluginOptions {
     }
 }
 
+thread_local! {
+    /// The plugins this thread is inside a call of (by address), innermost last.
+    static IN_CALL: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks this thread as inside a call of one plugin until dropped.
+struct CallGuard(usize);
+
+impl CallGuard {
+    fn enter(plugin: usize) -> Option<Self> {
+        IN_CALL.with_borrow_mut(|calls| {
+            if calls.contains(&plugin) {
+                None
+            } else {
+                calls.push(plugin);
+                Some(CallGuard(plugin))
+            }
+        })
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        IN_CALL.with_borrow_mut(|calls| {
+            if let Some(position) = calls.iter().rposition(|&plugin| plugin == self.0) {
+                calls.remove(position);
+            }
+        });
+    }
+}
+
+/// An entry's result with what the call consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metered<R> {
+    /// What `read` returned.
+    pub value: R,
+    /// Fuel the call consumed, when the plugin's settings meter fuel.
+    pub fuel_consumed: Option<u64>,
+}
+
 /// A handle that does not keep a plugin alive; see [`Plugin::downgrade`].
 #[derive(Clone)]
 pub struct WeakPlugin {
@@ -284,6 +324,22 @@ impl Plugin {
         input: &[u8],
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
+        self.call_metered(entry, format, input, read)
+            .map(|metered| metered.value)
+    }
+
+    /// [`Plugin::call`], also reporting the fuel the call consumed when fuel is metered.
+    ///
+    /// # Errors
+    /// As [`Plugin::call`], and [`Error::Reentrant`] when called from inside one of this
+    /// plugin's own host calls on the same thread.
+    pub fn call_metered<R>(
+        &self,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Metered<R>> {
         let settings = self.inner.context.settings.load_full();
         let plugin = &*self.inner.context.name;
         if !settings.allows_entry(entry) {
@@ -293,11 +349,22 @@ impl Plugin {
                 allowed: settings.entries.as_deref().unwrap_or_default().to_vec(),
             });
         }
+        let Some(_in_call) = CallGuard::enter(Arc::as_ptr(&self.inner) as usize) else {
+            return Err(Error::Reentrant {
+                plugin: plugin.to_owned(),
+                entry: entry.to_owned(),
+            });
+        };
         let version = self.inner.current.load_full();
         let index = version.exports.entry(plugin, entry)?;
         let mut instance = version.acquire(&settings)?;
         let site = CallSite { plugin, entry };
-        let result = instance.call(index, site, format, input, &settings, read);
+        let result = instance
+            .call(index, site, format, input, &settings, read)
+            .map(|value| Metered {
+                value,
+                fuel_consumed: instance.fuel_consumed(&settings),
+            });
         let healthy = !matches!(&result, Err(error) if error.is_guest_fault());
         version.release(instance, healthy && settings.reuse_instances);
         result

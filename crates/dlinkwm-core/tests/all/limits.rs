@@ -153,3 +153,55 @@ fn wasi_grants_nothing_by_default() -> anyhow::Result<()> {
     assert!(!dir.path().join("new.txt").exists());
     Ok(())
 }
+
+#[test]
+fn fuel_consumed_is_reported_per_call() -> anyhow::Result<()> {
+    let engine = Engine::new(EngineOptions::default().with_consume_fuel(true))?;
+    let plugin = Plugin::load(
+        &engine,
+        SDK_TEST_A,
+        options(settings("[defaults]\nfuel = 10000000\n")),
+    )?;
+    let input = postcard::to_allocvec(&1000u64)?;
+    let deep = plugin.call_metered("recurse", dlinkwm_core::Format::Postcard, &input, |_| ())?;
+    let input = postcard::to_allocvec(&10u64)?;
+    let shallow = plugin.call_metered("recurse", dlinkwm_core::Format::Postcard, &input, |_| ())?;
+    let (deep, shallow) = (deep.fuel_consumed.unwrap(), shallow.fuel_consumed.unwrap());
+    assert!(
+        shallow > 0 && deep > shallow,
+        "deep {deep}, shallow {shallow}"
+    );
+    // Without fuel metering nothing is reported.
+    let plain = sdk_plugin(ResolvedSettings::default());
+    let metered = plain.call_metered("noop", dlinkwm_core::Format::Postcard, &[], |_| ())?;
+    assert_eq!(metered.fuel_consumed, None);
+    Ok(())
+}
+
+#[test]
+fn a_table_growth_beyond_the_limit_fails_inside_the_guest() -> anyhow::Result<()> {
+    let wat = r#"(module
+        (table $t 1 funcref)
+        (func (export "grow_table") (result i32)
+            (table.grow $t (ref.null func) (i32.const 100000)))
+        (global $result (mut i32) (i32.const 0))
+        (func (export "run") (global.set $result (call 0))
+            (if (i32.ne (global.get $result) (i32.const -1)) (then unreachable))))"#;
+    let plugin = Plugin::from_bytes(
+        &engine(),
+        wat.as_bytes(),
+        options(settings("[defaults]\nmax_table_elements = 1000\n")),
+    )?;
+    // table.grow returns -1 when the limiter refuses, so `run` completes without trapping.
+    plugin.call_raw("run", &[])?;
+    let generous = Plugin::from_bytes(
+        &engine(),
+        wat.as_bytes(),
+        options(settings("[defaults]\nmax_table_elements = 1000000\n")),
+    )?;
+    assert!(matches!(
+        generous.call_raw("run", &[]),
+        Err(Error::Trap { .. })
+    ));
+    Ok(())
+}

@@ -4,6 +4,7 @@ mod hostile;
 mod limits;
 mod load;
 mod reload;
+mod threads;
 
 use std::sync::Arc;
 
