@@ -161,7 +161,7 @@ fn a_host_method_calling_back_into_its_plugin_gets_an_error_not_a_deadlock() -> 
         SDK_TEST_A,
         options_with_host(settings, Shared(calls_back.clone())),
     )?;
-    calls_back.0.set(plugin.clone()).ok().expect("set once");
+    assert!(calls_back.0.set(plugin.clone()).is_ok(), "set once");
     #[derive(serde::Serialize)]
     struct HostCall<'a> {
         method: &'a str,
