@@ -268,6 +268,12 @@ pub struct EngineSettings {
     pub pooling: Option<bool>,
     /// Meter fuel (needed for any plugin's `fuel` setting; costs some speed on every call).
     pub consume_fuel: Option<bool>,
+    /// Keep compiled code on disk so later processes skip compiling (default: true).
+    pub cache: Option<bool>,
+    /// Where (default: `$XDG_CACHE_HOME/dlinkwm/compiled` or `~/.cache/dlinkwm/compiled`).
+    pub cache_dir: Option<PathBuf>,
+    /// Bound of the disk cache in MiB; least recently used entries go first (default: 1024).
+    pub cache_max_mib: Option<u64>,
 }
 
 /// A parsed configuration.

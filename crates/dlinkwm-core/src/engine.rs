@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
 use crate::config::EngineSettings;
+use crate::disk_cache::DiskCache;
 use crate::error::{Error, Result};
 use crate::instance::StoreState;
 
@@ -50,20 +52,45 @@ impl fmt::Debug for ContentHash {
 }
 
 /// Options fixed when an engine is created.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineOptions {
     /// Use wasmtime's pooling instance allocator.
     pub pooling: bool,
     /// Meter fuel, so plugins with a `fuel` setting can be limited by it.
     pub consume_fuel: bool,
+    /// The on-disk cache of compiled code (`None`: off). See [`crate::disk_cache`].
+    pub cache_dir: Option<PathBuf>,
+    /// Bound of the disk cache in bytes.
+    pub cache_max_bytes: u64,
 }
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            pooling: false,
+            consume_fuel: false,
+            cache_dir: None,
+            cache_max_bytes: DEFAULT_CACHE_MAX_MIB << 20,
+        }
+    }
+}
+
+/// The default bound of the disk cache, in MiB.
+pub const DEFAULT_CACHE_MAX_MIB: u64 = 1024;
 
 impl EngineOptions {
     /// These options with the pooling allocator on or off.
     #[must_use]
     pub fn with_pooling(mut self, pooling: bool) -> Self {
         self.pooling = pooling;
+        self
+    }
+
+    /// These options with the disk cache of compiled code in `dir` (or off, with `None`).
+    #[must_use]
+    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
         self
     }
 
@@ -75,10 +102,24 @@ impl EngineOptions {
     }
 
     /// The options `[engine]` of a configuration asks for.
+    /// The disk cache is on unless `cache = false`, in `cache_dir` or the per-user default.
     pub fn from_settings(settings: &EngineSettings) -> Self {
+        let cache_dir = if settings.cache.unwrap_or(true) {
+            settings
+                .cache_dir
+                .clone()
+                .or_else(crate::disk_cache::default_cache_dir)
+        } else {
+            None
+        };
         Self {
             pooling: settings.pooling.unwrap_or(false),
             consume_fuel: settings.consume_fuel.unwrap_or(false),
+            cache_dir,
+            cache_max_bytes: settings
+                .cache_max_mib
+                .unwrap_or(DEFAULT_CACHE_MAX_MIB)
+                .saturating_mul(1 << 20),
         }
     }
 }
@@ -109,6 +150,8 @@ pub(crate) struct EngineInner {
     modules: Mutex<HashMap<ContentHash, Weak<CompiledModule>>>,
     compile_lock: Mutex<()>,
     compiles: AtomicU64,
+    disk_hits: AtomicU64,
+    disk: Option<DiskCache>,
     // Held for its `Drop`, which stops the ticker thread with the engine.
     _ticker: Ticker,
 }
@@ -147,6 +190,10 @@ impl Engine {
             reason: format!("{error:#}"),
         })?;
         let ticker = Ticker::start(wasmtime.clone())?;
+        let disk = options
+            .cache_dir
+            .clone()
+            .map(|root| DiskCache::new(root, &wasmtime, options.cache_max_bytes));
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
@@ -155,6 +202,8 @@ impl Engine {
                 modules: Mutex::new(HashMap::new()),
                 compile_lock: Mutex::new(()),
                 compiles: AtomicU64::new(0),
+                disk_hits: AtomicU64::new(0),
+                disk,
                 _ticker: ticker,
             }),
         })
@@ -169,6 +218,16 @@ impl Engine {
     /// any plugin still uses them) does not compile again.
     pub fn compile_count(&self) -> u64 {
         self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    /// How many modules this engine loaded from the disk cache instead of compiling.
+    pub fn disk_cache_hits(&self) -> u64 {
+        self.inner.disk_hits.load(Ordering::Relaxed)
+    }
+
+    /// The root of the disk cache, when it is on.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.inner.disk.as_ref().map(DiskCache::root)
     }
 
     /// The wasmtime engine, for hosts that need it directly.
@@ -193,13 +252,32 @@ impl Engine {
             return Ok(module);
         }
         let started = std::time::Instant::now();
-        let module =
-            Module::new(&self.inner.wasmtime, bytes).map_err(|error| Error::InvalidModule {
-                plugin: plugin.to_owned(),
-                reason: format!("{error:#}"),
-            })?;
-        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "compiled module");
+        let cached = self
+            .inner
+            .disk
+            .as_ref()
+            .and_then(|disk| disk.load(&self.inner.wasmtime, &hash));
+        let module = match cached {
+            Some(module) => {
+                self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "loaded compiled module from the disk cache");
+                module
+            }
+            None => {
+                let module = Module::new(&self.inner.wasmtime, bytes).map_err(|error| {
+                    Error::InvalidModule {
+                        plugin: plugin.to_owned(),
+                        reason: format!("{error:#}"),
+                    }
+                })?;
+                self.inner.compiles.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "compiled module");
+                if let Some(disk) = &self.inner.disk {
+                    disk.store(&hash, &module);
+                }
+                module
+            }
+        };
         let compiled = Arc::new(CompiledModule { module, hash });
         let mut modules = self
             .inner

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod disk_cache;
 mod dynamic;
 mod engine;
 mod error;
@@ -46,7 +47,7 @@ pub use config::{
 pub use dlinkwm_abi as abi;
 pub use dlinkwm_abi::Format;
 pub use dynamic::{ConfigEvent, DynamicConfig};
-pub use engine::{ContentHash, EPOCH_TICK, Engine, EngineOptions};
+pub use engine::{ContentHash, DEFAULT_CACHE_MAX_MIB, EPOCH_TICK, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use events::ReloadEvent;
 pub use exports::{EntryInfo, EntryKind, PluginKind};

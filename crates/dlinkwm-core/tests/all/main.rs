@@ -1,5 +1,6 @@
 //! Integration tests of dlinkwm-core: one binary, one module per area.
 
+mod cache;
 mod hostile;
 mod limits;
 mod load;
