@@ -107,7 +107,7 @@ pub fn mocks(specs: &[String]) -> anyhow::Result<HostMethods> {
     Ok(methods)
 }
 
-pub fn run(args: &CallArgs, config: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let bytes = args.host.input_bytes()?;
     // Guest output goes through tracing to stderr, so stdout carries only the result.
     let host = args.host.host(config)?;
@@ -115,6 +115,21 @@ pub fn run(args: &CallArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .load(&args.plugin)
         .with_context(|| format!("cannot load `{}`", args.plugin.display()))?;
     let output = plugin.call_bytes(&args.entry, SerializationFormat::Json, &bytes)?;
+    if json {
+        let result = match serde_json::from_slice::<serde_json::Value>(&output) {
+            Ok(value) => value,
+            Err(_) if output.is_empty() => serde_json::Value::Null,
+            Err(_) => serde_json::Value::String(String::from_utf8_lossy(&output).into_owned()),
+        };
+        let report = serde_json::json!({
+            "plugin": args.plugin.display().to_string(),
+            "entry": args.entry,
+            "version": plugin.version(),
+            "result": result,
+        });
+        println!("{report}");
+        return Ok(());
+    }
     if output.is_empty() {
         return Ok(());
     }

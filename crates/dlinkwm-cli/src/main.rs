@@ -1,7 +1,12 @@
-//! `dlinkwm`: initialise a configuration, call plugins, and try them without their application.
+//! `dlinkwm`: initialise a configuration, call, watch and inspect plugins, and try them without
+//! their application.
 
+mod cache;
 mod call;
+mod config_cmd;
 mod init;
+mod inspect;
+mod new;
 mod output;
 mod run;
 mod watch;
@@ -9,11 +14,18 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  the plugin could not be loaded, or returned an error; a bad configuration
+  2  bad arguments or input
+  3  the plugin trapped or panicked
+  4  the plugin hit a limit (time, memory, fuel, input or output size)";
 
 /// Load, call and hot-reload WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(name = "dlinkwm", version, about, long_about = None, propagate_version = true)]
+#[command(name = "dlinkwm", version, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// The configuration file (default: ./dlinkwm.toml when it exists).
     #[arg(long, global = true, value_name = "PATH")]
@@ -26,6 +38,10 @@ struct Cli {
     /// Raise the log level (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// Machine-readable JSON output (call, inspect, config check, cache).
+    #[arg(long, global = true)]
+    json: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -51,16 +67,54 @@ enum Command {
     ///
     /// Example: dlinkwm run --wasm-path wasm/wasm_test.wasm --mock custom_greet='"hi"'
     Run(run::RunArgs),
+    /// Show what a plugin is: kind, ABI version, exports (and which are entries), imports, WASI
+    /// needs, size, content hash, whether its compiled code is cached.
+    ///
+    /// Example: dlinkwm inspect wasm/hello.wasm
+    Inspect(inspect::InspectArgs),
+    /// Create a Rust plugin crate that builds with one command.
+    ///
+    /// Example: dlinkwm new my_plugin
+    New(new::NewArgs),
+    /// Validate configuration files.
+    ///
+    /// Example: dlinkwm config check dlinkwm.toml
+    Config(config_cmd::ConfigArgs),
+    /// Inspect or clear the compiled-code cache.
+    ///
+    /// Example: dlinkwm cache info
+    Cache(cache::CacheArgs),
+    /// Print shell completions.
+    ///
+    /// Example: dlinkwm completions bash > /etc/bash_completion.d/dlinkwm
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(&cli.log_level, cli.verbose);
+    let config = cli.config.as_deref();
     let result = match &cli.command {
-        Command::Init(args) => init::run(args, cli.config.as_deref()),
-        Command::Call(args) => call::run(args, cli.config.as_deref()),
-        Command::Watch(args) => watch::run(args, cli.config.as_deref()),
-        Command::Run(args) => run::run(args, cli.config.as_deref()),
+        Command::Init(args) => init::run(args, config),
+        Command::Call(args) => call::run(args, config, cli.json),
+        Command::Watch(args) => watch::run(args, config),
+        Command::Run(args) => run::run(args, config),
+        Command::Inspect(args) => inspect::run(args, config, cli.json),
+        Command::New(args) => new::run(args),
+        Command::Config(args) => config_cmd::run(args, config, cli.json),
+        Command::Cache(args) => cache::run(args, config, cli.json),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "dlinkwm",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -287,3 +287,234 @@ fn watch_calls_the_entry_after_each_reload_and_survives_bad_files() -> anyhow::R
     child.wait()?;
     result
 }
+
+#[test]
+fn call_json_reports_entry_version_and_result() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = dlinkwm(dir.path())
+        .args(["--json", "call", SDK_TEST_A, "add", "--input", "[40, 2]"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&output)?;
+    assert_eq!(report["entry"], "add");
+    assert_eq!(report["version"], 1);
+    assert_eq!(report["result"], 42);
+    Ok(())
+}
+
+#[test]
+fn inspect_shows_kind_entries_imports_and_cache_state() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    std::fs::write(
+        dir.path().join("dlinkwm.toml"),
+        format!("[engine]\ncache_dir = {:?}\n", cache.display().to_string()),
+    )?;
+    let output = dlinkwm(dir.path())
+        .args(["--json", "inspect", HELLO])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&output)?;
+    assert_eq!(report["kind"], "module (DlinkWM ABI)");
+    assert_eq!(report["abi_version"], 1);
+    assert_eq!(report["entries"], serde_json::json!(["greet"]));
+    let greet = report["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|export| export["name"] == "greet")
+        .unwrap();
+    assert_eq!(greet["type"], "func (i32, i32, i32) -> (i32)");
+    assert_eq!(greet["entry"], true);
+    assert!(
+        report["imports"]["dlinkwm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|import| import.as_str().unwrap().starts_with("host_call"))
+    );
+    assert_eq!(report["content_hash"].as_str().unwrap().len(), 64);
+    // Inspecting compiled it once, through the cache: now the cache has it.
+    assert_eq!(report["cached"], false);
+    dlinkwm(dir.path())
+        .args(["inspect", HELLO])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("disk cache    compiled code cached")
+                .and(predicate::str::contains("greet").and(predicate::str::contains("(entry)"))),
+        );
+    dlinkwm(dir.path())
+        .args(["inspect", WASM_TEST])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("dlinkwm_host_print")
+                .and(predicate::str::contains("wasi_snapshot_preview1")),
+        );
+    std::fs::write(dir.path().join("bad.wasm"), b"nope")?;
+    dlinkwm(dir.path())
+        .args(["inspect", "bad.wasm"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not a valid wasm module"));
+    Ok(())
+}
+
+#[test]
+fn config_check_accepts_good_files_and_names_the_bad_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    dlinkwm(dir.path()).arg("init").assert().success();
+    dlinkwm(dir.path())
+        .args(["config", "check"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("dlinkwm.toml: ok"));
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[plugins.\"a.wasm\"]\ntimeout_ms = -5\n",
+    )?;
+    dlinkwm(dir.path())
+        .args(["config", "check", "bad.toml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "at key `plugins.\"a.wasm\".timeout_ms`",
+        ));
+    let output = dlinkwm(dir.path())
+        .args(["--json", "config", "check", "bad.toml"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&output)?;
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["key"], "plugins.\"a.wasm\".timeout_ms");
+    dlinkwm(dir.path())
+        .args(["config", "check", "missing.toml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("missing.toml"));
+    Ok(())
+}
+
+#[test]
+fn cache_info_and_clear() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    std::fs::write(
+        dir.path().join("dlinkwm.toml"),
+        format!("[engine]\ncache_dir = {:?}\n", cache.display().to_string()),
+    )?;
+    dlinkwm(dir.path())
+        .args(["call", SDK_TEST_A, "variant"])
+        .assert()
+        .success();
+    dlinkwm(dir.path())
+        .args(["cache", "info"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("holds 1 compiled modules"));
+    dlinkwm(dir.path())
+        .args(["cache", "clear"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("cleared 1 compiled modules"));
+    let output = dlinkwm(dir.path())
+        .args(["--json", "cache", "info"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&output)?;
+    assert_eq!(report["entries"], 0);
+    std::fs::write(dir.path().join("dlinkwm.toml"), "[engine]\ncache = false\n")?;
+    dlinkwm(dir.path())
+        .args(["cache", "info"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cache is off"));
+    Ok(())
+}
+
+#[test]
+fn completions_and_help_with_examples() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    dlinkwm(dir.path())
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("_dlinkwm()").and(predicate::str::contains("inspect")));
+    dlinkwm(dir.path()).arg("--help").assert().success().stdout(
+        predicate::str::contains("Exit codes:")
+            .and(predicate::str::contains("3  the plugin trapped")),
+    );
+    for command in [
+        "init",
+        "call",
+        "watch",
+        "run",
+        "inspect",
+        "new",
+        "config",
+        "cache",
+        "completions",
+    ] {
+        dlinkwm(dir.path())
+            .args([command, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Example: dlinkwm"));
+    }
+    dlinkwm(dir.path()).arg("frobnicate").assert().code(2);
+    Ok(())
+}
+
+#[test]
+fn new_scaffolds_a_plugin_that_builds_and_answers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    dlinkwm(dir.path())
+        .args(["new", "my_plugin"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "cargo build --release --target wasm32-wasip1",
+        ));
+    dlinkwm(dir.path())
+        .args(["new", "my_plugin"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already exists"));
+    dlinkwm(dir.path()).args(["new", "9lives"]).assert().code(2);
+    // The one command the scaffold names builds it.
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(dir.path().join("my_plugin"))
+        .args(["build", "--release", "--target", "wasm32-wasip1", "--quiet"])
+        .env("CARGO_TARGET_DIR", dir.path().join("my_plugin/target"))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .status()?;
+    assert!(status.success());
+    dlinkwm(dir.path())
+        .args([
+            "call",
+            "my_plugin/target/wasm32-wasip1/release/my_plugin.wasm",
+            "greet",
+            "--input",
+            r#"{"name":"World"}"#,
+            "--mock",
+            r#"custom_greet="hi""#,
+        ])
+        .assert()
+        .success()
+        .stdout("\"my_plugin says: hi\"\n");
+    Ok(())
+}

@@ -115,6 +115,10 @@ impl DiskCache {
         self.dir.join(format!("{hash}.cwasm"))
     }
 
+    pub(crate) fn contains(&self, hash: &ContentHash) -> bool {
+        self.path(hash).is_file()
+    }
+
     /// The cached module for `hash`, or `None` (absent, or refused and deleted).
     pub(crate) fn load(&self, engine: &wasmtime::Engine, hash: &ContentHash) -> Option<Module> {
         let path = self.path(hash);

@@ -225,6 +225,14 @@ impl Engine {
         self.inner.disk_hits.load(Ordering::Relaxed)
     }
 
+    /// Whether the disk cache holds compiled code for `bytes` (for this engine's settings).
+    pub fn is_cached_on_disk(&self, bytes: &[u8]) -> bool {
+        self.inner
+            .disk
+            .as_ref()
+            .is_some_and(|disk| disk.contains(&ContentHash::of(bytes)))
+    }
+
     /// The root of the disk cache, when it is on.
     pub fn cache_dir(&self) -> Option<&Path> {
         self.inner.disk.as_ref().map(DiskCache::root)

@@ -50,7 +50,7 @@ pub use dynamic::{ConfigEvent, DynamicConfig};
 pub use engine::{ContentHash, DEFAULT_CACHE_MAX_MIB, EPOCH_TICK, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use events::ReloadEvent;
-pub use exports::{EntryInfo, EntryKind, PluginKind};
+pub use exports::{EntryInfo, EntryKind, PluginKind, is_component};
 pub use host_methods::{CallerInfo, HostCallError, HostMethods, NoHostMethods};
 pub use instance::StoreState;
 pub use linker::register_host_functions;

@@ -1,0 +1,189 @@
+//! `dlinkwm inspect`: what a plugin file is, exports, imports and needs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use dlinkwm_host::core::wasmtime::{ExternType, FuncType, Module};
+use dlinkwm_host::core::{ContentHash, Engine, EngineOptions, PluginKind};
+use dlinkwm_host::{Config, PluginHost, Stdio};
+use serde_json::json;
+
+use crate::call::load_config;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The plugin file.
+    plugin: PathBuf,
+}
+
+fn signature(ty: &FuncType) -> String {
+    let list = |types: Vec<String>| types.join(", ");
+    format!(
+        "({}) -> ({})",
+        list(ty.params().map(|t| t.to_string()).collect()),
+        list(ty.results().map(|t| t.to_string()).collect())
+    )
+}
+
+fn describe(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(func) => format!("func {}", signature(func)),
+        ExternType::Memory(memory) => format!("memory (min {} pages)", memory.minimum()),
+        ExternType::Table(table) => format!("table (min {})", table.minimum()),
+        ExternType::Global(global) => format!("global {}", global.content()),
+        _ => "other".to_owned(),
+    }
+}
+
+pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("cannot read `{}`", args.plugin.display()))?;
+    let hash = ContentHash::of(&bytes);
+    let is_component = dlinkwm_host::core::is_component(&bytes);
+    let mut config: Config = load_config(config)?;
+    let engine = Engine::new(EngineOptions::from_settings(&config.engine))?;
+    let cached = engine.is_cached_on_disk(&bytes);
+    if is_component {
+        let value = json!({
+            "plugin": args.plugin.display().to_string(),
+            "kind": "component",
+            "size": bytes.len(),
+            "content_hash": hash.to_string(),
+            "cached": cached,
+            "note": "components are not supported by this version of DlinkWM",
+        });
+        return print(&value, json);
+    }
+    let module = Module::new(engine.wasmtime(), &bytes).map_err(|error| {
+        anyhow::anyhow!(
+            "`{}` is not a valid wasm module: {error:#}",
+            args.plugin.display()
+        )
+    })?;
+    // Loading runs `_initialize` and `dlinkwm_abi_version` in the sandbox, with no grants.
+    config.defaults.stdio = Some(Stdio::Null);
+    config.defaults.host_methods = Some(Vec::new());
+    let host = PluginHost::builder()
+        .config(config)
+        .engine(engine)
+        .build()?;
+    let loaded = host.load(&args.plugin);
+    let entries: Vec<String> = loaded
+        .as_ref()
+        .map(|plugin| {
+            plugin
+                .entries()
+                .into_iter()
+                .map(|entry| entry.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let exports: Vec<serde_json::Value> = module
+        .exports()
+        .map(|export| {
+            json!({
+                "name": export.name(),
+                "type": describe(&export.ty()),
+                "entry": entries.iter().any(|entry| entry == export.name()),
+            })
+        })
+        .collect();
+    let mut imports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for import in module.imports() {
+        imports
+            .entry(import.module().to_owned())
+            .or_default()
+            .push(format!("{}: {}", import.name(), describe(&import.ty())));
+    }
+    let wasi: Vec<String> = module
+        .imports()
+        .filter(|import| import.module() == "wasi_snapshot_preview1")
+        .map(|import| import.name().to_owned())
+        .collect();
+    let (kind, abi, load_error) = match &loaded {
+        Ok(plugin) => match plugin.core().kind() {
+            PluginKind::Abi => (
+                "module (DlinkWM ABI)",
+                Some(dlinkwm_host::core::abi::ABI_VERSION),
+                None,
+            ),
+            _ => ("module (plain: () -> () exports are entries)", None, None),
+        },
+        Err(error) => ("module (does not load)", None, Some(error.to_string())),
+    };
+    let value = json!({
+        "plugin": args.plugin.display().to_string(),
+        "kind": kind,
+        "abi_version": abi,
+        "size": bytes.len(),
+        "content_hash": hash.to_string(),
+        "cached": cached,
+        "entries": entries,
+        "exports": exports,
+        "imports": imports,
+        "wasi": wasi,
+        "load_error": load_error,
+    });
+    print(&value, json)
+}
+
+fn print(value: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        return Ok(());
+    }
+    let text = |key: &str| {
+        value[key]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value[key].to_string())
+    };
+    println!("plugin        {}", text("plugin"));
+    println!("kind          {}", text("kind"));
+    if !value["abi_version"].is_null() {
+        println!("ABI version   {}", text("abi_version"));
+    }
+    println!("size          {} bytes", text("size"));
+    println!("content hash  {}", text("content_hash"));
+    println!(
+        "disk cache    {}",
+        if value["cached"] == true {
+            "compiled code cached"
+        } else {
+            "not cached"
+        }
+    );
+    if let Some(error) = value["load_error"].as_str() {
+        println!("load error    {error}");
+    }
+    if let Some(exports) = value["exports"].as_array() {
+        println!("exports:");
+        for export in exports {
+            let marker = if export["entry"] == true {
+                "  (entry)"
+            } else {
+                ""
+            };
+            println!(
+                "  {:<28} {}{marker}",
+                export["name"].as_str().unwrap_or(""),
+                export["type"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(imports) = value["imports"].as_object() {
+        println!("imports:");
+        for (module, names) in imports {
+            println!("  {module}");
+            for name in names.as_array().into_iter().flatten() {
+                println!("    {}", name.as_str().unwrap_or(""));
+            }
+        }
+    }
+    if let Some(note) = value["note"].as_str() {
+        println!("note          {note}");
+    }
+    Ok(())
+}

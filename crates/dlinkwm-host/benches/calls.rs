@@ -1,0 +1,538 @@
+//! DlinkWM against the same work hand-written on raw wasmtime, measured in one run.
+//!
+//! `cargo bench -p dlinkwm-host --bench calls` prints criterion's figures, then a table of
+//! medians with the ratio DlinkWM / raw for each row. The guests are the same on both sides: a
+//! minimal ABI module in WAT (so host overhead dominates) and the SDK test plugin for typed
+//! struct calls.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dlinkwm_host::core::{Engine, EngineOptions};
+use dlinkwm_host::{Config, HostMethods, PluginHost, SerializationFormat};
+use serde::{Deserialize, Serialize};
+use wasmtime::{Caller, Linker, Module, Store, TypedFunc};
+
+/// A guest whose entries do almost nothing, so each row measures the host's overhead.
+const BENCH_GUEST: &str = r#"(module
+    (import "dlinkwm" "set_output" (func $set_output (param i32 i32)))
+    (import "dlinkwm" "host_call" (func $host_call (param i32 i32 i32 i32 i32) (result i32)))
+    (import "dlinkwm" "host_result_len" (func $host_result_len (result i32)))
+    (import "dlinkwm" "host_result_read" (func $host_result_read (param i32)))
+    (memory (export "memory") 4)
+    (data (i32.const 16) "ping")
+    (func (export "dlinkwm_abi_version") (result i32) i32.const 1)
+    (func (export "dlinkwm_alloc") (param i32) (result i32) i32.const 4096)
+    (func (export "dlinkwm_free") (param i32 i32))
+    (func (export "noop") (param i32 i32 i32) (result i32) i32.const 0)
+    (func (export "echo") (param i32 i32 i32) (result i32)
+        (call $set_output (local.get 0) (local.get 1)) i32.const 0)
+    (func (export "ping") (param i32 i32 i32) (result i32)
+        (drop (call $host_call (i32.const 16) (i32.const 4) (i32.const 0) (local.get 0) (local.get 1)))
+        (call $host_result_read (i32.const 131072))
+        (call $set_output (i32.const 131072) (call $host_result_len))
+        i32.const 0))"#;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: i64,
+    y: i64,
+    label: String,
+}
+
+fn point() -> Point {
+    Point {
+        x: 3,
+        y: -4,
+        label: "a small struct".into(),
+    }
+}
+
+static SAMPLES: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
+
+/// Times `iterations` runs of `work` and records the per-iteration time under `name`.
+fn timed(name: &str, iterations: u64, mut work: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    for _ in 0..iterations {
+        work();
+    }
+    let elapsed = started.elapsed();
+    SAMPLES
+        .lock()
+        .unwrap()
+        .entry(name.to_owned())
+        .or_default()
+        .push(elapsed.as_nanos() as f64 / iterations as f64);
+    elapsed
+}
+
+fn bench_pair(c: &mut Criterion, row: &str, mut dlinkwm: impl FnMut(), mut raw: impl FnMut()) {
+    let mut group = c.benchmark_group(row);
+    group.bench_function("dlinkwm", |b| {
+        b.iter_custom(|n| timed(&format!("{row}|dlinkwm"), n, &mut dlinkwm))
+    });
+    group.bench_function("raw wasmtime", |b| {
+        b.iter_custom(|n| timed(&format!("{row}|raw"), n, &mut raw))
+    });
+    group.finish();
+}
+
+/// The hand-written host: what an application would write on raw wasmtime for this ABI.
+struct RawState {
+    wasi: wasmtime_wasi::p1::WasiP1Ctx,
+    memory: Option<wasmtime::Memory>,
+    output: Vec<u8>,
+    result: Vec<u8>,
+}
+
+fn raw_linker(engine: &wasmtime::Engine) -> Linker<RawState> {
+    let mut linker: Linker<RawState> = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RawState| &mut state.wasi)
+        .unwrap();
+    linker
+        .func_wrap(
+            "dlinkwm",
+            "set_output",
+            |mut caller: Caller<'_, RawState>, ptr: i32, len: i32| {
+                let memory = caller.data().memory.unwrap();
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+                let bytes = data
+                    .get(start..start + len)
+                    .ok_or_else(|| wasmtime::format_err!("out of bounds"))?;
+                state.output.clear();
+                state.output.extend_from_slice(bytes);
+                Ok(())
+            },
+        )
+        .unwrap();
+    linker
+        .func_wrap(
+            "dlinkwm",
+            "set_error",
+            |_: Caller<'_, RawState>, _: i32, _: i32| {},
+        )
+        .unwrap();
+    linker
+        .func_wrap(
+            "dlinkwm",
+            "log",
+            |_: Caller<'_, RawState>, _: i32, _: i32, _: i32| {},
+        )
+        .unwrap();
+    linker
+        .func_wrap(
+            "dlinkwm",
+            "host_call",
+            |mut caller: Caller<'_, RawState>,
+             _name: i32,
+             _name_len: i32,
+             _format: i32,
+             ptr: i32,
+             len: i32| {
+                let memory = caller.data().memory.unwrap();
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+                let bytes = data
+                    .get(start..start + len)
+                    .ok_or_else(|| wasmtime::format_err!("out of bounds"))?;
+                state.result.clear();
+                state.result.extend_from_slice(bytes);
+                Ok(0)
+            },
+        )
+        .unwrap();
+    linker
+        .func_wrap(
+            "dlinkwm",
+            "host_result_len",
+            |caller: Caller<'_, RawState>| caller.data().result.len() as i32,
+        )
+        .unwrap();
+    linker
+        .func_wrap(
+            "dlinkwm",
+            "host_result_read",
+            |mut caller: Caller<'_, RawState>, ptr: i32| {
+                let memory = caller.data().memory.unwrap();
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                let start = ptr as u32 as usize;
+                data.get_mut(start..start + state.result.len())
+                    .ok_or_else(|| wasmtime::format_err!("out of bounds"))?
+                    .copy_from_slice(&state.result);
+                Ok(())
+            },
+        )
+        .unwrap();
+    linker
+}
+
+struct RawPlugin {
+    store: Store<RawState>,
+    alloc: TypedFunc<i32, i32>,
+    free: TypedFunc<(i32, i32), ()>,
+    entries: BTreeMap<&'static str, TypedFunc<(i32, i32, i32), i32>>,
+    memory: wasmtime::Memory,
+}
+
+impl RawPlugin {
+    fn new(engine: &wasmtime::Engine, module: &Module, entries: &[&'static str]) -> Self {
+        let linker = raw_linker(engine);
+        let pre = linker.instantiate_pre(module).unwrap();
+        let state = RawState {
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+            memory: None,
+            output: Vec::new(),
+            result: Vec::new(),
+        };
+        let mut store = Store::new(engine, state);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = pre.instantiate(&mut store).unwrap();
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            init.call(&mut store, ()).unwrap();
+        }
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        store.data_mut().memory = Some(memory);
+        let alloc = instance
+            .get_typed_func(&mut store, "dlinkwm_alloc")
+            .unwrap();
+        let free = instance.get_typed_func(&mut store, "dlinkwm_free").unwrap();
+        let entries = entries
+            .iter()
+            .map(|name| (*name, instance.get_typed_func(&mut store, name).unwrap()))
+            .collect();
+        Self {
+            store,
+            alloc,
+            free,
+            entries,
+            memory,
+        }
+    }
+
+    /// alloc, write, call, read, free: the hand-written round trip.
+    fn round_trip<R>(
+        &mut self,
+        entry: &str,
+        format: i32,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        let func = self.entries[entry].clone();
+        let len = input.len() as i32;
+        let ptr = if input.is_empty() {
+            0
+        } else {
+            self.alloc.call(&mut self.store, len).unwrap()
+        };
+        self.memory.data_mut(&mut self.store)[ptr as usize..ptr as usize + input.len()]
+            .copy_from_slice(input);
+        let status = func.call(&mut self.store, (ptr, len, format)).unwrap();
+        assert_eq!(status, 0);
+        let value = read(&self.store.data().output);
+        if !input.is_empty() {
+            self.free.call(&mut self.store, (ptr, len)).unwrap();
+        }
+        value
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut methods = HostMethods::new();
+    methods.register_raw("ping", |input: &[u8], _| Ok::<_, String>(input.to_vec()));
+    let mut config = Config::default();
+    config.engine.cache = Some(false);
+    let host = PluginHost::builder()
+        .config(config)
+        .host_methods(methods)
+        .build()
+        .unwrap();
+    let guest = host.load_bytes("bench", BENCH_GUEST.as_bytes()).unwrap();
+    let sdk = host.load(test_programs_artifacts::SDK_TEST_A).unwrap();
+    let wasmtime_engine = host.engine().wasmtime().clone();
+    let bench_module = Module::new(&wasmtime_engine, BENCH_GUEST).unwrap();
+    let sdk_bytes = std::fs::read(test_programs_artifacts::SDK_TEST_A).unwrap();
+    let sdk_module = Module::new(&wasmtime_engine, &sdk_bytes).unwrap();
+    let mut raw = RawPlugin::new(&wasmtime_engine, &bench_module, &["noop", "echo", "ping"]);
+    let mut raw_sdk = RawPlugin::new(&wasmtime_engine, &sdk_module, &["flip"]);
+
+    // No-arg entry: the typed call vs a raw TypedFunc::call.
+    let noop = raw.entries["noop"].clone();
+    bench_pair(
+        c,
+        "no-arg entry call",
+        || {
+            guest
+                .call_bytes("noop", SerializationFormat::Raw, &[])
+                .map(drop)
+                .unwrap()
+        },
+        || assert_eq!(noop.call(&mut raw.store, (0, 0, 0)).unwrap(), 0),
+    );
+
+    for size in [64usize, 64 * 1024] {
+        let input = vec![0x5au8; size];
+        let row = if size == 64 {
+            "echo 64 B".to_owned()
+        } else {
+            "echo 64 KiB".to_owned()
+        };
+        let raw = &mut raw;
+        bench_pair(
+            c,
+            &row,
+            || {
+                assert_eq!(
+                    guest
+                        .core()
+                        .call("echo", SerializationFormat::Raw, &input, <[u8]>::len)
+                        .unwrap(),
+                    size
+                )
+            },
+            || assert_eq!(raw.round_trip("echo", 0, &input, <[u8]>::len), size),
+        );
+    }
+
+    for format in [SerializationFormat::Postcard, SerializationFormat::Json] {
+        let row = format!("small struct ({})", format.name());
+        let raw_sdk = &mut raw_sdk;
+        let expected = Point {
+            x: -4,
+            y: 3,
+            label: point().label,
+        };
+        bench_pair(
+            c,
+            &row,
+            || {
+                assert_eq!(
+                    sdk.call_with::<_, Point>(format, "flip", &point()).unwrap(),
+                    expected
+                )
+            },
+            || {
+                let (input, decoded) = match format {
+                    SerializationFormat::Json => {
+                        let input = serde_json::to_vec(&point()).unwrap();
+                        (
+                            input.clone(),
+                            raw_sdk.round_trip("flip", 1, &input, |out| {
+                                serde_json::from_slice::<Point>(out).unwrap()
+                            }),
+                        )
+                    }
+                    _ => {
+                        let input = postcard::to_allocvec(&point()).unwrap();
+                        (
+                            input.clone(),
+                            raw_sdk.round_trip("flip", 2, &input, |out| {
+                                postcard::from_bytes::<Point>(out).unwrap()
+                            }),
+                        )
+                    }
+                };
+                drop(input);
+                assert_eq!(decoded, expected);
+            },
+        );
+    }
+
+    let input = [7u8; 16];
+    bench_pair(
+        c,
+        "guest -> host method call",
+        || {
+            assert_eq!(
+                guest
+                    .core()
+                    .call("ping", SerializationFormat::Raw, &input, <[u8]>::len)
+                    .unwrap(),
+                16
+            )
+        },
+        || assert_eq!(raw.round_trip("ping", 0, &input, <[u8]>::len), 16),
+    );
+
+    // Instantiation: a fresh instance for every call, vs InstancePre::instantiate + call.
+    let mut fresh_config = Config::default();
+    fresh_config.engine.cache = Some(false);
+    fresh_config.defaults.reuse_instances = Some(false);
+    let fresh_host = PluginHost::builder()
+        .config(fresh_config)
+        .engine(host.engine().clone())
+        .build()
+        .unwrap();
+    let fresh = fresh_host
+        .load_bytes("bench-fresh", BENCH_GUEST.as_bytes())
+        .unwrap();
+    let raw_pre = raw_linker(&wasmtime_engine)
+        .instantiate_pre(&bench_module)
+        .unwrap();
+    bench_pair(
+        c,
+        "instantiate + no-arg call",
+        || {
+            fresh
+                .call_bytes("noop", SerializationFormat::Raw, &[])
+                .map(drop)
+                .unwrap()
+        },
+        || {
+            let state = RawState {
+                wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+                memory: None,
+                output: Vec::new(),
+                result: Vec::new(),
+            };
+            let mut store = Store::new(&wasmtime_engine, state);
+            store.set_epoch_deadline(u64::MAX / 2);
+            let instance = raw_pre.instantiate(&mut store).unwrap();
+            let memory = instance.get_memory(&mut store, "memory");
+            store.data_mut().memory = memory;
+            let func = instance
+                .get_typed_func::<(i32, i32, i32), i32>(&mut store, "noop")
+                .unwrap();
+            assert_eq!(func.call(&mut store, (0, 0, 0)).unwrap(), 0);
+        },
+    );
+
+    cold_load(c, &sdk_bytes);
+    threads(&sdk);
+    report();
+}
+
+/// Loading an already-seen plugin in a new engine (disk cache) vs compiling it.
+fn cold_load(c: &mut Criterion, bytes: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EngineOptions::default().with_cache_dir(Some(dir.path().to_owned()));
+    let path = dir.path().join("sdk_test.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    let seed = Engine::new(options.clone()).unwrap();
+    dlinkwm_host::core::Plugin::load(&seed, &path, Default::default()).unwrap();
+    let mut group = c.benchmark_group("cold load of a seen plugin");
+    group.sample_size(10);
+    group.bench_function("dlinkwm (disk cache, new engine)", |b| {
+        b.iter_custom(|n| {
+            let engines: Vec<Engine> = (0..n)
+                .map(|_| Engine::new(options.clone()).unwrap())
+                .collect();
+            let started = Instant::now();
+            for engine in &engines {
+                dlinkwm_host::core::Plugin::load(engine, &path, Default::default()).unwrap();
+                assert_eq!(engine.compile_count(), 0);
+            }
+            let elapsed = started.elapsed();
+            SAMPLES
+                .lock()
+                .unwrap()
+                .entry("cold load|dlinkwm".into())
+                .or_default()
+                .push(elapsed.as_nanos() as f64 / n as f64);
+            elapsed
+        })
+    });
+    let engine = Engine::new(EngineOptions::default()).unwrap();
+    group.bench_function("compile (Module::new)", |b| {
+        b.iter_custom(|n| {
+            timed("cold load|raw", n, || {
+                drop(Module::new(engine.wasmtime(), bytes).unwrap())
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Calls per second on one plugin with one and with two threads.
+fn threads(plugin: &dlinkwm_host::Plugin) {
+    const CALLS: usize = 200_000;
+    let run = |threads: usize| -> f64 {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..CALLS / threads {
+                        plugin
+                            .call_bytes("noop", SerializationFormat::Raw, &[])
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        CALLS as f64 / started.elapsed().as_secs_f64()
+    };
+    run(2);
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        one.push(run(1));
+        two.push(run(2));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one, two) = (median(one), median(two));
+    let mut samples = SAMPLES.lock().unwrap();
+    samples.insert("calls/s, 1 thread|dlinkwm".into(), vec![one]);
+    samples.insert("calls/s, 2 threads|dlinkwm".into(), vec![two]);
+}
+
+fn report() {
+    let samples = SAMPLES.lock().unwrap();
+    let median = |name: &str| -> Option<f64> {
+        let mut values = samples.get(name)?.clone();
+        values.sort_by(f64::total_cmp);
+        Some(values[values.len() / 2])
+    };
+    println!();
+    println!(
+        "{:<32} {:>14} {:>14} {:>8}  target",
+        "row", "dlinkwm", "raw wasmtime", "ratio"
+    );
+    let rows = [
+        ("no-arg entry call", "<= 2.0"),
+        ("echo 64 B", "<= 1.3"),
+        ("echo 64 KiB", "<= 1.1"),
+        ("small struct (postcard)", "<= 1.3"),
+        ("small struct (json)", "<= 1.3"),
+        ("guest -> host method call", ""),
+        ("instantiate + no-arg call", ""),
+        ("cold load", "<= 0.02"),
+    ];
+    for (row, target) in rows {
+        if let (Some(ours), Some(raw)) = (
+            median(&format!("{row}|dlinkwm")),
+            median(&format!("{row}|raw")),
+        ) {
+            println!(
+                "{row:<32} {:>11.0} ns {:>11.0} ns {:>8.3}  {target}",
+                ours,
+                raw,
+                ours / raw
+            );
+        }
+    }
+    if let (Some(one), Some(two)) = (
+        median("calls/s, 1 thread|dlinkwm"),
+        median("calls/s, 2 threads|dlinkwm"),
+    ) {
+        println!(
+            "{:<32} {:>11.0}/s {:>11.0}/s {:>8.2}  >= 1.5 (2 threads / 1)",
+            "calls/s 1 vs 2 threads",
+            one,
+            two,
+            two / one
+        );
+    }
+}
+
+criterion_group! {
+    name = calls;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(calls);
