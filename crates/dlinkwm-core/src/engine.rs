@@ -308,8 +308,9 @@ impl Engine {
 
     /// Epoch ticks that make up `timeout`, rounded up, plus one for the tick in progress.
     pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-        let tick = EPOCH_TICK.as_nanos();
-        u64::try_from(timeout.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX / 2) + 1
+        const TICK_MS: u64 = EPOCH_TICK.as_millis() as u64;
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX / 2);
+        millis.div_ceil(TICK_MS).saturating_add(1)
     }
 }
 

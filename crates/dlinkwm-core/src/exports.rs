@@ -157,14 +157,17 @@ impl ExportTable {
 
     /// The index of entry `name`, or the error listing the entries there are.
     pub(crate) fn entry(&self, plugin: &str, name: &str) -> Result<usize> {
-        self.by_name
-            .get(name)
-            .copied()
-            .ok_or_else(|| Error::EntryNotFound {
-                plugin: plugin.to_owned(),
-                entry: name.to_owned(),
-                available: self.entry_names(),
-            })
+        // A plugin has a handful of entries: comparing names beats hashing one.
+        let found = if self.entries.len() <= 16 {
+            self.entries.iter().position(|entry| entry.name == name)
+        } else {
+            self.by_name.get(name).copied()
+        };
+        found.ok_or_else(|| Error::EntryNotFound {
+            plugin: plugin.to_owned(),
+            entry: name.to_owned(),
+            available: self.entry_names(),
+        })
     }
 
     pub(crate) fn entry_names(&self) -> Vec<String> {

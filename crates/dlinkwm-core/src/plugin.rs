@@ -340,7 +340,9 @@ impl Plugin {
         input: &[u8],
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<Metered<R>> {
-        let settings = self.inner.context.settings.load_full();
+        // Guards, not clones: loading takes no shared reference count, so threads calling at
+        // once do not contend; a swap during the call keeps what the guards point to alive.
+        let settings = self.inner.context.settings.load();
         let plugin = &*self.inner.context.name;
         if !settings.allows_entry(entry) {
             return Err(Error::EntryNotAllowed {
@@ -355,7 +357,7 @@ impl Plugin {
                 entry: entry.to_owned(),
             });
         };
-        let version = self.inner.current.load_full();
+        let version = self.inner.current.load();
         let index = version.exports.entry(plugin, entry)?;
         let mut instance = version.acquire(&settings)?;
         let site = CallSite { plugin, entry };

@@ -1,7 +1,11 @@
 //! One loaded, validated version of a plugin and its bounded pool of instances.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use crossbeam_utils::CachePadded;
 
 use crate::config::ResolvedSettings;
 use crate::engine::{CompiledModule, ContentHash, Engine};
@@ -25,14 +29,92 @@ pub(crate) struct Version {
     pub(crate) load_time: Duration,
 }
 
+/// A bounded pool of instances, sharded so that threads calling at the same time do not contend:
+/// each thread has a home shard (its own cache line), takes instances from it first and returns
+/// them to it. The shared counters are touched only when instances are created or dropped, or
+/// when a caller must wait because `max_instances` are all busy.
 struct Pool {
-    state: Mutex<PoolState>,
+    shards: Box<[CachePadded<Mutex<Vec<Instance>>>]>,
+    live: AtomicUsize,
+    waiters: AtomicUsize,
+    wait_lock: Mutex<()>,
     available: Condvar,
 }
 
-struct PoolState {
-    idle: Vec<Instance>,
-    live: usize,
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static HOME_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn home_shard(shards: usize) -> usize {
+    HOME_SHARD.with(|home| {
+        if home.get() == usize::MAX {
+            home.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed));
+        }
+        home.get() % shards
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Pool {
+    fn new(live: usize) -> Self {
+        let shards = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .max(1);
+        Self {
+            shards: (0..shards)
+                .map(|_| CachePadded::new(Mutex::new(Vec::new())))
+                .collect(),
+            live: AtomicUsize::new(live),
+            waiters: AtomicUsize::new(0),
+            wait_lock: Mutex::new(()),
+            available: Condvar::new(),
+        }
+    }
+
+    /// An idle instance from this thread's shard, else from any shard not busy right now.
+    fn take_idle(&self) -> Option<Instance> {
+        let count = self.shards.len();
+        let home = home_shard(count);
+        if let Some(instance) = lock(&self.shards[home]).pop() {
+            return Some(instance);
+        }
+        (1..count).find_map(|offset| {
+            let shard = &self.shards[(home + offset) % count];
+            shard.try_lock().ok().and_then(|mut idle| idle.pop())
+        })
+    }
+
+    /// Reserves a place for a new instance if fewer than `max` are alive.
+    fn reserve(&self, max: usize) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < max).then_some(live + 1)
+            })
+            .is_ok()
+    }
+
+    fn put_back(&self, instance: Instance) {
+        lock(&self.shards[home_shard(self.shards.len())]).push(instance);
+        self.wake_one();
+    }
+
+    fn forget_one(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.wake_one();
+    }
+
+    /// Wakes a caller waiting for an instance, if there is one: no syscall otherwise.
+    fn wake_one(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _waiting = lock(&self.wait_lock);
+            self.available.notify_one();
+        }
+    }
 }
 
 impl Version {
@@ -83,13 +165,7 @@ impl Version {
             engine: engine.clone(),
             context: context.clone(),
             handover: None,
-            pool: Pool {
-                state: Mutex::new(PoolState {
-                    idle: Vec::new(),
-                    live: 1,
-                }),
-                available: Condvar::new(),
-            },
+            pool: Pool::new(1),
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
         };
@@ -113,41 +189,45 @@ impl Version {
 
     /// Puts the first instance in the pool, ready for calls.
     pub(crate) fn seed(&self, first: Instance) {
-        self.lock().idle.push(first);
+        self.pool.put_back(first);
     }
 
     pub(crate) fn hash(&self) -> ContentHash {
         self.module.hash
     }
 
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.pool
-            .state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
     /// An idle instance, a new one while fewer than `max_instances` are alive, or the next one
     /// released.
     pub(crate) fn acquire(&self, settings: &ResolvedSettings) -> Result<Instance> {
-        let mut pool = self.lock();
+        let pool = &self.pool;
         loop {
-            if let Some(instance) = pool.idle.pop() {
+            if let Some(instance) = pool.take_idle() {
                 return Ok(instance);
             }
-            if pool.live < settings.max_instances {
-                pool.live += 1;
-                drop(pool);
-                return self.instantiate(settings).inspect_err(|_| {
-                    self.lock().live -= 1;
-                    self.pool.available.notify_one();
-                });
+            if pool.reserve(settings.max_instances) {
+                return self
+                    .instantiate(settings)
+                    .inspect_err(|_| pool.forget_one());
             }
-            pool = self
-                .pool
-                .available
-                .wait(pool)
-                .unwrap_or_else(|poison| poison.into_inner());
+            // Every instance is busy: wait for one. Registering as a waiter before looking again
+            // means a release either is seen by that look or sees the waiter and wakes it.
+            let waiting = lock(&pool.wait_lock);
+            pool.waiters.fetch_add(1, Ordering::SeqCst);
+            let idle = pool.take_idle();
+            let waiting =
+                if idle.is_none() && pool.live.load(Ordering::Acquire) >= settings.max_instances {
+                    pool.available
+                        .wait_timeout(waiting, Duration::from_millis(100))
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|poison| poison.into_inner().0)
+                } else {
+                    waiting
+                };
+            pool.waiters.fetch_sub(1, Ordering::SeqCst);
+            drop(waiting);
+            if let Some(instance) = idle {
+                return Ok(instance);
+            }
         }
     }
 
@@ -168,30 +248,26 @@ impl Version {
     /// Returns an instance after a call. A poisoned instance (after a trap or a limit) or one
     /// not meant for reuse is dropped, and the next call gets a fresh one.
     pub(crate) fn release(&self, instance: Instance, keep: bool) {
-        let mut pool = self.lock();
         if keep {
-            pool.idle.push(instance);
+            self.pool.put_back(instance);
         } else {
-            pool.live -= 1;
-            drop(pool);
             drop(instance);
+            self.pool.forget_one();
         }
-        self.pool.available.notify_one();
     }
 
     /// Drops the idle instances (their memory) of a version that no longer serves calls.
     pub(crate) fn drain(&self) {
-        let idle = {
-            let mut pool = self.lock();
-            let idle = std::mem::take(&mut pool.idle);
-            pool.live -= idle.len();
-            idle
-        };
-        drop(idle);
+        for shard in self.pool.shards.iter() {
+            let idle = std::mem::take(&mut *lock(shard));
+            self.pool.live.fetch_sub(idle.len(), Ordering::AcqRel);
+            drop(idle);
+        }
+        self.pool.wake_one();
     }
 
     /// Instances alive (idle or in a call).
     pub(crate) fn live_instances(&self) -> usize {
-        self.lock().live
+        self.pool.live.load(Ordering::Acquire)
     }
 }
