@@ -56,6 +56,12 @@ enum EntryFunc {
 /// A live instance of one plugin version.
 pub(crate) struct Instance {
     store: Store<StoreState>,
+    funcs: Funcs,
+}
+
+/// The exports an instance's calls use, resolved once at instantiation. Calls borrow them:
+/// cloning a `TypedFunc` clones its registered type, which costs more than the call itself.
+struct Funcs {
     alloc: Option<TypedFunc<i32, i32>>,
     entries: Box<[EntryFunc]>,
     abi_version: Option<TypedFunc<(), i32>>,
@@ -210,11 +216,13 @@ impl Instance {
         }
         Ok(Self {
             store,
-            alloc,
-            abi_version,
-            entries: entries.into_boxed_slice(),
-            state_save,
-            state_restore,
+            funcs: Funcs {
+                alloc,
+                abi_version,
+                entries: entries.into_boxed_slice(),
+                state_save,
+                state_restore,
+            },
         })
     }
 
@@ -227,8 +235,9 @@ impl Instance {
             entry: dlinkwm_abi::export::ABI_VERSION,
         };
         let func = self
+            .funcs
             .abi_version
-            .clone()
+            .as_ref()
             .ok_or_else(|| Error::ExportMissing {
                 plugin: plugin.to_owned(),
                 export: dlinkwm_abi::export::ABI_VERSION.to_owned(),
@@ -247,16 +256,22 @@ impl Instance {
         settings: &ResolvedSettings,
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
-        match &self.entries[index] {
-            EntryFunc::Abi(func) => {
-                let func = func.clone();
-                self.call_abi(&func, site, format, input, settings, read)
-            }
+        let Self { store, funcs } = self;
+        match &funcs.entries[index] {
+            EntryFunc::Abi(func) => call_abi(
+                store,
+                funcs.alloc.as_ref(),
+                func,
+                site,
+                format,
+                input,
+                settings,
+                read,
+            ),
             EntryFunc::Plain(func) => {
-                let func = func.clone();
-                prepare(&mut self.store, settings);
-                func.call(&mut self.store, ())
-                    .map_err(|error| classify(&mut self.store, error, site, settings))?;
+                prepare(store, settings);
+                func.call(&mut *store, ())
+                    .map_err(|error| classify(store, error, site, settings))?;
                 Ok(read(&[]))
             }
         }
@@ -275,15 +290,25 @@ impl Instance {
         plugin: &str,
         settings: &ResolvedSettings,
     ) -> Result<Option<Vec<u8>>> {
-        let Some(func) = self.state_save.clone() else {
+        let Self { store, funcs } = self;
+        let Some(func) = &funcs.state_save else {
             return Ok(None);
         };
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::STATE_SAVE,
         };
-        self.call_abi(&func, site, Format::Raw, &[], settings, <[u8]>::to_vec)
-            .map(Some)
+        call_abi(
+            store,
+            funcs.alloc.as_ref(),
+            func,
+            site,
+            Format::Raw,
+            &[],
+            settings,
+            <[u8]>::to_vec,
+        )
+        .map(Some)
     }
 
     /// Gives this instance the state saved by the previous version (`dlinkwm_state_restore`).
@@ -294,98 +319,109 @@ impl Instance {
         state: &[u8],
         settings: &ResolvedSettings,
     ) -> Result<bool> {
-        let Some(func) = self.state_restore.clone() else {
+        let Self { store, funcs } = self;
+        let Some(func) = &funcs.state_restore else {
             return Ok(false);
         };
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::STATE_RESTORE,
         };
-        self.call_abi(&func, site, Format::Raw, state, settings, |_| ())?;
+        call_abi(
+            store,
+            funcs.alloc.as_ref(),
+            func,
+            site,
+            Format::Raw,
+            state,
+            settings,
+            |_| (),
+        )?;
         Ok(true)
     }
+}
 
-    fn call_abi<R>(
-        &mut self,
-        func: &TypedFunc<(i32, i32, i32), i32>,
-        site: CallSite<'_>,
-        format: Format,
-        input: &[u8],
-        settings: &ResolvedSettings,
-        read: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R> {
-        if input.len() > settings.max_input_bytes {
-            return Err(Error::InputTooLarge {
-                plugin: site.plugin.to_owned(),
-                entry: site.entry.to_owned(),
-                size: input.len(),
-                limit: settings.max_input_bytes,
-            });
-        }
-        prepare(&mut self.store, settings);
-        let store = &mut self.store;
-        let (ptr, len) = if input.is_empty() {
-            (0, 0)
-        } else {
-            let alloc = self.alloc.as_ref().ok_or_else(|| Error::ExportMissing {
-                plugin: site.plugin.to_owned(),
-                export: dlinkwm_abi::export::ALLOC.to_owned(),
-            })?;
-            // The input limit is far below 2 GiB, so the length fits an i32.
-            let len = input.len() as i32;
-            let ptr = alloc
-                .call(&mut *store, len)
-                .map_err(|error| classify(store, error, site, settings))?;
-            let memory = store.data().memory.ok_or_else(|| Error::ExportMissing {
-                plugin: site.plugin.to_owned(),
-                export: dlinkwm_abi::export::MEMORY.to_owned(),
-            })?;
-            let data = memory.data_mut(&mut *store);
-            let range = match guest_range(data.len(), ptr, len, "input buffer from `dlinkwm_alloc`")
-            {
-                Ok(range) if ptr != 0 => range,
-                Ok(_) => {
-                    return Err(Error::GuestMemory {
-                        plugin: site.plugin.to_owned(),
-                        entry: site.entry.to_owned(),
-                        reason: format!(
-                            "`dlinkwm_alloc` returned 0 (out of memory) for {len} bytes"
-                        ),
-                    });
-                }
-                Err(error) => return Err(classify(store, error, site, settings)),
-            };
-            data[range].copy_from_slice(input);
-            (ptr, len)
-        };
-        let status = func
-            .call(&mut *store, (ptr, len, format.code()))
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the borrows of one instance, split so the call clones nothing"
+)]
+fn call_abi<R>(
+    store: &mut Store<StoreState>,
+    alloc: Option<&TypedFunc<i32, i32>>,
+    func: &TypedFunc<(i32, i32, i32), i32>,
+    site: CallSite<'_>,
+    format: Format,
+    input: &[u8],
+    settings: &ResolvedSettings,
+    read: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
+    if input.len() > settings.max_input_bytes {
+        return Err(Error::InputTooLarge {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            size: input.len(),
+            limit: settings.max_input_bytes,
+        });
+    }
+    prepare(store, settings);
+    let (ptr, len) = if input.is_empty() {
+        (0, 0)
+    } else {
+        let alloc = alloc.ok_or_else(|| Error::ExportMissing {
+            plugin: site.plugin.to_owned(),
+            export: dlinkwm_abi::export::ALLOC.to_owned(),
+        })?;
+        // The input limit is far below 2 GiB, so the length fits an i32.
+        let len = input.len() as i32;
+        let ptr = alloc
+            .call(&mut *store, len)
             .map_err(|error| classify(store, error, site, settings))?;
-        let call = &mut store.data_mut().call;
-        if let Some(size) = call.output_overflow {
-            return Err(Error::OutputTooLarge {
-                plugin: site.plugin.to_owned(),
-                entry: site.entry.to_owned(),
-                size,
-                limit: settings.max_output_bytes,
-            });
-        }
-        match status {
-            ENTRY_OK => Ok(read(&call.output)),
-            ENTRY_ERROR => Err(Error::Guest {
-                plugin: site.plugin.to_owned(),
-                entry: site.entry.to_owned(),
-                message: call
-                    .error
-                    .take()
-                    .unwrap_or_else(|| "the entry returned an error without a message".to_owned()),
-            }),
-            other => Err(Error::Guest {
-                plugin: site.plugin.to_owned(),
-                entry: site.entry.to_owned(),
-                message: format!("the entry returned unknown status {other}"),
-            }),
-        }
+        let memory = store.data().memory.ok_or_else(|| Error::ExportMissing {
+            plugin: site.plugin.to_owned(),
+            export: dlinkwm_abi::export::MEMORY.to_owned(),
+        })?;
+        let data = memory.data_mut(&mut *store);
+        let range = match guest_range(data.len(), ptr, len, "input buffer from `dlinkwm_alloc`") {
+            Ok(range) if ptr != 0 => range,
+            Ok(_) => {
+                return Err(Error::GuestMemory {
+                    plugin: site.plugin.to_owned(),
+                    entry: site.entry.to_owned(),
+                    reason: format!("`dlinkwm_alloc` returned 0 (out of memory) for {len} bytes"),
+                });
+            }
+            Err(error) => return Err(classify(store, error, site, settings)),
+        };
+        data[range].copy_from_slice(input);
+        (ptr, len)
+    };
+    let status = func
+        .call(&mut *store, (ptr, len, format.code()))
+        .map_err(|error| classify(store, error, site, settings))?;
+    let call = &mut store.data_mut().call;
+    if let Some(size) = call.output_overflow {
+        return Err(Error::OutputTooLarge {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            size,
+            limit: settings.max_output_bytes,
+        });
+    }
+    match status {
+        ENTRY_OK => Ok(read(&call.output)),
+        ENTRY_ERROR => Err(Error::Guest {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            message: call
+                .error
+                .take()
+                .unwrap_or_else(|| "the entry returned an error without a message".to_owned()),
+        }),
+        other => Err(Error::Guest {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            message: format!("the entry returned unknown status {other}"),
+        }),
     }
 }
 

@@ -34,12 +34,15 @@ pub(crate) struct Version {
 /// them to it. The shared counters are touched only when instances are created or dropped, or
 /// when a caller must wait because `max_instances` are all busy.
 struct Pool {
-    shards: Box<[CachePadded<Mutex<Vec<Instance>>>]>,
+    shards: Box<[Shard]>,
     live: AtomicUsize,
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     available: Condvar,
 }
+
+/// Idle instances of one shard, on its own cache line.
+type Shard = CachePadded<Mutex<Vec<Box<Instance>>>>;
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -77,7 +80,7 @@ impl Pool {
     }
 
     /// An idle instance from this thread's shard, else from any shard not busy right now.
-    fn take_idle(&self) -> Option<Instance> {
+    fn take_idle(&self) -> Option<Box<Instance>> {
         let count = self.shards.len();
         let home = home_shard(count);
         if let Some(instance) = lock(&self.shards[home]).pop() {
@@ -98,7 +101,7 @@ impl Pool {
             .is_ok()
     }
 
-    fn put_back(&self, instance: Instance) {
+    fn put_back(&self, instance: Box<Instance>) {
         lock(&self.shards[home_shard(self.shards.len())]).push(instance);
         self.wake_one();
     }
@@ -189,7 +192,7 @@ impl Version {
 
     /// Puts the first instance in the pool, ready for calls.
     pub(crate) fn seed(&self, first: Instance) {
-        self.pool.put_back(first);
+        self.pool.put_back(Box::new(first));
     }
 
     pub(crate) fn hash(&self) -> ContentHash {
@@ -198,7 +201,7 @@ impl Version {
 
     /// An idle instance, a new one while fewer than `max_instances` are alive, or the next one
     /// released.
-    pub(crate) fn acquire(&self, settings: &ResolvedSettings) -> Result<Instance> {
+    pub(crate) fn acquire(&self, settings: &ResolvedSettings) -> Result<Box<Instance>> {
         let pool = &self.pool;
         loop {
             if let Some(instance) = pool.take_idle() {
@@ -231,7 +234,7 @@ impl Version {
         }
     }
 
-    fn instantiate(&self, settings: &ResolvedSettings) -> Result<Instance> {
+    fn instantiate(&self, settings: &ResolvedSettings) -> Result<Box<Instance>> {
         let mut instance = Instance::new(
             &self.engine,
             &self.pre,
@@ -242,12 +245,12 @@ impl Version {
         if let Some(state) = &self.handover {
             instance.restore_state(&self.context.name, state, settings)?;
         }
-        Ok(instance)
+        Ok(Box::new(instance))
     }
 
     /// Returns an instance after a call. A poisoned instance (after a trap or a limit) or one
     /// not meant for reuse is dropped, and the next call gets a fresh one.
-    pub(crate) fn release(&self, instance: Instance, keep: bool) {
+    pub(crate) fn release(&self, instance: Box<Instance>, keep: bool) {
         if keep {
             self.pool.put_back(instance);
         } else {
