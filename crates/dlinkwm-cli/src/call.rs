@@ -111,9 +111,11 @@ pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result
     let bytes = args.host.input_bytes()?;
     // Guest output goes through tracing to stderr, so stdout carries only the result.
     let host = args.host.host(config)?;
+    let spinner = crate::output::Spinner::start(format!("loading {}", args.plugin.display()));
     let plugin = host
         .load(&args.plugin)
         .with_context(|| format!("cannot load `{}`", args.plugin.display()))?;
+    drop(spinner);
     let output = plugin.call_bytes(&args.entry, SerializationFormat::Json, &bytes)?;
     if json {
         let result = match serde_json::from_slice::<serde_json::Value>(&output) {

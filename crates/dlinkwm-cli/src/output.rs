@@ -117,3 +117,58 @@ pub fn report(error: &anyhow::Error) -> ExitCode {
     }
     ExitCode::from(exit_code(error))
 }
+
+/// A spinner on stderr while something slow runs (a compile), shown only on a terminal and only
+/// once the work has taken longer than a moment. Stops and clears its line when dropped.
+pub struct Spinner {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spinner {
+    /// Starts a spinner labelled `what`, if stderr is a terminal.
+    pub fn start(what: String) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::spawn(move || {
+            // Quick work shows nothing.
+            if stopped
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_ok()
+            {
+                return;
+            }
+            let frames = ['|', '/', '-', '\\'];
+            for frame in frames.iter().cycle() {
+                let _ = write!(std::io::stderr().lock(), "\r{frame} {what}");
+                if stopped
+                    .recv_timeout(std::time::Duration::from_millis(100))
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -30,9 +30,11 @@ const HELP: &str = "commands:
 
 pub fn run(args: &RunArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let host: PluginHost = args.host.host(config)?;
+    let spinner = crate::output::Spinner::start(format!("loading {}", args.wasm_path.display()));
     let plugin = host
         .load_watched(&args.wasm_path)
         .with_context(|| format!("cannot load `{}`", args.wasm_path.display()))?;
+    drop(spinner);
     println!(
         "DlinkWM interactive prompt: {} (version {})",
         args.wasm_path.display(),

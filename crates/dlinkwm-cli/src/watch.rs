@@ -32,9 +32,11 @@ fn call_and_print(plugin: &Plugin, entry: &str, input: &[u8]) {
 pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let input = args.host.input_bytes()?;
     let host: PluginHost = args.host.host(config)?;
+    let spinner = crate::output::Spinner::start(format!("loading {}", args.plugin.display()));
     let plugin = host
         .load_watched(&args.plugin)
         .with_context(|| format!("cannot load `{}`", args.plugin.display()))?;
+    drop(spinner);
     let events = plugin.core().subscribe();
     eprintln!(
         "watching {} (Ctrl-C to stop); calling `{}` after each reload",

@@ -152,7 +152,9 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
             let range = guest_range(data.len(), ptr, len, "log message")?;
-            let message = String::from_utf8_lossy(&data[range]);
+            // One log line is at most 64 KiB; the rest is cut, not copied.
+            let end = range.start + range.len().min(MAX_PRINT);
+            let message = String::from_utf8_lossy(&data[range.start..end]);
             let plugin = &*state.context.name;
             match LogLevel::from_code(level) {
                 LogLevel::Error => tracing::error!(target: "dlinkwm::guest", plugin, "{message}"),

@@ -560,6 +560,7 @@ impl Plugin {
             })?;
         let to = target.number;
         let hash = target.hash();
+        target.reinstate();
         let from = self.inner.current.swap(target);
         from.drain();
         tracing::info!(

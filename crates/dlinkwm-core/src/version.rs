@@ -1,7 +1,7 @@
 //! One loaded, validated version of a plugin and its bounded pool of instances.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +35,9 @@ pub(crate) struct Version {
 /// when a caller must wait because `max_instances` are all busy.
 struct Pool {
     shards: Box<[Shard]>,
+    /// Set when the version stops being current: instances returned to it are dropped rather
+    /// than kept (a kept version holds only its compiled code, for rollback).
+    retired: AtomicBool,
     live: AtomicUsize,
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
@@ -72,6 +75,7 @@ impl Pool {
             shards: (0..shards)
                 .map(|_| CachePadded::new(Mutex::new(Vec::new())))
                 .collect(),
+            retired: AtomicBool::new(false),
             live: AtomicUsize::new(live),
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
@@ -251,7 +255,7 @@ impl Version {
     /// Returns an instance after a call. A poisoned instance (after a trap or a limit) or one
     /// not meant for reuse is dropped, and the next call gets a fresh one.
     pub(crate) fn release(&self, instance: Box<Instance>, keep: bool) {
-        if keep {
+        if keep && !self.pool.retired.load(Ordering::Acquire) {
             self.pool.put_back(instance);
         } else {
             drop(instance);
@@ -261,12 +265,18 @@ impl Version {
 
     /// Drops the idle instances (their memory) of a version that no longer serves calls.
     pub(crate) fn drain(&self) {
+        self.pool.retired.store(true, Ordering::Release);
         for shard in self.pool.shards.iter() {
             let idle = std::mem::take(&mut *lock(shard));
             self.pool.live.fetch_sub(idle.len(), Ordering::AcqRel);
             drop(idle);
         }
         self.pool.wake_one();
+    }
+
+    /// Makes a retired version (a rollback target) keep its instances again.
+    pub(crate) fn reinstate(&self) {
+        self.pool.retired.store(false, Ordering::Release);
     }
 
     /// Instances alive (idle or in a call).

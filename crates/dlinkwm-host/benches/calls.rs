@@ -401,7 +401,96 @@ fn bench(c: &mut Criterion) {
 
     cold_load(c, &sdk_bytes);
     threads(&sdk);
+    knobs(c);
     report();
+}
+
+/// What each knob costs: fuel metering, the pooling allocator, a fresh instance per call, and
+/// epoch interruption (measured on raw wasmtime, with and without it, on a compute loop).
+fn knobs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("knobs");
+    let host_with = |toml: &str, options: EngineOptions| {
+        let config = Config::from_toml(toml).unwrap();
+        let engine = Engine::new(options).unwrap();
+        let host = PluginHost::builder()
+            .config(config)
+            .engine(engine)
+            .build()
+            .unwrap();
+        host.load_bytes("knob", BENCH_GUEST.as_bytes()).unwrap()
+    };
+    let fuel = host_with(
+        "[defaults]\nfuel = 1000000000\n",
+        EngineOptions::default().with_consume_fuel(true),
+    );
+    group.bench_function("no-arg call, fuel metered", |b| {
+        b.iter_custom(|n| {
+            timed("knob|no-arg call, fuel metered", n, || {
+                fuel.call_bytes("noop", SerializationFormat::Raw, &[])
+                    .map(drop)
+                    .unwrap()
+            })
+        })
+    });
+    let fresh = host_with(
+        "[defaults]\nreuse_instances = false\n",
+        EngineOptions::default(),
+    );
+    group.bench_function("fresh instance per call (on-demand allocator)", |b| {
+        b.iter_custom(|n| {
+            timed(
+                "knob|fresh instance per call, on-demand allocator",
+                n,
+                || {
+                    fresh
+                        .call_bytes("noop", SerializationFormat::Raw, &[])
+                        .map(drop)
+                        .unwrap()
+                },
+            )
+        })
+    });
+    let pooled = host_with(
+        "[defaults]\nreuse_instances = false\n",
+        EngineOptions::default().with_pooling(true),
+    );
+    group.bench_function("fresh instance per call (pooling allocator)", |b| {
+        b.iter_custom(|n| {
+            timed("knob|fresh instance per call, pooling allocator", n, || {
+                pooled
+                    .call_bytes("noop", SerializationFormat::Raw, &[])
+                    .map(drop)
+                    .unwrap()
+            })
+        })
+    });
+    const LOOP: &str = r#"(module (func (export "count") (param $n i32) (result i32) (local $i i32)
+        (loop $again (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $again (i32.lt_u (local.get $i) (local.get $n)))) (local.get $i)))"#;
+    for epoch in [false, true] {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(epoch);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let module = Module::new(&engine, LOOP).unwrap();
+        let mut store = Store::new(&engine, ());
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let count = instance
+            .get_typed_func::<i32, i32>(&mut store, "count")
+            .unwrap();
+        let name = format!(
+            "knob|1e6-iteration loop, epoch interruption {}",
+            if epoch { "on" } else { "off" }
+        );
+        group.bench_function(&name, |b| {
+            b.iter_custom(|n| {
+                timed(&name, n, || {
+                    assert_eq!(count.call(&mut store, 1_000_000).unwrap(), 1_000_000)
+                })
+            })
+        });
+    }
+    group.finish();
 }
 
 /// Loading an already-seen plugin in a new engine (disk cache) vs compiling it.

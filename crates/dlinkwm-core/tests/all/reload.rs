@@ -301,6 +301,11 @@ fn a_call_in_flight_during_a_swap_finishes_on_the_old_version() -> anyhow::Resul
     assert_eq!(variant(&plugin), "b");
     release.send(())?;
     assert_eq!(in_flight.join().expect("no panic"), "a");
+    // The old version, kept for rollback, did not keep the instance the call returned.
+    assert_eq!(plugin.rollback()?, 1);
+    assert_eq!(plugin.live_instances(), 0);
+    assert_eq!(variant(&plugin), "a");
+    assert_eq!(plugin.live_instances(), 1);
     Ok(())
 }
 
