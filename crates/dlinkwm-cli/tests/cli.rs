@@ -6,8 +6,22 @@ use test_programs_artifacts::{HELLO, SDK_TEST_A, SDK_TEST_B, WASM_TEST};
 
 fn dlinkwm(dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dlinkwm"));
-    command.current_dir(dir).env_remove("DLINKWM_LOG");
+    // Each test's compiled-code cache is its own, never the user's.
     command
+        .current_dir(dir)
+        .env_remove("DLINKWM_LOG")
+        .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
+    command
+}
+
+/// Points the directory's configuration at a compiled-code cache of its own.
+fn with_private_cache(dir: &std::path::Path) -> anyhow::Result<()> {
+    let cache = dir.join("cache");
+    std::fs::write(
+        dir.join("dlinkwm.toml"),
+        format!("[engine]\ncache_dir = {:?}\n", cache.display().to_string()),
+    )?;
+    Ok(())
 }
 
 #[test]
@@ -308,11 +322,7 @@ fn call_json_reports_entry_version_and_result() -> anyhow::Result<()> {
 #[test]
 fn inspect_shows_kind_entries_imports_and_cache_state() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cache = dir.path().join("cache");
-    std::fs::write(
-        dir.path().join("dlinkwm.toml"),
-        format!("[engine]\ncache_dir = {:?}\n", cache.display().to_string()),
-    )?;
+    with_private_cache(dir.path())?;
     let output = dlinkwm(dir.path())
         .args(["--json", "inspect", HELLO])
         .assert()
@@ -408,11 +418,7 @@ fn config_check_accepts_good_files_and_names_the_bad_key() -> anyhow::Result<()>
 #[test]
 fn cache_info_and_clear() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cache = dir.path().join("cache");
-    std::fs::write(
-        dir.path().join("dlinkwm.toml"),
-        format!("[engine]\ncache_dir = {:?}\n", cache.display().to_string()),
-    )?;
+    with_private_cache(dir.path())?;
     dlinkwm(dir.path())
         .args(["call", SDK_TEST_A, "variant"])
         .assert()

@@ -90,14 +90,16 @@ fn a_panic_carries_its_message_and_the_next_call_succeeds() -> anyhow::Result<()
     Ok(())
 }
 
+/// The argument of the test plugin's `call_host*` entries.
+#[derive(Serialize)]
+struct HostCall<'a> {
+    method: &'a str,
+    arg: &'a str,
+}
+
 #[test]
 fn unknown_host_method_reaches_the_guest_as_a_value() -> anyhow::Result<()> {
     let plugin = host().load(SDK_TEST_A)?;
-    #[derive(Serialize)]
-    struct HostCall<'a> {
-        method: &'a str,
-        arg: &'a str,
-    }
     let report: String = plugin.call(
         "call_host_report",
         &HostCall {
@@ -120,11 +122,6 @@ fn unknown_host_method_reaches_the_guest_as_a_value() -> anyhow::Result<()> {
 #[test]
 fn a_host_method_error_reaches_the_guest_which_answers_with_it() -> anyhow::Result<()> {
     let plugin = host().load(SDK_TEST_A)?;
-    #[derive(Serialize)]
-    struct HostCall<'a> {
-        method: &'a str,
-        arg: &'a str,
-    }
     let report: String = plugin.call(
         "call_host_report",
         &HostCall {
@@ -162,11 +159,6 @@ fn a_host_method_error_reaches_the_guest_which_answers_with_it() -> anyhow::Resu
 #[test]
 fn a_panicking_host_method_is_an_error_for_the_guest() -> anyhow::Result<()> {
     let plugin = host().load(SDK_TEST_A)?;
-    #[derive(Serialize)]
-    struct HostCall<'a> {
-        method: &'a str,
-        arg: &'a str,
-    }
     let report: String = plugin.call(
         "call_host_report",
         &HostCall {
