@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use clap::Args;
 use dlinkwm_host::{Config, HostMethods, PluginHost, SerializationFormat, Stdio};
@@ -22,21 +24,88 @@ pub struct CallArgs {
 #[derive(Debug, Args)]
 pub struct HostArgs {
     /// The input, as JSON (omit for entries without input).
-    #[arg(long, value_name = "JSON")]
+    #[arg(long, value_name = "JSON", conflicts_with = "input_file")]
     input: Option<String>,
+    /// Read the input from a file (`-` for stdin). Without --input or --input-file, input piped
+    /// on stdin is used.
+    #[arg(long, value_name = "PATH")]
+    input_file: Option<PathBuf>,
+    /// How the input is sent and the output shown: json (pretty JSON out), postcard (JSON in,
+    /// converted: structs as JSON arrays in field order, and integers travel unsigned unless
+    /// negative, so entries taking signed integers want json; raw postcard bytes out) or raw
+    /// (bytes in and out).
+    #[arg(long, value_enum, default_value_t = CliFormat::Json)]
+    format: CliFormat,
     /// Answer host method METHOD with a fixed JSON value, so the plugin can be tried without its
     /// application (repeatable): --mock custom_greet='"hello"'.
     #[arg(long, value_name = "METHOD=JSON")]
     mock: Vec<String>,
 }
 
-impl HostArgs {
-    /// The input as JSON bytes (empty when there is none).
-    pub fn input_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        match self.input.as_deref() {
-            Some(text) => Ok(serde_json::to_vec(&parse_json(text, "--input")?)?),
-            None => Ok(Vec::new()),
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CliFormat {
+    /// JSON in, pretty JSON out.
+    Json,
+    /// JSON in (converted to postcard), raw postcard bytes out.
+    Postcard,
+    /// Bytes in, bytes out.
+    Raw,
+}
+
+impl CliFormat {
+    pub fn serialization(self) -> SerializationFormat {
+        match self {
+            CliFormat::Json => SerializationFormat::Json,
+            CliFormat::Postcard => SerializationFormat::Postcard,
+            CliFormat::Raw => SerializationFormat::Raw,
         }
+    }
+}
+
+impl HostArgs {
+    /// The input, encoded in `--format` (empty when there is none).
+    pub fn input_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let (text, source): (Option<Vec<u8>>, String) = match (&self.input, &self.input_file) {
+            (Some(text), _) => (Some(text.clone().into_bytes()), "--input".to_owned()),
+            (None, Some(path)) if path.as_os_str() == "-" => {
+                (Some(read_stdin()?), "stdin".to_owned())
+            }
+            (None, Some(path)) => (
+                Some(std::fs::read(path).map_err(|error| {
+                    UsageError(format!(
+                        "cannot read --input-file `{}`: {error}",
+                        path.display()
+                    ))
+                })?),
+                format!("--input-file `{}`", path.display()),
+            ),
+            (None, None) if !std::io::stdin().is_terminal() => (
+                Some(read_stdin()?).filter(|bytes| !bytes.is_empty()),
+                "stdin".to_owned(),
+            ),
+            (None, None) => (None, String::new()),
+        };
+        let Some(bytes) = text else {
+            return Ok(Vec::new());
+        };
+        match self.format {
+            CliFormat::Raw => Ok(bytes),
+            CliFormat::Json | CliFormat::Postcard => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| UsageError(format!("{source} is not UTF-8 JSON")))?;
+                let value = parse_json(&text, &source)?;
+                Ok(match self.format {
+                    CliFormat::Postcard => postcard::to_allocvec(&value)?,
+                    _ => serde_json::to_vec(&value)?,
+                })
+            }
+        }
+    }
+
+    /// The format calls use.
+    pub fn format(&self) -> SerializationFormat {
+        self.format.serialization()
     }
 
     /// A host with the configuration and the mocks, speaking JSON; guest output goes through
@@ -49,7 +118,7 @@ impl HostArgs {
         Ok(PluginHost::builder()
             .config(config)
             .host_methods(mocks(&self.mock)?)
-            .format(SerializationFormat::Json)
+            .format(self.format())
             .build()?)
     }
 }
@@ -107,6 +176,12 @@ pub fn mocks(specs: &[String]) -> anyhow::Result<HostMethods> {
     Ok(methods)
 }
 
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)?;
+    Ok(bytes)
+}
+
 pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let bytes = args.host.input_bytes()?;
     // Guest output goes through tracing to stderr, so stdout carries only the result.
@@ -114,14 +189,16 @@ pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result
     let spinner = crate::output::Spinner::start(format!("loading {}", args.plugin.display()));
     let plugin = host
         .load(&args.plugin)
-        .with_context(|| format!("cannot load `{}`", args.plugin.display()))?;
+        .with_context(|| format!("cannot load `{}`", args.plugin.display()));
     drop(spinner);
-    let output = plugin.call_bytes(&args.entry, SerializationFormat::Json, &bytes)?;
+    let plugin = plugin?;
+    let format = args.host.format();
+    let output = plugin.call_bytes(&args.entry, format, &bytes)?;
     if json {
         let result = match serde_json::from_slice::<serde_json::Value>(&output) {
-            Ok(value) => value,
-            Err(_) if output.is_empty() => serde_json::Value::Null,
-            Err(_) => serde_json::Value::String(String::from_utf8_lossy(&output).into_owned()),
+            Ok(value) if format == SerializationFormat::Json => value,
+            _ if output.is_empty() => serde_json::Value::Null,
+            _ => serde_json::Value::String(String::from_utf8_lossy(&output).into_owned()),
         };
         let report = serde_json::json!({
             "plugin": args.plugin.display().to_string(),
@@ -130,6 +207,10 @@ pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result
             "result": result,
         });
         println!("{report}");
+        return Ok(());
+    }
+    if format != SerializationFormat::Json {
+        std::io::Write::write_all(&mut std::io::stdout().lock(), &output)?;
         return Ok(());
     }
     if output.is_empty() {

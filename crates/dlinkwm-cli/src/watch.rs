@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use dlinkwm_host::{Plugin, PluginHost, ReloadEvent, SerializationFormat};
+use dlinkwm_host::{Plugin, PluginHost, ReloadEvent};
 
 use crate::call::{HostArgs, print_output};
 
@@ -20,7 +20,7 @@ pub struct WatchArgs {
 
 fn call_and_print(plugin: &Plugin, entry: &str, input: &[u8]) {
     let version = plugin.version();
-    match plugin.call_bytes(entry, SerializationFormat::Json, input) {
+    match plugin.call_bytes(entry, plugin.format(), input) {
         Ok(output) => {
             print!("version {version}: ");
             print_output(&output);

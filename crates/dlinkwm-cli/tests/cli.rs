@@ -524,3 +524,69 @@ fn new_scaffolds_a_plugin_that_builds_and_answers() -> anyhow::Result<()> {
         .stdout("\"my_plugin says: hi\"\n");
     Ok(())
 }
+
+#[test]
+fn input_comes_from_a_file_or_stdin_and_formats_are_selectable() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("input.json"), "\"from a file\"")?;
+    dlinkwm(dir.path())
+        .args(["call", SDK_TEST_A, "echo", "--input-file", "input.json"])
+        .assert()
+        .success()
+        .stdout("\"from a file\"\n");
+    dlinkwm(dir.path())
+        .args(["call", SDK_TEST_A, "echo", "--input-file", "-"])
+        .write_stdin("\"from stdin, explicitly\"")
+        .assert()
+        .success()
+        .stdout("\"from stdin, explicitly\"\n");
+    dlinkwm(dir.path())
+        .args(["call", SDK_TEST_A, "echo"])
+        .write_stdin("\"piped\"")
+        .assert()
+        .success()
+        .stdout("\"piped\"\n");
+    // Raw: bytes in, bytes out (the SDK reads raw input as a UTF-8 string).
+    dlinkwm(dir.path())
+        .args([
+            "call",
+            SDK_TEST_A,
+            "echo",
+            "--format",
+            "raw",
+            "--input",
+            "plain text",
+        ])
+        .assert()
+        .success()
+        .stdout("plain text");
+    // Postcard: JSON in, converted; the raw postcard answer out.
+    let output = dlinkwm(dir.path())
+        .args([
+            "call",
+            SDK_TEST_A,
+            "echo",
+            "--format",
+            "postcard",
+            "--input",
+            "\"via postcard\"",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(postcard::from_bytes::<String>(&output)?, "via postcard");
+    dlinkwm(dir.path())
+        .args(["call", SDK_TEST_A, "echo", "--input-file", "missing.json"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "cannot read --input-file `missing.json`",
+        ));
+    dlinkwm(dir.path())
+        .args(["call", SDK_TEST_A, "echo", "--format", "yaml"])
+        .assert()
+        .code(2);
+    Ok(())
+}
