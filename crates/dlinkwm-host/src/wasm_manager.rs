@@ -1,6 +1,6 @@
 //! The original DlinkWM API: `WasmInstanceCache`, `WasmHotReloader` and `call_wasm_function`.
 //!
-//! A thin layer over [`PluginHost`](crate::PluginHost) and [`Plugin`], kept so code written for
+//! A thin layer over [`PluginHost`] and [`Plugin`], kept so code written for
 //! the original README works with only the crate path changed (`dlink_wm` → `dlinkwm_host`).
 //! Differences: `get_or_load` and `reload` return a [`Plugin`] (the original returned a wasmtime
 //! `Instance`), and errors are typed ([`crate::Error`]) rather than `anyhow`.

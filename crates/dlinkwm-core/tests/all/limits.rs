@@ -205,3 +205,21 @@ fn a_table_growth_beyond_the_limit_fails_inside_the_guest() -> anyhow::Result<()
     ));
     Ok(())
 }
+
+#[test]
+fn arguments_are_only_the_plugin_name_unless_granted() -> anyhow::Result<()> {
+    let plugin = sdk_plugin(ResolvedSettings::default());
+    let args: Vec<String> = postcard::from_bytes(&call_postcard(&plugin, "args", &())?)?;
+    assert_eq!(args, vec![SDK_TEST_A.to_owned()]);
+    let plugin = sdk_plugin(settings("[defaults]\nargs = [\"--verbose\", \"x\"]\n"));
+    let args: Vec<String> = postcard::from_bytes(&call_postcard(&plugin, "args", &())?)?;
+    assert_eq!(
+        args,
+        vec![
+            SDK_TEST_A.to_owned(),
+            "--verbose".to_owned(),
+            "x".to_owned()
+        ]
+    );
+    Ok(())
+}

@@ -181,3 +181,9 @@ fn variant_after_host(method: String) -> Result<String, dlinkwm::Error> {
     dlinkwm::host::call::<_, ()>(&method, &())?;
     Ok(VARIANT.to_owned())
 }
+
+/// The arguments the plugin sees (WASI `args_get`).
+#[dlinkwm::entry]
+fn args() -> Vec<String> {
+    std::env::args().collect()
+}
