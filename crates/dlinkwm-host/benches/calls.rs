@@ -482,7 +482,7 @@ fn knobs(c: &mut Criterion) {
             "knob|1e6-iteration loop, epoch interruption {}",
             if epoch { "on" } else { "off" }
         );
-        group.bench_function(&name, |b| {
+        group.bench_function(&name["knob|".len()..], |b| {
             b.iter_custom(|n| {
                 timed(&name, n, || {
                     assert_eq!(count.call(&mut store, 1_000_000).unwrap(), 1_000_000)
@@ -613,6 +613,17 @@ fn report() {
             one,
             two,
             two / one
+        );
+    }
+    println!();
+    println!("knobs (median per iteration):");
+    for (name, values) in samples.iter().filter(|(name, _)| name.starts_with("knob|")) {
+        let mut values = values.clone();
+        values.sort_by(f64::total_cmp);
+        println!(
+            "  {:<56} {:>12.0} ns",
+            &name["knob|".len()..],
+            values[values.len() / 2]
         );
     }
 }
