@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::events::Subscribers;
 use crate::plugin::{Plugin, WeakPlugin};
-use crate::watch::{SETTLE_TIME, absolute};
+use crate::watch::{SETTLE_TICK, SETTLE_TIME, absolute};
 
 /// What happened to a watched configuration file.
 #[derive(Debug, Clone)]
@@ -110,18 +110,22 @@ impl DynamicConfig {
         let file = absolute(&self.inner.path);
         let directory = file.parent().map(Path::to_owned).unwrap_or_default();
         let weak = Arc::downgrade(&self.inner);
-        let mut debouncer = new_debouncer(SETTLE_TIME, None, move |result: DebounceEventResult| {
-            let Ok(events) = result else { return };
-            let touched = events
-                .iter()
-                .any(|event| event.paths.iter().any(|path| path == &file));
-            if let (true, Some(inner)) = (touched, weak.upgrade()) {
-                let config = DynamicConfig { inner };
-                // A missing file (mid-rename, or deleted) is an edit like any other: the last
-                // good configuration stays, and subscribers hear why.
-                let _ = config.reload();
-            }
-        })
+        let mut debouncer = new_debouncer(
+            SETTLE_TIME,
+            Some(SETTLE_TICK),
+            move |result: DebounceEventResult| {
+                let Ok(events) = result else { return };
+                let touched = events
+                    .iter()
+                    .any(|event| event.paths.iter().any(|path| path == &file));
+                if let (true, Some(inner)) = (touched, weak.upgrade()) {
+                    let config = DynamicConfig { inner };
+                    // A missing file (mid-rename, or deleted) is an edit like any other: the last
+                    // good configuration stays, and subscribers hear why.
+                    let _ = config.reload();
+                }
+            },
+        )
         .map_err(|error| Error::Watch {
             path: self.inner.path.clone(),
             reason: error.to_string(),

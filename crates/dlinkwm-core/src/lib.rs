@@ -57,4 +57,4 @@ pub use linker::register_host_functions;
 pub use plugin::{Metered, Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
 /// The wasmtime this crate is built on, for hosts that need its types.
 pub use wasmtime;
-pub use watch::{PluginWatcher, SETTLE_TIME};
+pub use watch::{PluginWatcher, SETTLE_TICK, SETTLE_TIME};

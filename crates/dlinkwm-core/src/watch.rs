@@ -14,7 +14,13 @@ use crate::plugin::{Plugin, WeakPlugin};
 
 /// How long a file must be quiet before its change is acted on. Editors and cargo write in
 /// several steps (truncate, write, rename); they all land inside this window and give one reload.
-pub const SETTLE_TIME: Duration = Duration::from_millis(50);
+/// (A writer slower than this is still safe: the file is re-read until its size and time settle,
+/// and an unchanged content hash reloads nothing.)
+pub const SETTLE_TIME: Duration = Duration::from_millis(40);
+
+/// How often the debouncer looks for settled changes: a change is acted on between
+/// `SETTLE_TIME` and `SETTLE_TIME + SETTLE_TICK` after the last write.
+pub const SETTLE_TICK: Duration = Duration::from_millis(10);
 
 /// Reloads plugins when their files change.
 ///
@@ -68,9 +74,13 @@ impl PluginWatcher {
     pub fn new() -> Result<Self> {
         let shared = Arc::new(Shared::default());
         let handler_shared = shared.clone();
-        let debouncer = new_debouncer(SETTLE_TIME, None, move |result: DebounceEventResult| {
-            handler_shared.handle(result);
-        })
+        let debouncer = new_debouncer(
+            SETTLE_TIME,
+            Some(SETTLE_TICK),
+            move |result: DebounceEventResult| {
+                handler_shared.handle(result);
+            },
+        )
         .map_err(|error| Error::Watch {
             path: PathBuf::new(),
             reason: error.to_string(),
