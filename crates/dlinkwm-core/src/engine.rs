@@ -271,6 +271,13 @@ impl Engine {
                 tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "loaded compiled module from the disk cache");
                 module
             }
+            None if crate::exports::is_component(bytes) => {
+                return Err(Error::InvalidModule {
+                    plugin: plugin.to_owned(),
+                    reason: "this is a WebAssembly component; this version of DlinkWM loads core modules only"
+                        .to_owned(),
+                });
+            }
             None => {
                 let module = Module::new(&self.inner.wasmtime, bytes).map_err(|error| {
                     Error::InvalidModule {

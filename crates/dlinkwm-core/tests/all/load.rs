@@ -16,6 +16,16 @@ fn garbage_bytes_are_an_invalid_module() {
 }
 
 #[test]
+fn a_component_is_refused_with_a_message_that_says_so() {
+    // The component binary header: version 0x0d, layer 1.
+    let error = load_bytes(b"\0asm\x0d\0\x01\0").unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidModule { reason, .. } if reason.contains("WebAssembly component")),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn a_truncated_module_is_an_invalid_module() {
     let bytes = std::fs::read(HELLO).unwrap();
     // (A cut at 8 bytes would leave the bare header: a valid, empty module.)
