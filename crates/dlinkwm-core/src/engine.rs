@@ -244,8 +244,13 @@ impl Engine {
     }
 
     /// The compiled module for `bytes`, compiling only if no live module has the same hash.
-    pub(crate) fn module(&self, plugin: &str, bytes: &[u8]) -> Result<Arc<CompiledModule>> {
-        let hash = ContentHash::of(bytes);
+    /// The compiled module for `bytes`, whose content hash the caller already computed.
+    pub(crate) fn module(
+        &self,
+        plugin: &str,
+        bytes: &[u8],
+        hash: ContentHash,
+    ) -> Result<Arc<CompiledModule>> {
         if let Some(module) = self.cached(&hash) {
             return Ok(module);
         }

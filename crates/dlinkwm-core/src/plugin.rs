@@ -228,7 +228,7 @@ impl Plugin {
             host: options.host,
             settings: ArcSwap::from_pointee(options.settings),
         });
-        let (version, first) = Version::load(engine, &context, 1, bytes)?;
+        let (version, first) = Version::load(engine, &context, 1, bytes, ContentHash::of(bytes))?;
         version.seed(first);
         tracing::info!(plugin = %context.name, hash = %version.hash(), elapsed = ?version.load_time, "plugin loaded");
         Ok(Self {
@@ -470,19 +470,20 @@ impl Plugin {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let old = self.inner.current.load_full();
-        if ContentHash::of(bytes) == old.hash() {
+        // Hashed once: for this check and as the compiled-code cache key.
+        let hash = ContentHash::of(bytes);
+        if hash == old.hash() {
             return Ok(ReloadOutcome::Unchanged);
         }
         // Reloads are serialised by `reload_lock`, so the number is only taken when the new
         // version is swapped in: refused files do not use up version numbers.
         let number = self.inner.next_number.load(Ordering::Relaxed);
         let context = &self.inner.context;
-        let (mut new, mut first) = Version::load(&self.inner.engine, context, number, bytes)?;
+        let (mut new, mut first) = Version::load(&self.inner.engine, context, number, bytes, hash)?;
         let settings = context.settings.load_full();
         let handed_over = self.hand_over(&old, &mut new, &mut first, &settings)?;
         new.seed(first);
         self.inner.next_number.store(number + 1, Ordering::Relaxed);
-        let hash = new.hash();
         let new = Arc::new(new);
         self.inner.current.store(new);
         // The old version stops taking calls; the calls it is running finish on it.

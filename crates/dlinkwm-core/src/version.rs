@@ -133,10 +133,11 @@ impl Version {
         context: &Arc<PluginContext>,
         number: u64,
         bytes: &[u8],
+        hash: ContentHash,
     ) -> Result<(Self, Instance)> {
         let started = std::time::Instant::now();
         let plugin = &*context.name;
-        let module = engine.module(plugin, bytes)?;
+        let module = engine.module(plugin, bytes, hash)?;
         let exports = ExportTable::new(plugin, &module.module)?;
         let pre = engine
             .inner
