@@ -364,6 +364,17 @@ impl Config {
             if settings.timeout_ms == Some(0) {
                 return Err(bad(format!("{table}.timeout_ms"), "must be at least 1"));
             }
+            for (key, value) in [
+                ("max_input_bytes", settings.max_input_bytes),
+                ("max_output_bytes", settings.max_output_bytes),
+            ] {
+                if value.is_some_and(|bytes| bytes > u64::from(u32::MAX)) {
+                    return Err(bad(
+                        format!("{table}.{key}"),
+                        "must be at most 4294967295 (a wasm32 plugin cannot address more)",
+                    ));
+                }
+            }
             if settings
                 .max_memory_mib
                 .is_some_and(|mib| mib == 0 || mib > 4096)
@@ -546,6 +557,12 @@ mod tests {
         assert!(error.reason.contains("unknown field"), "{error}");
         let error = Config::from_toml("[defaults]\nmax_instances = 0\n").unwrap_err();
         assert_eq!(error.key.as_deref(), Some("defaults.max_instances"));
+        let error =
+            Config::from_toml("[plugins.\"a.wasm\"]\nmax_input_bytes = 8589934592\n").unwrap_err();
+        assert_eq!(
+            error.key.as_deref(),
+            Some("plugins.\"a.wasm\".max_input_bytes")
+        );
         let error = Config::from_toml("entry_functions = [").unwrap_err();
         assert!(error.key.is_none());
     }

@@ -371,8 +371,13 @@ fn call_abi<R>(
             plugin: site.plugin.to_owned(),
             export: dlinkwm_abi::export::ALLOC.to_owned(),
         })?;
-        // The input limit is far below 2 GiB, so the length fits an i32.
-        let len = input.len() as i32;
+        // Lengths cross the ABI as unsigned 32-bit values (carried in an i32).
+        let len = u32::try_from(input.len()).map_err(|_| Error::InputTooLarge {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            size: input.len(),
+            limit: u32::MAX as usize,
+        })? as i32;
         let ptr = alloc
             .call(&mut *store, len)
             .map_err(|error| classify(store, error, site, settings))?;

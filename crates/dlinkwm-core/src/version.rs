@@ -258,6 +258,11 @@ impl Version {
     pub(crate) fn release(&self, instance: Box<Instance>, keep: bool) {
         if keep && !self.pool.retired.load(Ordering::Acquire) {
             self.pool.put_back(instance);
+            // A swap may have retired this version between the check and the push, after
+            // `drain` emptied the shards: look again, so no instance is left behind idle.
+            if self.pool.retired.load(Ordering::Acquire) {
+                self.drain();
+            }
         } else {
             drop(instance);
             self.pool.forget_one();
