@@ -87,6 +87,15 @@ struct RawState {
     result: Vec<u8>,
 }
 
+/// The checked slice a hand-written host reads from guest memory.
+fn guest_bytes(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    start
+        .checked_add(len)
+        .and_then(|end| data.get(start..end))
+        .ok_or_else(|| wasmtime::format_err!("out of bounds"))
+}
+
 fn raw_linker(engine: &wasmtime::Engine) -> Linker<RawState> {
     let mut linker: Linker<RawState> = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RawState| &mut state.wasi)
@@ -98,10 +107,7 @@ fn raw_linker(engine: &wasmtime::Engine) -> Linker<RawState> {
             |mut caller: Caller<'_, RawState>, ptr: i32, len: i32| {
                 let memory = caller.data().memory.unwrap();
                 let (data, state) = memory.data_and_store_mut(&mut caller);
-                let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-                let bytes = data
-                    .get(start..start + len)
-                    .ok_or_else(|| wasmtime::format_err!("out of bounds"))?;
+                let bytes = guest_bytes(data, ptr, len)?;
                 state.output.clear();
                 state.output.extend_from_slice(bytes);
                 Ok(())
@@ -134,10 +140,7 @@ fn raw_linker(engine: &wasmtime::Engine) -> Linker<RawState> {
              len: i32| {
                 let memory = caller.data().memory.unwrap();
                 let (data, state) = memory.data_and_store_mut(&mut caller);
-                let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-                let bytes = data
-                    .get(start..start + len)
-                    .ok_or_else(|| wasmtime::format_err!("out of bounds"))?;
+                let bytes = guest_bytes(data, ptr, len)?;
                 state.result.clear();
                 state.result.extend_from_slice(bytes);
                 Ok(0)
