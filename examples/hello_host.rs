@@ -7,7 +7,7 @@
 
 use anyhow::Context as _;
 use dlinkwm_examples::{GreetParams, custom_greet};
-use dlinkwm_host::{Config, HostMethods, PluginHost, Stdio};
+use dlinkwm_host::{Config, HostMethods, PluginHost, SerializationFormat, Stdio};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -44,5 +44,33 @@ fn main() -> anyhow::Result<()> {
     wasm_test.call_raw("dlinkwm_print_hello_wasm", &[])?;
     let answer: String = wasm_test.call("dlinkwm_call_host_method", &())?;
     println!("wasm_test.wasm dlinkwm_call_host_method -> {answer}");
+
+    // The same plugin in the other guest languages (`hello_<language>.wasm`), called in JSON.
+    let mut others: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {dir}"))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("hello_") && name.ends_with(".wasm"))
+        })
+        .collect();
+    others.sort();
+    for path in others {
+        let plugin = host
+            .load(&path)
+            .with_context(|| format!("cannot load {}", path.display()))?
+            .with_format(SerializationFormat::Json);
+        let greeting: String = plugin.call(
+            "greet",
+            &GreetParams {
+                name: "World".to_owned(),
+            },
+        )?;
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+        println!("{file} greet -> {greeting}");
+    }
     Ok(())
 }

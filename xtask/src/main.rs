@@ -1,15 +1,18 @@
 //! `cargo xtask`: project tasks that are more than one cargo command.
 //!
-//! - `cargo xtask build-plugins [--release]`: build the example plugins for wasm32-wasip1 and
-//!   copy them to `wasm/`.
+//! - `cargo xtask build-plugins [--release]`: build the example plugins (Rust for wasm32-wasip1,
+//!   and C, AssemblyScript, Zig, Go) into `wasm/`, installing a missing toolchain first.
+//! - `cargo xtask toolchains [language...]`: install the guest-language toolchains that are
+//!   missing (all of them without arguments), by the routes in `crates/guest-toolchains`.
 //! - `cargo xtask demo`: build the plugins (release) and run the `hello_host` example on them.
-//! - `cargo xtask test [args]`: install what the tests need (the wasm32-wasip1 target), then
-//!   `cargo test --workspace [args]`.
+//! - `cargo xtask test [args]`: install what the tests need (the wasm32-wasip1 target and the
+//!   guest toolchains), then `cargo test --workspace [args]`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use guest_toolchains::{Language, Toolchains};
 
 const TARGET: &str = "wasm32-wasip1";
 /// The example plugins: package name, and the file it becomes in `wasm/`.
@@ -21,11 +24,12 @@ fn main() -> anyhow::Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("build-plugins") => build_plugins(rest.iter().any(|arg| arg == "--release")),
+        Some("toolchains") => toolchains(&rest),
         Some("demo") => demo(),
         Some("test") => test(&rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins [--release] | demo | test [cargo test args]>"
+                "usage: cargo xtask <build-plugins [--release] | toolchains [c|assemblyscript|zig|go]... | demo | test [cargo test args]>"
             );
             std::process::exit(2);
         }
@@ -71,6 +75,43 @@ fn ensure_target() -> anyhow::Result<()> {
     })
 }
 
+/// Installs `language`'s toolchain when it is missing, saying what it installs.
+fn ensure_toolchain(tools: &Toolchains, language: Language) -> anyhow::Result<()> {
+    if tools.check(language).is_ok() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the {language} toolchain into {} ({})",
+        tools.dir().display(),
+        language.install_route()
+    );
+    tools
+        .install(language)
+        .and_then(|()| tools.check(language))
+        .with_context(|| format!("cannot install the {language} toolchain"))
+}
+
+fn toolchains(names: &[String]) -> anyhow::Result<()> {
+    let languages = if names.is_empty() {
+        Language::ALL.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|name| {
+                Language::parse(name).with_context(|| {
+                    format!("unknown language `{name}` (c, assemblyscript, zig, go)")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let tools = Toolchains::from_env();
+    for language in languages {
+        ensure_toolchain(&tools, language)?;
+        eprintln!("xtask: the {language} toolchain is ready");
+    }
+    Ok(())
+}
+
 fn build_plugins(release: bool) -> anyhow::Result<()> {
     ensure_target()?;
     let root = root();
@@ -110,6 +151,17 @@ fn build_plugins(release: bool) -> anyhow::Result<()> {
         })?;
         eprintln!("xtask: built {}", destination.display());
     }
+    // The same example in every other language, by the commands the tests use.
+    let tools = Toolchains::from_env();
+    for language in Language::ALL {
+        ensure_toolchain(&tools, language)?;
+        let project = root.join("examples/plugins").join(language.name());
+        let destination = out.join(format!("hello_{}.wasm", language.name()));
+        tools
+            .build(language, &project, &root.join("sdk"), &destination)
+            .with_context(|| format!("cannot build the {language} example"))?;
+        eprintln!("xtask: built {}", destination.display());
+    }
     Ok(())
 }
 
@@ -129,6 +181,7 @@ fn demo() -> anyhow::Result<()> {
 
 fn test(args: &[String]) -> anyhow::Result<()> {
     ensure_target()?;
+    toolchains(&[])?;
     run(cargo()
         .current_dir(root())
         .args(["test", "--workspace"])

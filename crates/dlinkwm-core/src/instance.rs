@@ -124,6 +124,14 @@ fn build_wasi(
 }
 
 impl Instance {
+    /// The size of the instance's linear memory `memory`, in bytes (0 without one).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |memory| memory.data_size(&self.store))
+    }
+
     /// Instantiates the module, runs `_initialize` when it has one, and resolves every export
     /// the calls will need, once.
     pub(crate) fn new(

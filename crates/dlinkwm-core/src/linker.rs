@@ -152,16 +152,24 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
             let range = guest_range(data.len(), ptr, len, "log message")?;
-            // One log line is at most 64 KiB; the rest is cut, not copied.
+            // One log line is at most 64 KiB; the rest is cut, not copied. A line no subscriber
+            // wants is not even decoded.
             let end = range.start + range.len().min(MAX_PRINT);
-            let message = String::from_utf8_lossy(&data[range.start..end]);
             let plugin = &*state.context.name;
+            macro_rules! guest_event {
+                ($level:expr) => {
+                    if tracing::enabled!(target: "dlinkwm::guest", $level) {
+                        let message = String::from_utf8_lossy(&data[range.start..end]);
+                        tracing::event!(target: "dlinkwm::guest", $level, plugin, "{message}");
+                    }
+                };
+            }
             match LogLevel::from_code(level) {
-                LogLevel::Error => tracing::error!(target: "dlinkwm::guest", plugin, "{message}"),
-                LogLevel::Warn => tracing::warn!(target: "dlinkwm::guest", plugin, "{message}"),
-                LogLevel::Info => tracing::info!(target: "dlinkwm::guest", plugin, "{message}"),
-                LogLevel::Debug => tracing::debug!(target: "dlinkwm::guest", plugin, "{message}"),
-                _ => tracing::trace!(target: "dlinkwm::guest", plugin, "{message}"),
+                LogLevel::Error => guest_event!(tracing::Level::ERROR),
+                LogLevel::Warn => guest_event!(tracing::Level::WARN),
+                LogLevel::Info => guest_event!(tracing::Level::INFO),
+                LogLevel::Debug => guest_event!(tracing::Level::DEBUG),
+                _ => guest_event!(tracing::Level::TRACE),
             }
             Ok(())
         },

@@ -309,6 +309,13 @@ impl Plugin {
         self.inner.current.load().live_instances()
     }
 
+    /// The linear memory held by the current version's idle instances, in bytes: what the
+    /// plugin's instances keep between calls (instances in a call are not counted). A plugin
+    /// whose memory keeps growing over calls leaks.
+    pub fn memory_bytes(&self) -> usize {
+        self.inner.current.load().idle_memory_bytes()
+    }
+
     /// Calls `entry` with `input` encoded in `format` and hands the output bytes to `read`,
     /// which runs while the output is still in the instance's buffer (no copy).
     ///

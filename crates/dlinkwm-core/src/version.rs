@@ -289,4 +289,18 @@ impl Version {
     pub(crate) fn live_instances(&self) -> usize {
         self.pool.live.load(Ordering::Acquire)
     }
+
+    /// The linear memory of the idle instances, in bytes.
+    pub(crate) fn idle_memory_bytes(&self) -> usize {
+        self.pool
+            .shards
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|instance| instance.memory_bytes())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
 }

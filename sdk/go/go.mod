@@ -1,0 +1,3 @@
+module github.com/dlinkwm/dlinkwm/sdk/go
+
+go 1.24
