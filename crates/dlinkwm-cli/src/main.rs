@@ -72,9 +72,9 @@ enum Command {
     ///
     /// Example: dlinkwm inspect wasm/hello.wasm
     Inspect(inspect::InspectArgs),
-    /// Create a Rust plugin crate that builds with one command.
+    /// Create a plugin project (Rust, C, AssemblyScript, Zig or Go) that builds with one command.
     ///
-    /// Example: dlinkwm new my_plugin
+    /// Example: dlinkwm new my_plugin --lang zig
     New(new::NewArgs),
     /// Validate configuration files.
     ///

@@ -1,4 +1,6 @@
-//! `dlinkwm new`: scaffold a Rust plugin crate against the SDK.
+//! `dlinkwm new`: scaffold a plugin: a Rust crate against the SDK, or, with `--lang`, a C,
+//! AssemblyScript, Zig or Go project made from the same files as that language's example
+//! (`examples/plugins/<lang>`), with the SDK copied in under `sdk/<lang>/`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +13,170 @@ use crate::output::UsageError;
 pub struct NewArgs {
     /// The plugin's name (a Rust crate name); the crate is created in ./NAME.
     name: String,
-    /// The guest SDK to depend on (default: the SDK beside this dlinkwm's sources).
+    /// The guest SDK to depend on, for Rust (default: the SDK beside this dlinkwm's sources).
     #[arg(long, value_name = "PATH")]
     sdk_path: Option<PathBuf>,
+    /// The plugin's language.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    lang: Lang,
+}
+
+/// The languages `new` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate with the `dlinkwm` SDK.
+    Rust,
+    /// C with the single-header SDK (clang and wasi-libc).
+    C,
+    /// AssemblyScript (npm's assemblyscript).
+    #[value(alias = "as")]
+    Assemblyscript,
+    /// Zig (0.17).
+    Zig,
+    /// Go (1.24 or later).
+    Go,
+}
+
+/// A file of a scaffold: where it goes in the project, and its text.
+struct Template {
+    path: &'static str,
+    text: &'static str,
+}
+
+macro_rules! template {
+    ($path:literal, $source:literal) => {
+        Template {
+            path: $path,
+            text: include_str!(concat!("../../../", $source)),
+        }
+    };
+}
+
+/// Each language's example and SDK files. The examples refer to the SDK as `../../../sdk/`
+/// (from `examples/plugins/<lang>/`); in a scaffold the SDK is `sdk/` inside the project.
+fn templates(lang: Lang) -> Vec<Template> {
+    match lang {
+        Lang::Rust => Vec::new(),
+        Lang::C => vec![
+            template!("plugin.c", "examples/plugins/c/plugin.c"),
+            template!("sdk/c/dlinkwm.h", "sdk/c/dlinkwm.h"),
+            template!("sdk/c/README.md", "sdk/c/README.md"),
+        ],
+        Lang::Assemblyscript => vec![
+            template!(
+                "assembly/index.ts",
+                "examples/plugins/assemblyscript/assembly/index.ts"
+            ),
+            template!(
+                "asconfig.json",
+                "examples/plugins/assemblyscript/asconfig.json"
+            ),
+            template!(
+                "package.json",
+                "examples/plugins/assemblyscript/package.json"
+            ),
+            template!(
+                "sdk/assemblyscript/assembly/index.ts",
+                "sdk/assemblyscript/assembly/index.ts"
+            ),
+            template!(
+                "sdk/assemblyscript/assembly/abi.ts",
+                "sdk/assemblyscript/assembly/abi.ts"
+            ),
+            template!(
+                "sdk/assemblyscript/assembly/exports.ts",
+                "sdk/assemblyscript/assembly/exports.ts"
+            ),
+            template!(
+                "sdk/assemblyscript/package.json",
+                "sdk/assemblyscript/package.json"
+            ),
+            template!(
+                "sdk/assemblyscript/README.md",
+                "sdk/assemblyscript/README.md"
+            ),
+        ],
+        Lang::Zig => vec![
+            template!("plugin.zig", "examples/plugins/zig/plugin.zig"),
+            template!("sdk/zig/dlinkwm.zig", "sdk/zig/dlinkwm.zig"),
+            template!("sdk/zig/abi.zig", "sdk/zig/abi.zig"),
+            template!("sdk/zig/README.md", "sdk/zig/README.md"),
+        ],
+        Lang::Go => vec![
+            template!("main.go", "examples/plugins/go/main.go"),
+            template!("go.mod", "examples/plugins/go/go.mod"),
+            template!("sdk/go/go.mod", "sdk/go/go.mod"),
+            template!("sdk/go/abi.go", "sdk/go/abi.go"),
+            template!("sdk/go/dlinkwm.go", "sdk/go/dlinkwm.go"),
+            template!("sdk/go/README.md", "sdk/go/README.md"),
+        ],
+    }
+}
+
+/// The one command that builds a scaffold of `lang` into `plugin.wasm` (run in its folder).
+fn build_command(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "cargo build --release --target wasm32-wasip1",
+        Lang::C => {
+            "clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all -o plugin.wasm plugin.c"
+        }
+        Lang::Assemblyscript => {
+            "npm install && npx asc assembly/index.ts --target release --outFile plugin.wasm"
+        }
+        Lang::Zig => {
+            "python -m ziglang build-exe -target wasm32-freestanding -fno-entry -rdynamic -O ReleaseSmall --dep dlinkwm -Mroot=plugin.zig -Mdlinkwm=sdk/zig/dlinkwm.zig -femit-bin=plugin.wasm"
+        }
+        Lang::Go => "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o plugin.wasm .",
+    }
+}
+
+/// Writes the scaffold of `lang` into `dir`, moving the SDK paths into the project.
+fn scaffold_other(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
+    for template in templates(lang) {
+        let target = dir.join(template.path);
+        let depth = template.path.matches('/').count();
+        let text = if template.path.starts_with("sdk/") {
+            template.text.to_owned()
+        } else {
+            // `../../../sdk/` seen from the project root is `./sdk/`; one folder down, `../sdk/`.
+            let from = format!("{}sdk/", "../".repeat(3 + depth));
+            let to = if depth == 0 {
+                "./sdk/".to_owned()
+            } else {
+                format!("{}sdk/", "../".repeat(depth))
+            };
+            let mut text = if template.path == "asconfig.json" {
+                // asc names elements (`--use abort=...`) by paths without a leading `./`.
+                template.text.replace(&from, "sdk/")
+            } else {
+                template.text.replace(&from, &to)
+            };
+            if template.path == "go.mod" {
+                text = text.replace("module example.com/hello", &format!("module {name}"));
+            }
+            if template.path == "package.json" {
+                text = text.replace("\"dlinkwm-example-assemblyscript\"", &format!("{name:?}"));
+            }
+            text
+        };
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create `{}`", parent.display()))?;
+        }
+        std::fs::write(&target, text)
+            .with_context(|| format!("cannot write `{}`", target.display()))?;
+    }
+    std::fs::write(
+        dir.join(".gitignore"),
+        "/plugin.wasm\n/build/\nnode_modules/\n",
+    )?;
+    println!("created {name}/. Build it with:");
+    println!("  cd {name} && {}", build_command(lang));
+    println!("and try it with:");
+    println!(
+        "  dlinkwm call {name}/plugin.wasm greet --input '{{\"name\":\"World\"}}' --mock custom_greet='\"hi\"'"
+    );
+    Ok(())
 }
 
 const LIB: &str = r#"//! A DlinkWM plugin.
@@ -47,6 +210,9 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     let dir = Path::new(name);
     if dir.exists() {
         return Err(UsageError(format!("`{}` already exists", dir.display())).into());
+    }
+    if args.lang != Lang::Rust {
+        return scaffold_other(args.lang, name, dir);
     }
     let sdk = match &args.sdk_path {
         Some(path) => path.clone(),

@@ -525,6 +525,55 @@ fn new_scaffolds_a_plugin_that_builds_and_answers() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `new --lang` scaffolds the language's example with the SDK copied in; it builds (with the
+/// toolchain the tests use, by the command the SDK's README gives) and answers through the CLI.
+#[test]
+fn new_scaffolds_a_plugin_in_every_other_language() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tools = guest_toolchains::Toolchains::from_env();
+    for language in guest_toolchains::Language::ALL {
+        let name = format!("my_{}_plugin", language.name());
+        dlinkwm(dir.path())
+            .args(["new", &name, "--lang", language.name()])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!(
+                "dlinkwm call {name}/plugin.wasm"
+            )));
+        let project = dir.path().join(&name);
+        assert!(
+            !std::fs::read_dir(&project)?
+                .filter_map(Result::ok)
+                .any(|entry| entry.path().extension().is_some_and(|ext| ext == "wasm")),
+            "nothing is built yet"
+        );
+        tools.build(
+            language,
+            &project,
+            &project.join("sdk"),
+            &project.join("plugin.wasm"),
+        )?;
+        dlinkwm(dir.path())
+            .args([
+                "call",
+                &format!("{name}/plugin.wasm"),
+                "greet",
+                "--input",
+                r#"{"name":"World"}"#,
+                "--mock",
+                r#"custom_greet="hi""#,
+            ])
+            .assert()
+            .success()
+            .stdout("\"hello plugin greets World; the host said: hi\"\n");
+    }
+    dlinkwm(dir.path())
+        .args(["new", "x", "--lang", "cobol"])
+        .assert()
+        .code(2);
+    Ok(())
+}
+
 #[test]
 fn input_comes_from_a_file_or_stdin_and_formats_are_selectable() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
