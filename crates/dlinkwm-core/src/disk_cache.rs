@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Module;
+use wasmtime::component::Component;
 
-use crate::engine::ContentHash;
+use crate::engine::{Code, ContentHash};
 
 const MAGIC: &[u8; 8] = b"DLWMC001";
 const HEADER: usize = MAGIC.len() + 32;
@@ -119,8 +120,14 @@ impl DiskCache {
         self.path(hash).is_file()
     }
 
-    /// The cached module for `hash`, or `None` (absent, or refused and deleted).
-    pub(crate) fn load(&self, engine: &wasmtime::Engine, hash: &ContentHash) -> Option<Module> {
+    /// The cached code for `hash` (a component when `component`), or `None` (absent, or
+    /// refused and deleted).
+    pub(crate) fn load(
+        &self,
+        engine: &wasmtime::Engine,
+        hash: &ContentHash,
+        component: bool,
+    ) -> Option<Code> {
         let path = self.path(hash);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -143,30 +150,36 @@ impl DiskCache {
         if blake3::hash(payload).as_bytes() != &bytes[MAGIC.len()..HEADER] {
             return refuse("checksum mismatch (corrupt or truncated)");
         }
-        // SAFETY: the payload is, byte for byte (checksum verified), what `Module::serialize`
-        // wrote for an engine with this compatibility hash; wasmtime checks its header again.
-        match unsafe { Module::deserialize(engine, payload) } {
-            Ok(module) => {
+        // SAFETY: the payload is, byte for byte (checksum verified), what `Module::serialize` or
+        // `Component::serialize` wrote for an engine with this compatibility hash; wasmtime
+        // checks its header again (a module's entry does not deserialize as a component).
+        let code = if component {
+            unsafe { Component::deserialize(engine, payload) }.map(Code::Component)
+        } else {
+            unsafe { Module::deserialize(engine, payload) }.map(Code::Module)
+        };
+        match code {
+            Ok(code) => {
                 // Mark it recently used, for the size bound (best effort).
                 let _ = std::fs::File::options()
                     .append(true)
                     .open(&path)
                     .and_then(|file| file.set_modified(std::time::SystemTime::now()));
-                Some(module)
+                Some(code)
             }
             Err(error) => refuse(&format!("wasmtime refused it: {error:#}")),
         }
     }
 
-    /// Stores `module` for `hash`, atomically; failures are logged, never fatal.
-    pub(crate) fn store(&self, hash: &ContentHash, module: &Module) {
-        if let Err(error) = self.try_store(hash, module) {
+    /// Stores `code` for `hash`, atomically; failures are logged, never fatal.
+    pub(crate) fn store(&self, hash: &ContentHash, code: &Code) {
+        if let Err(error) = self.try_store(hash, code) {
             tracing::warn!(dir = %self.dir.display(), %error, "cannot write the compiled-code cache");
         }
     }
 
-    fn try_store(&self, hash: &ContentHash, module: &Module) -> std::io::Result<()> {
-        let payload = module
+    fn try_store(&self, hash: &ContentHash, code: &Code) -> std::io::Result<()> {
+        let payload = code
             .serialize()
             .map_err(|error| std::io::Error::other(format!("{error:#}")))?;
         std::fs::create_dir_all(&self.dir)?;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use wasmtime::component::Component;
 use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
 use crate::config::EngineSettings;
@@ -124,10 +125,26 @@ impl EngineOptions {
     }
 }
 
-/// A module compiled once for its content hash and shared by every plugin version with those
-/// bytes.
+/// Compiled code: a core module, or a component (WASI preview 2).
+#[derive(Clone)]
+pub(crate) enum Code {
+    Module(Module),
+    Component(Component),
+}
+
+impl Code {
+    /// wasmtime's serialized form, for the disk cache.
+    pub(crate) fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Code::Module(module) => module.serialize(),
+            Code::Component(component) => component.serialize(),
+        }
+    }
+}
+
+/// Code compiled once for its content hash and shared by every plugin version with those bytes.
 pub(crate) struct CompiledModule {
-    pub(crate) module: Module,
+    pub(crate) code: Code,
     pub(crate) hash: ContentHash,
 }
 
@@ -146,6 +163,7 @@ pub struct Engine {
 pub(crate) struct EngineInner {
     pub(crate) wasmtime: wasmtime::Engine,
     pub(crate) linker: Linker<StoreState>,
+    pub(crate) component_linker: wasmtime::component::Linker<StoreState>,
     pub(crate) options: EngineOptions,
     modules: Mutex<HashMap<ContentHash, Weak<CompiledModule>>>,
     compile_lock: Mutex<()>,
@@ -189,6 +207,10 @@ impl Engine {
         let linker = crate::linker::build(&wasmtime).map_err(|error| Error::Engine {
             reason: format!("{error:#}"),
         })?;
+        let component_linker =
+            crate::component::build_linker(&wasmtime).map_err(|error| Error::Engine {
+                reason: format!("{error:#}"),
+            })?;
         let ticker = Ticker::start(wasmtime.clone())?;
         let disk = options
             .cache_dir
@@ -198,6 +220,7 @@ impl Engine {
             inner: Arc::new(EngineInner {
                 wasmtime,
                 linker,
+                component_linker,
                 options,
                 modules: Mutex::new(HashMap::new()),
                 compile_lock: Mutex::new(()),
@@ -265,40 +288,37 @@ impl Engine {
             return Ok(module);
         }
         let started = std::time::Instant::now();
+        let component = crate::exports::is_component(bytes);
         let cached = self
             .inner
             .disk
             .as_ref()
-            .and_then(|disk| disk.load(&self.inner.wasmtime, &hash));
-        let module = match cached {
-            Some(module) => {
+            .and_then(|disk| disk.load(&self.inner.wasmtime, &hash, component));
+        let code = match cached {
+            Some(code) => {
                 self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "loaded compiled module from the disk cache");
-                module
-            }
-            None if crate::exports::is_component(bytes) => {
-                return Err(Error::InvalidModule {
-                    plugin: plugin.to_owned(),
-                    reason: "this is a WebAssembly component; this version of DlinkWM loads core modules only"
-                        .to_owned(),
-                });
+                tracing::debug!(plugin, %hash, component, elapsed = ?started.elapsed(), "loaded compiled code from the disk cache");
+                code
             }
             None => {
-                let module = Module::new(&self.inner.wasmtime, bytes).map_err(|error| {
-                    Error::InvalidModule {
-                        plugin: plugin.to_owned(),
-                        reason: format!("{error:#}"),
-                    }
+                let code = if component {
+                    Component::new(&self.inner.wasmtime, bytes).map(Code::Component)
+                } else {
+                    Module::new(&self.inner.wasmtime, bytes).map(Code::Module)
+                }
+                .map_err(|error| Error::InvalidModule {
+                    plugin: plugin.to_owned(),
+                    reason: format!("{error:#}"),
                 })?;
                 self.inner.compiles.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(plugin, %hash, elapsed = ?started.elapsed(), "compiled module");
+                tracing::debug!(plugin, %hash, component, elapsed = ?started.elapsed(), "compiled");
                 if let Some(disk) = &self.inner.disk {
-                    disk.store(&hash, &module);
+                    disk.store(&hash, &code);
                 }
-                module
+                code
             }
         };
-        let compiled = Arc::new(CompiledModule { module, hash });
+        let compiled = Arc::new(CompiledModule { code, hash });
         let mut modules = self
             .inner
             .modules

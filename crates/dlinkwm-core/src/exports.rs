@@ -26,6 +26,9 @@ pub enum PluginKind {
     Abi,
     /// A plain module: only its `() -> ()` exports can be called (the original DlinkWM style).
     Plain,
+    /// A WebAssembly component of the WIT world `dlinkwm:plugin/plugin` (`wit/plugin.wit`),
+    /// with WASI preview 2.
+    Component,
 }
 
 /// How an entry is called.
@@ -50,7 +53,8 @@ pub struct EntryInfo {
 pub(crate) struct EntryExport {
     pub(crate) name: String,
     pub(crate) kind: EntryKind,
-    pub(crate) export: ModuleExport,
+    /// The core module's export; components call entries by name.
+    pub(crate) export: Option<ModuleExport>,
 }
 
 /// The exports of one module version, resolved once so calls never look a name up twice.
@@ -149,10 +153,48 @@ impl ExportTable {
             table.entries.push(EntryExport {
                 name: name.to_owned(),
                 kind,
-                export: handle,
+                export: Some(handle),
             });
         }
         Ok(table)
+    }
+
+    /// The table of a component whose `entries` export answered `names`.
+    pub(crate) fn for_component(names: Vec<String>) -> Self {
+        let mut by_name = HashMap::with_capacity(names.len());
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            if by_name.contains_key(&name) {
+                continue;
+            }
+            by_name.insert(name.clone(), entries.len());
+            entries.push(EntryExport {
+                name,
+                kind: EntryKind::Abi,
+                export: None,
+            });
+        }
+        Self {
+            kind: PluginKind::Component,
+            entries,
+            by_name,
+            memory: None,
+            alloc: None,
+            initialize: None,
+            abi_version: None,
+            state_save: None,
+            state_restore: None,
+        }
+    }
+
+    /// Whether the plugin can hand its state over on a reload (components always export it).
+    pub(crate) fn saves_state(&self) -> bool {
+        self.kind == PluginKind::Component || self.state_save.is_some()
+    }
+
+    /// Whether the plugin can take over state on a reload.
+    pub(crate) fn restores_state(&self) -> bool {
+        self.kind == PluginKind::Component || self.state_restore.is_some()
     }
 
     /// The index of entry `name`, or the error listing the entries there are.

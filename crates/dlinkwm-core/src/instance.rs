@@ -56,7 +56,13 @@ enum EntryFunc {
 /// A live instance of one plugin version.
 pub(crate) struct Instance {
     store: Store<StoreState>,
-    funcs: Funcs,
+    calls: Calls,
+}
+
+/// How calls reach the instance: a core module's resolved exports, or a component's bindings.
+enum Calls {
+    Core(Funcs),
+    Component(Box<crate::component::Bindings>),
 }
 
 /// The exports an instance's calls use, resolved once at instantiation. Calls borrow them:
@@ -142,20 +148,7 @@ impl Instance {
         version: u64,
     ) -> Result<Self> {
         let settings = context.settings.load();
-        let (wasi, stdout) = build_wasi(&context.name, &settings)?;
-        let state = StoreState {
-            wasi,
-            limiter: Limiter::new(settings.max_memory_bytes, settings.max_table_elements),
-            memory: None,
-            call: CallState::default(),
-            context: context.clone(),
-            version,
-            stdio: settings.stdio,
-            stdout,
-        };
-        let mut store = Store::new(&engine.inner.wasmtime, state);
-        store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        let mut store = new_store(engine, context, version, &settings)?;
         let plugin = &*context.name;
         let site = CallSite {
             plugin,
@@ -196,8 +189,10 @@ impl Instance {
         let state_restore = abi_func(&mut store, &exports.state_restore);
         let mut entries = Vec::with_capacity(exports.entries.len());
         for entry in &exports.entries {
-            let func = instance
-                .get_module_export(&mut store, &entry.export)
+            let func = entry
+                .export
+                .as_ref()
+                .and_then(|export| instance.get_module_export(&mut store, export))
                 .and_then(Extern::into_func)
                 .ok_or_else(|| Error::ExportMissing {
                     plugin: plugin.to_owned(),
@@ -224,14 +219,59 @@ impl Instance {
         }
         Ok(Self {
             store,
-            funcs: Funcs {
+            calls: Calls::Core(Funcs {
                 alloc,
                 abi_version,
                 entries: entries.into_boxed_slice(),
                 state_save,
                 state_restore,
-            },
+            }),
         })
+    }
+
+    /// Instantiates a component plugin in a new store with the same limits and grants.
+    pub(crate) fn new_component(
+        engine: &Engine,
+        pre: &crate::component::BindingsPre<StoreState>,
+        context: &Arc<PluginContext>,
+        version: u64,
+    ) -> Result<Self> {
+        let settings = context.settings.load();
+        let mut store = new_store(engine, context, version, &settings)?;
+        let site = CallSite {
+            plugin: &context.name,
+            entry: "instantiation",
+        };
+        prepare(&mut store, &settings);
+        let bindings = pre.instantiate(&mut store).map_err(|error| {
+            match classify(&mut store, error, site, &settings) {
+                Error::Trap { message, .. } => Error::Instantiate {
+                    plugin: context.name.to_string(),
+                    reason: message,
+                },
+                other => other,
+            }
+        })?;
+        Ok(Self {
+            store,
+            calls: Calls::Component(Box::new(bindings)),
+        })
+    }
+
+    /// A component's entries (its `entries` export).
+    pub(crate) fn component_entries(&mut self, plugin: &str) -> Result<Vec<String>> {
+        let Calls::Component(bindings) = &self.calls else {
+            return Ok(Vec::new());
+        };
+        let settings = self.store.data().context.settings.load_full();
+        prepare(&mut self.store, &settings);
+        let site = CallSite {
+            plugin,
+            entry: "entries",
+        };
+        bindings
+            .call_entries(&mut self.store)
+            .map_err(|error| classify(&mut self.store, error, site, &settings))
     }
 
     /// Calls the `dlinkwm_abi_version` export.
@@ -242,8 +282,16 @@ impl Instance {
             plugin,
             entry: dlinkwm_abi::export::ABI_VERSION,
         };
-        let func = self
-            .funcs
+        let funcs = match &self.calls {
+            Calls::Core(funcs) => funcs,
+            Calls::Component(bindings) => {
+                let version = bindings
+                    .call_abi_version(&mut self.store)
+                    .map_err(|error| classify(&mut self.store, error, site, &settings))?;
+                return Ok(i32::try_from(version).unwrap_or(i32::MAX));
+            }
+        };
+        let func = funcs
             .abi_version
             .as_ref()
             .ok_or_else(|| Error::ExportMissing {
@@ -264,7 +312,13 @@ impl Instance {
         settings: &ResolvedSettings,
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
-        let Self { store, funcs } = self;
+        let Self { store, calls } = self;
+        let funcs = match calls {
+            Calls::Core(funcs) => funcs,
+            Calls::Component(bindings) => {
+                return call_component(bindings, store, index, site, format, input, settings, read);
+            }
+        };
         match &funcs.entries[index] {
             EntryFunc::Abi(func) => call_abi(
                 store,
@@ -298,13 +352,22 @@ impl Instance {
         plugin: &str,
         settings: &ResolvedSettings,
     ) -> Result<Option<Vec<u8>>> {
-        let Self { store, funcs } = self;
-        let Some(func) = &funcs.state_save else {
-            return Ok(None);
-        };
+        let Self { store, calls } = self;
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::STATE_SAVE,
+        };
+        let funcs = match calls {
+            Calls::Core(funcs) => funcs,
+            Calls::Component(bindings) => {
+                prepare(store, settings);
+                return bindings
+                    .call_save_state(&mut *store)
+                    .map_err(|error| classify(store, error, site, settings));
+            }
+        };
+        let Some(func) = &funcs.state_save else {
+            return Ok(None);
         };
         call_abi(
             store,
@@ -327,13 +390,28 @@ impl Instance {
         state: &[u8],
         settings: &ResolvedSettings,
     ) -> Result<bool> {
-        let Self { store, funcs } = self;
-        let Some(func) = &funcs.state_restore else {
-            return Ok(false);
-        };
+        let Self { store, calls } = self;
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::STATE_RESTORE,
+        };
+        let funcs = match calls {
+            Calls::Core(funcs) => funcs,
+            Calls::Component(bindings) => {
+                prepare(store, settings);
+                return match bindings.call_restore_state(&mut *store, state) {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(message)) => Err(Error::Guest {
+                        plugin: plugin.to_owned(),
+                        entry: site.entry.to_owned(),
+                        message,
+                    }),
+                    Err(error) => Err(classify(store, error, site, settings)),
+                };
+            }
+        };
+        let Some(func) = &funcs.state_restore else {
+            return Ok(false);
         };
         call_abi(
             store,
@@ -346,6 +424,72 @@ impl Instance {
             |_| (),
         )?;
         Ok(true)
+    }
+}
+
+/// A new store for one instance: WASI with the settings' grants, the limits, the epoch deadline.
+fn new_store(
+    engine: &Engine,
+    context: &Arc<PluginContext>,
+    version: u64,
+    settings: &ResolvedSettings,
+) -> Result<Store<StoreState>> {
+    let (wasi, stdout) = build_wasi(&context.name, settings)?;
+    let state = StoreState {
+        wasi,
+        limiter: Limiter::new(settings.max_memory_bytes, settings.max_table_elements),
+        memory: None,
+        call: CallState::default(),
+        context: context.clone(),
+        version,
+        stdio: settings.stdio,
+        stdout,
+    };
+    let mut store = Store::new(&engine.inner.wasmtime, state);
+    store.limiter(|state| &mut state.limiter);
+    store.epoch_deadline_trap();
+    Ok(store)
+}
+
+/// Calls a component's entry `index` through its `call` export.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the borrows of one instance, split so the call clones nothing"
+)]
+fn call_component<R>(
+    bindings: &crate::component::Bindings,
+    store: &mut Store<StoreState>,
+    _index: usize,
+    site: CallSite<'_>,
+    format: Format,
+    input: &[u8],
+    settings: &ResolvedSettings,
+    read: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
+    if input.len() > settings.max_input_bytes {
+        return Err(Error::InputTooLarge {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            size: input.len(),
+            limit: settings.max_input_bytes,
+        });
+    }
+    prepare(store, settings);
+    let answer = crate::component::call(bindings, store, site.entry, format, input)
+        .map_err(|error| classify(store, error, site, settings))?;
+    match answer {
+        Ok(output) if output.len() > settings.max_output_bytes => Err(Error::OutputTooLarge {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            size: output.len(),
+            limit: settings.max_output_bytes,
+        }),
+        Ok(output) => Ok(read(&output)),
+        Err(message) => Err(Error::Guest {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            message,
+        }),
     }
 }
 

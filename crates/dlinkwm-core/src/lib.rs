@@ -24,6 +24,7 @@
 //! The ABI plugins speak is described in `docs/abi.md`; its constants are in `dlinkwm-abi`.
 #![deny(missing_docs)]
 
+mod component;
 mod config;
 pub mod disk_cache;
 mod dynamic;

@@ -152,34 +152,37 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
             let range = guest_range(data.len(), ptr, len, "log message")?;
-            // One log line is at most 64 KiB; the rest is cut, not copied. A line no subscriber
-            // wants is not even decoded.
-            let end = range.start + range.len().min(MAX_PRINT);
-            let plugin = &*state.context.name;
-            macro_rules! guest_event {
-                ($level:expr) => {
-                    if tracing::enabled!(target: "dlinkwm::guest", $level) {
-                        let message = String::from_utf8_lossy(&data[range.start..end]);
-                        tracing::event!(target: "dlinkwm::guest", $level, plugin, "{message}");
-                    }
-                };
-            }
-            match LogLevel::from_code(level) {
-                LogLevel::Error => guest_event!(tracing::Level::ERROR),
-                LogLevel::Warn => guest_event!(tracing::Level::WARN),
-                LogLevel::Info => guest_event!(tracing::Level::INFO),
-                LogLevel::Debug => guest_event!(tracing::Level::DEBUG),
-                _ => guest_event!(tracing::Level::TRACE),
-            }
+            guest_log(&state.context.name, LogLevel::from_code(level), &data[range]);
             Ok(())
         },
     )?;
     Ok(())
 }
 
+/// Logs one line of a guest as a `tracing` event (target `dlinkwm::guest`). At most 64 KiB of
+/// it; a line no subscriber wants is not even decoded.
+pub(crate) fn guest_log(plugin: &str, level: LogLevel, line: &[u8]) {
+    let line = &line[..line.len().min(MAX_PRINT)];
+    macro_rules! guest_event {
+        ($level:expr) => {
+            if tracing::enabled!(target: "dlinkwm::guest", $level) {
+                let message = String::from_utf8_lossy(line);
+                tracing::event!(target: "dlinkwm::guest", $level, plugin, "{message}");
+            }
+        };
+    }
+    match level {
+        LogLevel::Error => guest_event!(tracing::Level::ERROR),
+        LogLevel::Warn => guest_event!(tracing::Level::WARN),
+        LogLevel::Info => guest_event!(tracing::Level::INFO),
+        LogLevel::Debug => guest_event!(tracing::Level::DEBUG),
+        _ => guest_event!(tracing::Level::TRACE),
+    }
+}
+
 /// Runs one host call for the guest, leaving the answer or the error message in
 /// `state.call.host_result`.
-fn host_call(state: &mut StoreState, method: &str, format: i32, input: &[u8]) -> Status {
+pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input: &[u8]) -> Status {
     let result = &mut state.call.host_result;
     result.clear();
     let context = &state.context;

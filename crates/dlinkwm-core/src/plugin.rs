@@ -530,7 +530,7 @@ impl Plugin {
         settings: &ResolvedSettings,
     ) -> Result<bool> {
         let plugin = self.name();
-        if new.exports.state_restore.is_none() || old.exports.state_save.is_none() {
+        if !new.exports.restores_state() || !old.exports.saves_state() {
             return Ok(false);
         }
         let wrap = |error: Error| Error::StateHandover {

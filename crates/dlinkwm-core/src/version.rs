@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use crossbeam_utils::CachePadded;
 
 use crate::config::ResolvedSettings;
-use crate::engine::{CompiledModule, ContentHash, Engine};
+use crate::engine::{Code, CompiledModule, ContentHash, Engine};
 use crate::error::{Error, Result};
 use crate::exports::{ExportTable, PluginKind};
 use crate::instance::{Instance, PluginContext, StoreState};
@@ -19,7 +19,7 @@ pub(crate) struct Version {
     pub(crate) number: u64,
     pub(crate) module: Arc<CompiledModule>,
     pub(crate) exports: ExportTable,
-    pre: wasmtime::InstancePre<StoreState>,
+    pre: Pre,
     engine: Engine,
     context: Arc<PluginContext>,
     /// State handed over from the previous version; every instance of this version starts from it.
@@ -27,6 +27,12 @@ pub(crate) struct Version {
     pool: Pool,
     pub(crate) loaded_at: SystemTime,
     pub(crate) load_time: Duration,
+}
+
+/// How a version makes instances: a core module's `InstancePre`, or a component's.
+enum Pre {
+    Module(wasmtime::InstancePre<StoreState>),
+    Component(crate::component::BindingsPre<StoreState>),
 }
 
 /// A bounded pool of instances, sharded so that threads calling at the same time do not contend:
@@ -138,17 +144,39 @@ impl Version {
         let started = std::time::Instant::now();
         let plugin = &*context.name;
         let module = engine.module(plugin, bytes, hash)?;
-        let exports = ExportTable::new(plugin, &module.module)?;
-        let pre = engine
-            .inner
-            .linker
-            .instantiate_pre(&module.module)
-            .map_err(|error| Error::Instantiate {
-                plugin: plugin.to_owned(),
-                reason: format!("{error:#}"),
-            })?;
-        let mut first = Instance::new(engine, &pre, &exports, context, number)?;
-        if exports.kind == PluginKind::Abi {
+        let instantiate_error = |error: wasmtime::Error| Error::Instantiate {
+            plugin: plugin.to_owned(),
+            reason: format!("{error:#}"),
+        };
+        let (pre, exports, mut first) = match &module.code {
+            Code::Module(code) => {
+                let exports = ExportTable::new(plugin, code)?;
+                let pre = engine
+                    .inner
+                    .linker
+                    .instantiate_pre(code)
+                    .map_err(instantiate_error)?;
+                let first = Instance::new(engine, &pre, &exports, context, number)?;
+                (Pre::Module(pre), exports, first)
+            }
+            Code::Component(code) => {
+                let pre = engine
+                    .inner
+                    .component_linker
+                    .instantiate_pre(code)
+                    .and_then(crate::component::BindingsPre::new)
+                    .map_err(instantiate_error)?;
+                let mut first = Instance::new_component(engine, &pre, context, number)?;
+                // The entries come from the component itself, asked once per version.
+                let names = first.component_entries(plugin)?;
+                (
+                    Pre::Component(pre),
+                    ExportTable::for_component(names),
+                    first,
+                )
+            }
+        };
+        if matches!(exports.kind, PluginKind::Abi | PluginKind::Component) {
             let found = first.abi_version(plugin)?;
             if found != dlinkwm_abi::ABI_VERSION {
                 return Err(Error::AbiVersionUnsupported {
@@ -240,13 +268,14 @@ impl Version {
     }
 
     fn instantiate(&self, settings: &ResolvedSettings) -> Result<Box<Instance>> {
-        let mut instance = Instance::new(
-            &self.engine,
-            &self.pre,
-            &self.exports,
-            &self.context,
-            self.number,
-        )?;
+        let mut instance = match &self.pre {
+            Pre::Module(pre) => {
+                Instance::new(&self.engine, pre, &self.exports, &self.context, self.number)?
+            }
+            Pre::Component(pre) => {
+                Instance::new_component(&self.engine, pre, &self.context, self.number)?
+            }
+        };
         if let Some(state) = &self.handover {
             instance.restore_state(&self.context.name, state, settings)?;
         }
