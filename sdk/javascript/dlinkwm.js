@@ -85,8 +85,10 @@ export const host = {
     try {
       return globalThis.hostCall(method, format, bytes);
     } catch (failure) {
-      if (failure && typeof failure === "object" && "tag" in failure) {
-        throw new HostError(failure.tag, String(failure.val));
+      // The import's `host-error` arrives as the thrown error's `payload` ({ tag, val }).
+      const payload = failure && typeof failure === "object" && "payload" in failure ? failure.payload : failure;
+      if (payload && typeof payload === "object" && "tag" in payload) {
+        throw new HostError(payload.tag, String(payload.val));
       }
       throw failure;
     }

@@ -155,3 +155,19 @@ fn the_go_sdk_matches() {
         check("Go", &abi, &format!("{prefix}{camel}"), value);
     }
 }
+
+#[test]
+fn the_component_helpers_state_the_abi_version() {
+    check(
+        "Python",
+        &sdk_file("python/dlinkwm.py"),
+        "ABI_VERSION",
+        ABI_VERSION,
+    );
+    check(
+        "JavaScript",
+        &sdk_file("javascript/dlinkwm.js"),
+        "ABI_VERSION",
+        ABI_VERSION,
+    );
+}

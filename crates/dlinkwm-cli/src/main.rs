@@ -72,7 +72,8 @@ enum Command {
     ///
     /// Example: dlinkwm inspect wasm/hello.wasm
     Inspect(inspect::InspectArgs),
-    /// Create a plugin project (Rust, C, AssemblyScript, Zig or Go) that builds with one command.
+    /// Create a plugin project (Rust, C, AssemblyScript, Zig, Go, Python or JavaScript) that
+    /// builds with one command.
     ///
     /// Example: dlinkwm new my_plugin --lang zig
     New(new::NewArgs),

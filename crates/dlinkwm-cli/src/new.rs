@@ -1,6 +1,7 @@
 //! `dlinkwm new`: scaffold a plugin: a Rust crate against the SDK, or, with `--lang`, a C,
-//! AssemblyScript, Zig or Go project made from the same files as that language's example
-//! (`examples/plugins/<lang>`), with the SDK copied in under `sdk/<lang>/`.
+//! AssemblyScript, Zig, Go, Python or JavaScript project made from the same files as that
+//! language's example (`examples/plugins/<lang>`), with the SDK copied in under `sdk/<lang>/`
+//! (and the WIT world under `wit/` for the component languages).
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,11 @@ pub enum Lang {
     Zig,
     /// Go (1.24 or later).
     Go,
+    /// Python, as a component (componentize-py).
+    Python,
+    /// JavaScript, as a component (componentize-qjs).
+    #[value(alias = "js")]
+    Javascript,
 }
 
 /// A file of a scaffold: where it goes in the project, and its text.
@@ -110,6 +116,18 @@ fn templates(lang: Lang) -> Vec<Template> {
             template!("sdk/go/dlinkwm.go", "sdk/go/dlinkwm.go"),
             template!("sdk/go/README.md", "sdk/go/README.md"),
         ],
+        Lang::Python => vec![
+            template!("app.py", "examples/plugins/python/app.py"),
+            template!("sdk/python/dlinkwm.py", "sdk/python/dlinkwm.py"),
+            template!("sdk/python/README.md", "sdk/python/README.md"),
+            template!("wit/plugin.wit", "wit/plugin.wit"),
+        ],
+        Lang::Javascript => vec![
+            template!("plugin.js", "examples/plugins/javascript/plugin.js"),
+            template!("sdk/javascript/dlinkwm.js", "sdk/javascript/dlinkwm.js"),
+            template!("sdk/javascript/README.md", "sdk/javascript/README.md"),
+            template!("wit/plugin.wit", "wit/plugin.wit"),
+        ],
     }
 }
 
@@ -127,6 +145,12 @@ fn build_command(lang: Lang) -> &'static str {
             "python -m ziglang build-exe -target wasm32-freestanding -fno-entry -rdynamic -O ReleaseSmall --dep dlinkwm -Mroot=plugin.zig -Mdlinkwm=sdk/zig/dlinkwm.zig -femit-bin=plugin.wasm"
         }
         Lang::Go => "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o plugin.wasm .",
+        Lang::Python => {
+            "componentize-py -d wit -w plugin componentize app -p . -p sdk/python -o plugin.wasm"
+        }
+        Lang::Javascript => {
+            "npx componentize-qjs --wit wit --js plugin.js --sync --opt-size --stub-wasi -o plugin.wasm"
+        }
     }
 }
 
@@ -135,7 +159,7 @@ fn scaffold_other(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
     for template in templates(lang) {
         let target = dir.join(template.path);
         let depth = template.path.matches('/').count();
-        let text = if template.path.starts_with("sdk/") {
+        let text = if template.path.starts_with("sdk/") || template.path.starts_with("wit/") {
             template.text.to_owned()
         } else {
             // `../../../sdk/` seen from the project root is `./sdk/`; one folder down, `../sdk/`.

