@@ -46,14 +46,35 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
     let engine = Engine::new(EngineOptions::from_settings(&config.engine))?;
     let cached = engine.is_cached_on_disk(&bytes);
     if is_component {
-        let value = json!({
+        // Loading (from the disk cache when it can) instantiates it in the sandbox, with no
+        // grants, and asks it for its ABI version and entries.
+        config.defaults.stdio = Some(Stdio::Null);
+        config.defaults.host_methods = Some(Vec::new());
+        let host = PluginHost::builder()
+            .config(config)
+            .engine(engine)
+            .build()?;
+        let loaded = host.load(&args.plugin);
+        let mut value = json!({
             "plugin": args.plugin.display().to_string(),
-            "kind": "component",
+            "kind": "component (WIT world dlinkwm:plugin/plugin@0.1.0, WASI preview 2)",
             "size": bytes.len(),
             "content_hash": hash.to_string(),
             "cached": cached,
-            "note": "components are not supported by this version of DlinkWM",
         });
+        match loaded {
+            Ok(plugin) => {
+                value["abi_version"] = json!(dlinkwm_host::core::abi::ABI_VERSION);
+                value["entries"] = json!(
+                    plugin
+                        .entries()
+                        .into_iter()
+                        .map(|entry| entry.name)
+                        .collect::<Vec<_>>()
+                );
+            }
+            Err(error) => value["load_error"] = json!(error.to_string()),
+        }
         return print(&value, json);
     }
     let module = Module::new(engine.wasmtime(), &bytes).map_err(|error| {
@@ -157,6 +178,10 @@ fn print(value: &serde_json::Value, json: bool) -> anyhow::Result<()> {
     );
     if let Some(error) = value["load_error"].as_str() {
         println!("load error    {error}");
+    }
+    if let Some(entries) = value["entries"].as_array() {
+        let names: Vec<&str> = entries.iter().filter_map(|entry| entry.as_str()).collect();
+        println!("entries       {}", names.join(", "));
     }
     if let Some(exports) = value["exports"].as_array() {
         println!("exports:");

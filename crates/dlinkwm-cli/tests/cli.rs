@@ -639,3 +639,72 @@ fn input_comes_from_a_file_or_stdin_and_formats_are_selectable() -> anyhow::Resu
         .code(2);
     Ok(())
 }
+
+/// The component examples answer through `dlinkwm call` like the core ones, and a second process
+/// loads the 18 MB Python component from the disk cache instead of compiling it.
+#[test]
+fn components_answer_and_a_second_process_loads_python_from_the_disk_cache() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for plugin in test_programs_languages::PLUGINS
+        .iter()
+        .filter(|plugin| plugin.component)
+    {
+        let started = std::time::Instant::now();
+        let first = dlinkwm(dir.path())
+            .args([
+                "--log-level",
+                "debug",
+                "call",
+                plugin.path,
+                "greet",
+                "--input",
+                r#"{"name":"World"}"#,
+                "--mock",
+                r#"custom_greet="hi""#,
+            ])
+            .assert()
+            .success()
+            .stdout("\"hello plugin greets World; the host said: hi\"\n");
+        let first_time = started.elapsed();
+        let stderr = String::from_utf8_lossy(&first.get_output().stderr).into_owned();
+        assert!(stderr.contains("compiled"), "{stderr}");
+
+        let started = std::time::Instant::now();
+        let second = dlinkwm(dir.path())
+            .args([
+                "--log-level",
+                "debug",
+                "call",
+                plugin.path,
+                "greet",
+                "--input",
+                r#"{"name":"World"}"#,
+                "--mock",
+                r#"custom_greet="hi""#,
+            ])
+            .assert()
+            .success()
+            .stdout("\"hello plugin greets World; the host said: hi\"\n");
+        let second_time = started.elapsed();
+        let stderr = String::from_utf8_lossy(&second.get_output().stderr).into_owned();
+        assert!(
+            stderr.contains("loaded compiled code from the disk cache"),
+            "{stderr}"
+        );
+        eprintln!(
+            "{}: {} bytes; first process (compiles) {first_time:?}, second process (disk cache) {second_time:?}",
+            plugin.language,
+            std::fs::metadata(plugin.path)?.len()
+        );
+        dlinkwm(dir.path())
+            .args(["inspect", plugin.path])
+            .assert()
+            .success()
+            .stdout(
+                predicate::str::contains("component (WIT world dlinkwm:plugin/plugin@0.1.0")
+                    .and(predicate::str::contains("entries       greet"))
+                    .and(predicate::str::contains("compiled code cached")),
+            );
+    }
+    Ok(())
+}
