@@ -164,8 +164,16 @@ impl Version {
                     .inner
                     .component_linker
                     .instantiate_pre(code)
-                    .and_then(crate::component::BindingsPre::new)
                     .map_err(instantiate_error)?;
+                let pre = crate::component::BindingsPre::new(pre).map_err(|error| {
+                    Error::Instantiate {
+                        plugin: plugin.to_owned(),
+                        reason: format!(
+                            "this component does not implement the DlinkWM world \
+                             dlinkwm:plugin/plugin@0.1.0 (wit/plugin.wit): {error:#}"
+                        ),
+                    }
+                })?;
                 let mut first = Instance::new_component(engine, &pre, context, number)?;
                 // The entries come from the component itself, asked once per version.
                 let names = first.component_entries(plugin)?;

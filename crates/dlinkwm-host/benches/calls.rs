@@ -405,7 +405,55 @@ fn bench(c: &mut Criterion) {
     cold_load(c, &sdk_bytes);
     threads(&sdk);
     knobs(c);
+    components(c);
     report();
+}
+
+/// The `greet` example (JSON in, a host method call, JSON out) as a core module (C, Rust) and as
+/// components (JavaScript on QuickJS, Python on CPython): the same behaviour through the same
+/// API. The component rows include their language's interpreter, so they bound the component
+/// boundary's cost from above rather than isolating it.
+#[derive(Serialize, Deserialize)]
+struct GreetParams {
+    name: String,
+}
+
+fn components(c: &mut Criterion) {
+    let mut methods = HostMethods::new();
+    methods.register("custom_greet", |params: GreetParams| {
+        Ok::<_, String>(format!("Hello, {}!", params.name))
+    });
+    let host = PluginHost::builder()
+        .host_methods(methods)
+        .format(SerializationFormat::Json)
+        .build()
+        .unwrap();
+    let params = GreetParams {
+        name: "World".to_owned(),
+    };
+    let mut group = c.benchmark_group("greet, core module vs component");
+    let mut plugins = vec![("Rust core module", test_programs_artifacts::HELLO)];
+    for plugin in test_programs_languages::PLUGINS {
+        let label = match plugin.language {
+            "c" => "C core module",
+            "javascript" => "JavaScript component",
+            "python" => "Python component",
+            _ => continue,
+        };
+        plugins.push((label, plugin.path));
+    }
+    for (label, path) in plugins {
+        let plugin = host.load(path).unwrap();
+        let name = format!("component|greet, {label}");
+        group.bench_function(label, |b| {
+            b.iter_custom(|n| {
+                timed(&name, n, || {
+                    let _: String = plugin.call("greet", &params).unwrap();
+                })
+            })
+        });
+    }
+    group.finish();
 }
 
 /// What each knob costs: fuel metering, the pooling allocator, a fresh instance per call, and
@@ -617,6 +665,24 @@ fn report() {
             two,
             two / one
         );
+    }
+    if let Some(core) = median("component|greet, C core module") {
+        println!();
+        println!("greet (JSON, one host call) per language, ratio to the C core module:");
+        for (name, values) in samples
+            .iter()
+            .filter(|(name, _)| name.starts_with("component|"))
+        {
+            let mut values = values.clone();
+            values.sort_by(f64::total_cmp);
+            let value = values[values.len() / 2];
+            println!(
+                "  {:<40} {:>12.0} ns {:>8.2}",
+                &name["component|".len()..],
+                value,
+                value / core
+            );
+        }
     }
     println!();
     println!("knobs (median per iteration):");

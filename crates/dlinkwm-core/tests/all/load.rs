@@ -16,13 +16,17 @@ fn garbage_bytes_are_an_invalid_module() {
 }
 
 #[test]
-fn a_component_is_refused_with_a_message_that_says_so() {
-    // The component binary header: version 0x0d, layer 1.
+fn a_component_of_another_world_is_refused_with_a_message_that_names_ours() {
+    // An empty component (the binary header: version 0x0d, layer 1) exports nothing.
     let error = load_bytes(b"\0asm\x0d\0\x01\0").unwrap_err();
     assert!(
-        matches!(&error, Error::InvalidModule { reason, .. } if reason.contains("WebAssembly component")),
+        matches!(&error, Error::Instantiate { reason, .. }
+            if reason.contains("dlinkwm:plugin/plugin@0.1.0") && reason.contains("abi-version")),
         "{error:?}"
     );
+    // A truncated component is not a component at all.
+    let error = load_bytes(b"\0asm\x0d\0\x01\0\x01\x05").unwrap_err();
+    assert!(matches!(error, Error::InvalidModule { .. }), "{error:?}");
 }
 
 #[test]
