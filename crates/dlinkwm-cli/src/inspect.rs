@@ -45,15 +45,15 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
     let mut config: Config = load_config(config)?;
     let engine = Engine::new(EngineOptions::from_settings(&config.engine))?;
     let cached = engine.is_cached_on_disk(&bytes);
+    // Loading runs guest code (`_initialize`, the ABI version, a component's `entries`) in the
+    // sandbox, with no grants and no host methods.
+    config.defaults.stdio = Some(Stdio::Null);
+    config.defaults.host_methods = Some(Vec::new());
+    let host = PluginHost::builder()
+        .config(config)
+        .engine(engine)
+        .build()?;
     if is_component {
-        // Loading (from the disk cache when it can) instantiates it in the sandbox, with no
-        // grants, and asks it for its ABI version and entries.
-        config.defaults.stdio = Some(Stdio::Null);
-        config.defaults.host_methods = Some(Vec::new());
-        let host = PluginHost::builder()
-            .config(config)
-            .engine(engine)
-            .build()?;
         let loaded = host.load(&args.plugin);
         let mut value = json!({
             "plugin": args.plugin.display().to_string(),
@@ -77,19 +77,12 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
         }
         return print(&value, json);
     }
-    let module = Module::new(engine.wasmtime(), &bytes).map_err(|error| {
+    let module = Module::new(host.engine().wasmtime(), &bytes).map_err(|error| {
         anyhow::anyhow!(
             "`{}` is not a valid wasm module: {error:#}",
             args.plugin.display()
         )
     })?;
-    // Loading runs `_initialize` and `dlinkwm_abi_version` in the sandbox, with no grants.
-    config.defaults.stdio = Some(Stdio::Null);
-    config.defaults.host_methods = Some(Vec::new());
-    let host = PluginHost::builder()
-        .config(config)
-        .engine(engine)
-        .build()?;
     let loaded = host.load(&args.plugin);
     let entries: Vec<String> = loaded
         .as_ref()

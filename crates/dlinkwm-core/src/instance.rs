@@ -320,7 +320,7 @@ impl Instance {
         let funcs = match calls {
             Calls::Core(funcs) => funcs,
             Calls::Component(bindings) => {
-                return call_component(bindings, store, index, site, format, input, settings, read);
+                return call_component(bindings, store, site, format, input, settings, read);
             }
         };
         match &funcs.entries[index] {
@@ -455,21 +455,8 @@ fn new_store(
     Ok(store)
 }
 
-/// Calls a component's entry `index` through its `call` export.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the borrows of one instance, split so the call clones nothing"
-)]
-fn call_component<R>(
-    bindings: &crate::component::Bindings,
-    store: &mut Store<StoreState>,
-    _index: usize,
-    site: CallSite<'_>,
-    format: Format,
-    input: &[u8],
-    settings: &ResolvedSettings,
-    read: impl FnOnce(&[u8]) -> R,
-) -> Result<R> {
+/// Refuses an input above `max_input_bytes` before any guest code runs.
+fn check_input(site: CallSite<'_>, input: &[u8], settings: &ResolvedSettings) -> Result<()> {
     if input.len() > settings.max_input_bytes {
         return Err(Error::InputTooLarge {
             plugin: site.plugin.to_owned(),
@@ -478,6 +465,24 @@ fn call_component<R>(
             limit: settings.max_input_bytes,
         });
     }
+    Ok(())
+}
+
+/// Calls a component's entry through its `call` export, by name.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the borrows of one instance, split so the call clones nothing"
+)]
+fn call_component<R>(
+    bindings: &crate::component::Bindings,
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    format: Format,
+    input: &[u8],
+    settings: &ResolvedSettings,
+    read: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
+    check_input(site, input, settings)?;
     prepare(store, settings);
     let answer = crate::component::call(bindings, store, site.entry, format, input)
         .map_err(|error| classify(store, error, site, settings))?;
@@ -511,14 +516,7 @@ fn call_abi<R>(
     settings: &ResolvedSettings,
     read: impl FnOnce(&[u8]) -> R,
 ) -> Result<R> {
-    if input.len() > settings.max_input_bytes {
-        return Err(Error::InputTooLarge {
-            plugin: site.plugin.to_owned(),
-            entry: site.entry.to_owned(),
-            size: input.len(),
-            limit: settings.max_input_bytes,
-        });
-    }
+    check_input(site, input, settings)?;
     prepare(store, settings);
     let (ptr, len) = if input.is_empty() {
         (0, 0)
