@@ -61,6 +61,22 @@ fn a_component_reads_files_only_when_granted() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_component_sees_environment_variables_only_when_granted() -> anyhow::Result<()> {
+    // PATH is set in every test process; the plugin sees it only by name, when granted.
+    let path = std::env::var("PATH")?;
+    let denied = host(|_| {}).load(PYTHON_PROBE)?;
+    assert_eq!(denied.call::<_, Option<String>>("env", &"PATH")?, None);
+    let granted =
+        host(|config| config.defaults.env = Some(vec!["PATH".to_owned()])).load(PYTHON_PROBE)?;
+    assert_eq!(
+        granted.call::<_, Option<String>>("env", &"PATH")?,
+        Some(path)
+    );
+    assert_eq!(granted.call::<_, Option<String>>("env", &"HOME")?, None);
+    Ok(())
+}
+
+#[test]
 fn a_component_that_loops_forever_times_out_and_the_next_call_works() -> anyhow::Result<()> {
     let plugin = host(|config| config.defaults.timeout_ms = Some(300)).load(PYTHON_PROBE)?;
     match plugin.call::<_, ()>("spin", &()) {
