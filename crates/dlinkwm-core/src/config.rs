@@ -212,10 +212,13 @@ impl Default for ResolvedSettings {
 
 impl ResolvedSettings {
     /// Whether `entry` may be called under these settings.
+    #[inline]
     pub fn allows_entry(&self, entry: &str) -> bool {
-        self.entries
-            .as_deref()
-            .is_none_or(|entries| entries.iter().any(|allowed| allowed == entry))
+        self.entries.as_deref().is_none_or(|entries| {
+            entries
+                .iter()
+                .any(|allowed| crate::exports::same_name(allowed, entry))
+        })
     }
 
     /// Whether the plugin may call host method `method`.

@@ -18,6 +18,27 @@ pub fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
 
+/// Whether two names are equal. Names of up to 16 bytes (entry and method names almost always)
+/// are compared in at most two overlapping word loads each, without a call to `memcmp`: an
+/// entry name is compared on every call.
+#[inline]
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| s[at..at + 8].try_into().ok().map(u64::from_ne_bytes);
+    let half = |s: &[u8], at: usize| s[at..at + 4].try_into().ok().map(u32::from_ne_bytes);
+    match len {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
+        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        _ => a == b,
+    }
+}
+
 /// How a plugin is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -198,18 +219,29 @@ impl ExportTable {
     }
 
     /// The index of entry `name`, or the error listing the entries there are.
+    #[inline(always)]
     pub(crate) fn entry(&self, plugin: &str, name: &str) -> Result<usize> {
         // A plugin has a handful of entries: comparing names beats hashing one.
         let found = if self.entries.len() <= 16 {
-            self.entries.iter().position(|entry| entry.name == name)
+            self.entries
+                .iter()
+                .position(|entry| same_name(&entry.name, name))
         } else {
             self.by_name.get(name).copied()
         };
-        found.ok_or_else(|| Error::EntryNotFound {
+        match found {
+            Some(index) => Ok(index),
+            None => Err(self.not_found(plugin, name)),
+        }
+    }
+
+    #[cold]
+    fn not_found(&self, plugin: &str, name: &str) -> Error {
+        Error::EntryNotFound {
             plugin: plugin.to_owned(),
             entry: name.to_owned(),
             available: self.entry_names(),
-        })
+        }
     }
 
     pub(crate) fn entry_names(&self) -> Vec<String> {
@@ -227,5 +259,26 @@ impl ExportTable {
                 kind: entry.kind,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_name;
+
+    #[test]
+    fn same_name_agrees_with_string_equality_at_every_length() {
+        let base: String = ('a'..='z').chain('A'..='Z').collect();
+        for len in 0..=40 {
+            let name = &base[..len];
+            assert!(same_name(name, name), "{name}");
+            for at in 0..len {
+                let mut other = name.as_bytes().to_vec();
+                other[at] = b'_';
+                let other = String::from_utf8(other).unwrap();
+                assert!(!same_name(name, &other), "{name} vs {other}");
+            }
+            assert!(!same_name(name, &base[..len + 1]));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! One instance of a plugin version in its own store, and the ABI's call sequence on it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use dlinkwm_abi::{ENTRY_ERROR, ENTRY_OK, Format};
@@ -23,6 +24,16 @@ pub(crate) struct PluginContext {
     pub(crate) name: Arc<str>,
     pub(crate) host: Arc<dyn HostMethods>,
     pub(crate) settings: ArcSwap<ResolvedSettings>,
+    /// Bumped after each replacement of `settings`, so instances notice it with one load.
+    pub(crate) settings_generation: AtomicU64,
+}
+
+impl PluginContext {
+    /// Replaces the settings; every instance picks them up at its next call.
+    pub(crate) fn set_settings(&self, settings: ResolvedSettings) {
+        self.settings.store(Arc::new(settings));
+        self.settings_generation.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Per-call scratch space, reset at the start of each call and reused, so a call allocates
@@ -43,9 +54,25 @@ pub struct StoreState {
     pub(crate) memory: Option<Memory>,
     pub(crate) call: CallState,
     pub(crate) context: Arc<PluginContext>,
+    /// The plugin's settings as of this instance's current call (what host calls check).
+    pub(crate) settings: Arc<ResolvedSettings>,
+    /// `settings.timeout` in epoch ticks, worked out once per settings change.
+    deadline_ticks: u64,
     pub(crate) version: u64,
     pub(crate) stdio: Stdio,
     pub(crate) stdout: Option<LogStream>,
+}
+
+impl StoreState {
+    /// Takes `settings` for the calls to come: the limits each call arms are worked out here,
+    /// once per settings change, not on every call.
+    fn adopt(&mut self, settings: Arc<ResolvedSettings>) {
+        self.deadline_ticks = Engine::deadline_ticks(settings.timeout);
+        self.call.max_output_bytes = settings.max_output_bytes;
+        self.limiter.max_memory_bytes = settings.max_memory_bytes;
+        self.limiter.max_table_elements = settings.max_table_elements;
+        self.settings = settings;
+    }
 }
 
 enum EntryFunc {
@@ -134,6 +161,11 @@ fn build_wasi(
 }
 
 impl Instance {
+    /// Makes `settings` the ones this instance's calls and host calls run with.
+    pub(crate) fn adopt_settings(&mut self, settings: &Arc<ResolvedSettings>) {
+        self.store.data_mut().adopt(settings.clone());
+    }
+
     /// The size of the instance's linear memory `memory`, in bytes (0 without one).
     pub(crate) fn memory_bytes(&self) -> usize {
         self.store
@@ -306,21 +338,22 @@ impl Instance {
             .map_err(|error| classify(&mut self.store, error, site, &settings))
     }
 
-    /// Calls entry number `index` with `input` in `format` and hands its output to `read`.
-    pub(crate) fn call<R>(
+    /// Calls entry number `index` with `input` in `format`, leaving its output in
+    /// [`Instance::output`].
+    #[inline]
+    pub(crate) fn run(
         &mut self,
         index: usize,
         site: CallSite<'_>,
         format: Format,
         input: &[u8],
         settings: &ResolvedSettings,
-        read: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R> {
+    ) -> Result<()> {
         let Self { store, calls } = self;
         let funcs = match calls {
             Calls::Core(funcs) => funcs,
             Calls::Component(bindings) => {
-                return call_component(bindings, store, site, format, input, settings, read);
+                return call_component(bindings, store, site, format, input, settings);
             }
         };
         match &funcs.entries[index] {
@@ -332,18 +365,23 @@ impl Instance {
                 format,
                 input,
                 settings,
-                read,
             ),
             EntryFunc::Plain(func) => {
                 prepare(store, settings);
                 func.call(&mut *store, ())
-                    .map_err(|error| classify(store, error, site, settings))?;
-                Ok(read(&[]))
+                    .map_err(|error| classify(store, error, site, settings))
             }
         }
     }
 
+    /// The output of the last call.
+    #[inline]
+    pub(crate) fn output(&self) -> &[u8] {
+        &self.store.data().call.output
+    }
+
     /// Fuel consumed by the last call, when `settings` meter fuel.
+    #[inline]
     pub(crate) fn fuel_consumed(&self, settings: &ResolvedSettings) -> Option<u64> {
         let given = settings.fuel?;
         let left = self.store.get_fuel().ok()?;
@@ -381,9 +419,8 @@ impl Instance {
             Format::Raw,
             &[],
             settings,
-            <[u8]>::to_vec,
-        )
-        .map(Some)
+        )?;
+        Ok(Some(store.data().call.output.clone()))
     }
 
     /// Gives this instance the state saved by the previous version (`dlinkwm_state_restore`).
@@ -425,7 +462,6 @@ impl Instance {
             Format::Raw,
             state,
             settings,
-            |_| (),
         )?;
         Ok(true)
     }
@@ -439,16 +475,20 @@ fn new_store(
     settings: &ResolvedSettings,
 ) -> Result<Store<StoreState>> {
     let (wasi, stdout) = build_wasi(&context.name, settings)?;
-    let state = StoreState {
+    let adopted = context.settings.load_full();
+    let mut state = StoreState {
         wasi,
         limiter: Limiter::new(settings.max_memory_bytes, settings.max_table_elements),
         memory: None,
         call: CallState::default(),
         context: context.clone(),
+        settings: adopted.clone(),
+        deadline_ticks: 0,
         version,
         stdio: settings.stdio,
         stdout,
     };
+    state.adopt(adopted);
     let mut store = Store::new(&engine.inner.wasmtime, state);
     store.limiter(|state| &mut state.limiter);
     store.epoch_deadline_trap();
@@ -456,6 +496,7 @@ fn new_store(
 }
 
 /// Refuses an input above `max_input_bytes` before any guest code runs.
+#[inline(always)]
 fn check_input(site: CallSite<'_>, input: &[u8], settings: &ResolvedSettings) -> Result<()> {
     if input.len() > settings.max_input_bytes {
         return Err(Error::InputTooLarge {
@@ -468,20 +509,16 @@ fn check_input(site: CallSite<'_>, input: &[u8], settings: &ResolvedSettings) ->
     Ok(())
 }
 
-/// Calls a component's entry through its `call` export, by name.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the borrows of one instance, split so the call clones nothing"
-)]
-fn call_component<R>(
+/// Calls a component's entry through its `call` export, by name; its output replaces the
+/// call's output buffer.
+fn call_component(
     bindings: &crate::component::Bindings,
     store: &mut Store<StoreState>,
     site: CallSite<'_>,
     format: Format,
     input: &[u8],
     settings: &ResolvedSettings,
-    read: impl FnOnce(&[u8]) -> R,
-) -> Result<R> {
+) -> Result<()> {
     check_input(site, input, settings)?;
     prepare(store, settings);
     let answer = crate::component::call(bindings, store, site.entry, format, input)
@@ -493,7 +530,10 @@ fn call_component<R>(
             size: output.len(),
             limit: settings.max_output_bytes,
         }),
-        Ok(output) => Ok(read(&output)),
+        Ok(output) => {
+            store.data_mut().call.output = output;
+            Ok(())
+        }
         Err(message) => Err(Error::Guest {
             plugin: site.plugin.to_owned(),
             entry: site.entry.to_owned(),
@@ -502,11 +542,7 @@ fn call_component<R>(
     }
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the borrows of one instance, split so the call clones nothing"
-)]
-fn call_abi<R>(
+fn call_abi(
     store: &mut Store<StoreState>,
     alloc: Option<&TypedFunc<i32, i32>>,
     func: &TypedFunc<(i32, i32, i32), i32>,
@@ -514,79 +550,105 @@ fn call_abi<R>(
     format: Format,
     input: &[u8],
     settings: &ResolvedSettings,
-    read: impl FnOnce(&[u8]) -> R,
-) -> Result<R> {
+) -> Result<()> {
     check_input(site, input, settings)?;
     prepare(store, settings);
     let (ptr, len) = if input.is_empty() {
         (0, 0)
     } else {
-        let alloc = alloc.ok_or_else(|| Error::ExportMissing {
-            plugin: site.plugin.to_owned(),
-            export: dlinkwm_abi::export::ALLOC.to_owned(),
-        })?;
-        // Lengths cross the ABI as unsigned 32-bit values (carried in an i32).
-        let len = u32::try_from(input.len()).map_err(|_| Error::InputTooLarge {
-            plugin: site.plugin.to_owned(),
-            entry: site.entry.to_owned(),
-            size: input.len(),
-            limit: u32::MAX as usize,
-        })? as i32;
-        let ptr = alloc
-            .call(&mut *store, len)
-            .map_err(|error| classify(store, error, site, settings))?;
-        let memory = store.data().memory.ok_or_else(|| Error::ExportMissing {
-            plugin: site.plugin.to_owned(),
-            export: dlinkwm_abi::export::MEMORY.to_owned(),
-        })?;
-        let data = memory.data_mut(&mut *store);
-        let range = match guest_range(data.len(), ptr, len, "input buffer from `dlinkwm_alloc`") {
-            Ok(range) if ptr != 0 => range,
-            Ok(_) => {
-                return Err(Error::GuestMemory {
-                    plugin: site.plugin.to_owned(),
-                    entry: site.entry.to_owned(),
-                    reason: format!("`dlinkwm_alloc` returned 0 (out of memory) for {len} bytes"),
-                });
-            }
-            Err(error) => return Err(classify(store, error, site, settings)),
-        };
-        data[range].copy_from_slice(input);
-        (ptr, len)
+        write_input(store, alloc, site, input, settings)?
     };
-    let status = func
-        .call(&mut *store, (ptr, len, format.code()))
+    let status = match func.call(&mut *store, (ptr, len, format.code())) {
+        Ok(status) => status,
+        Err(error) => return Err(classify(store, error, site, settings)),
+    };
+    if status == ENTRY_OK && store.data().call.output_overflow.is_none() {
+        return Ok(());
+    }
+    Err(entry_failed(store, site, status, settings))
+}
+
+/// Copies `input` into a buffer from the guest's `dlinkwm_alloc`; returns its address and length.
+#[inline(never)]
+fn write_input(
+    store: &mut Store<StoreState>,
+    alloc: Option<&TypedFunc<i32, i32>>,
+    site: CallSite<'_>,
+    input: &[u8],
+    settings: &ResolvedSettings,
+) -> Result<(i32, i32)> {
+    let alloc = alloc.ok_or_else(|| Error::ExportMissing {
+        plugin: site.plugin.to_owned(),
+        export: dlinkwm_abi::export::ALLOC.to_owned(),
+    })?;
+    // Lengths cross the ABI as unsigned 32-bit values (carried in an i32).
+    let len = u32::try_from(input.len()).map_err(|_| Error::InputTooLarge {
+        plugin: site.plugin.to_owned(),
+        entry: site.entry.to_owned(),
+        size: input.len(),
+        limit: u32::MAX as usize,
+    })? as i32;
+    let ptr = alloc
+        .call(&mut *store, len)
         .map_err(|error| classify(store, error, site, settings))?;
+    let memory = store.data().memory.ok_or_else(|| Error::ExportMissing {
+        plugin: site.plugin.to_owned(),
+        export: dlinkwm_abi::export::MEMORY.to_owned(),
+    })?;
+    let data = memory.data_mut(&mut *store);
+    let range = match guest_range(data.len(), ptr, len, "input buffer from `dlinkwm_alloc`") {
+        Ok(range) if ptr != 0 => range,
+        Ok(_) => {
+            return Err(Error::GuestMemory {
+                plugin: site.plugin.to_owned(),
+                entry: site.entry.to_owned(),
+                reason: format!("`dlinkwm_alloc` returned 0 (out of memory) for {len} bytes"),
+            });
+        }
+        Err(error) => return Err(classify(store, error, site, settings)),
+    };
+    data[range].copy_from_slice(input);
+    Ok((ptr, len))
+}
+
+/// The error of an entry that returned without a trap but did not succeed: output over the
+/// limit, an error it set, or a status the ABI does not define.
+#[cold]
+fn entry_failed(
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    status: i32,
+    settings: &ResolvedSettings,
+) -> Error {
     let call = &mut store.data_mut().call;
     if let Some(size) = call.output_overflow {
-        return Err(Error::OutputTooLarge {
+        return Error::OutputTooLarge {
             plugin: site.plugin.to_owned(),
             entry: site.entry.to_owned(),
             size,
             limit: settings.max_output_bytes,
-        });
+        };
     }
-    match status {
-        ENTRY_OK => Ok(read(&call.output)),
-        ENTRY_ERROR => Err(Error::Guest {
-            plugin: site.plugin.to_owned(),
-            entry: site.entry.to_owned(),
-            message: call
-                .error
-                .take()
-                .unwrap_or_else(|| "the entry returned an error without a message".to_owned()),
-        }),
-        other => Err(Error::Guest {
-            plugin: site.plugin.to_owned(),
-            entry: site.entry.to_owned(),
-            message: format!("the entry returned unknown status {other}"),
-        }),
+    let message = match status {
+        ENTRY_ERROR => call
+            .error
+            .take()
+            .unwrap_or_else(|| "the entry returned an error without a message".to_owned()),
+        other => format!("the entry returned unknown status {other}"),
+    };
+    Error::Guest {
+        plugin: site.plugin.to_owned(),
+        entry: site.entry.to_owned(),
+        message,
     }
 }
 
-/// Resets the per-call state and arms the time and fuel limits. No allocation, no syscall.
+/// Resets the per-call state and arms the time and fuel limits (the store's adopted settings'
+/// limits; `settings` are the same). No allocation, no syscall.
+#[inline]
 fn prepare(store: &mut Store<StoreState>, settings: &ResolvedSettings) {
-    store.set_epoch_deadline(Engine::deadline_ticks(settings.timeout));
+    let ticks = store.data().deadline_ticks;
+    store.set_epoch_deadline(ticks);
     if let Some(fuel) = settings.fuel {
         // Only fails when the engine does not meter fuel, which `Plugin::load` checks first.
         let _ = store.set_fuel(fuel);
@@ -595,14 +657,12 @@ fn prepare(store: &mut Store<StoreState>, settings: &ResolvedSettings) {
     state.call.output.clear();
     state.call.error = None;
     state.call.output_overflow = None;
-    state.call.max_output_bytes = settings.max_output_bytes;
     state.limiter.memory_refused = None;
-    state.limiter.max_memory_bytes = settings.max_memory_bytes;
-    state.limiter.max_table_elements = settings.max_table_elements;
 }
 
 /// Turns whatever wasmtime reported into the error that names its cause. Runs only on the
 /// failure path.
+#[cold]
 fn classify(
     store: &mut Store<StoreState>,
     error: wasmtime::Error,

@@ -37,6 +37,7 @@ mod instance;
 mod limits;
 mod linker;
 mod plugin;
+mod pool;
 mod stdio;
 mod version;
 mod watch;

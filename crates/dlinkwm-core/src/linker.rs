@@ -1,15 +1,17 @@
 //! The functions DlinkWM provides to plugins (ABI v1's `dlinkwm` module, WASI preview 1 and the
 //! original `host.dlinkwm_host_print`), and the checks on every value a guest hands them.
 
+use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use dlinkwm_abi::{Format, LogLevel, Status, import, legacy};
 use wasmtime::{Caller, Linker};
 
 use crate::config::Stdio;
 use crate::host_methods::{CallerInfo, HostCallError};
-use crate::instance::StoreState;
+use crate::instance::{PluginContext, StoreState};
 
 /// A guest handed the host something invalid. Raised as a trap, it ends the call and becomes
 /// [`crate::Error::GuestMemory`].
@@ -184,13 +186,50 @@ pub(crate) fn guest_log(plugin: &str, level: LogLevel, line: &[u8]) {
     }
 }
 
+thread_local! {
+    /// The plugins (by the address of their context) this thread is running a host method
+    /// for, innermost last.
+    static IN_HOST_CALL: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// How many host calls this thread is in: when none (every call not made from a host
+    /// method), `IN_HOST_CALL` is not even looked at.
+    static HOST_CALL_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether this thread is inside one of `context`'s host calls: calling its plugin again from
+/// there would wait for the instance this thread itself holds.
+#[inline]
+pub(crate) fn in_host_call_of(context: &Arc<PluginContext>) -> bool {
+    HOST_CALL_DEPTH.get() > 0 && {
+        let plugin = Arc::as_ptr(context) as usize;
+        IN_HOST_CALL.with_borrow(|plugins| plugins.contains(&plugin))
+    }
+}
+
+/// Marks this thread as inside a host call of one plugin until dropped.
+struct InHostCall;
+
+impl InHostCall {
+    fn enter(context: &Arc<PluginContext>) -> Self {
+        IN_HOST_CALL.with_borrow_mut(|plugins| plugins.push(Arc::as_ptr(context) as usize));
+        HOST_CALL_DEPTH.set(HOST_CALL_DEPTH.get() + 1);
+        Self
+    }
+}
+
+impl Drop for InHostCall {
+    fn drop(&mut self) {
+        HOST_CALL_DEPTH.set(HOST_CALL_DEPTH.get() - 1);
+        IN_HOST_CALL.with_borrow_mut(|plugins| plugins.pop());
+    }
+}
+
 /// Runs one host call for the guest, leaving the answer or the error message in
 /// `state.call.host_result`.
 pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input: &[u8]) -> Status {
     let result = &mut state.call.host_result;
     result.clear();
     let context = &state.context;
-    let settings = context.settings.load();
+    let settings = &state.settings;
     let outcome = if !settings.allows_host_method(method) {
         tracing::warn!(plugin = %context.name, method, "host method call denied by configuration");
         Err(HostCallError::PermissionDenied(method.to_owned()))
@@ -199,6 +238,7 @@ pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input
             plugin: &context.name,
             version: state.version,
         };
+        let _inside = InHostCall::enter(context);
         // A panicking host method is the application's bug, not the guest's: the guest gets an
         // error value and the host carries on.
         std::panic::catch_unwind(AssertUnwindSafe(|| {

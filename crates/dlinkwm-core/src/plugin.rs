@@ -16,6 +16,7 @@ use crate::events::{EventBus, ReloadEvent};
 use crate::exports::{EntryInfo, PluginKind};
 use crate::host_methods::{HostMethods, NoHostMethods};
 use crate::instance::{CallSite, PluginContext};
+use crate::pool::{Pool, Pooled, lock};
 use crate::version::Version;
 
 /// How a plugin is loaded: its name, settings and host methods.
@@ -49,37 +50,6 @@ impl std::fmt::Debug for PluginOptions {
     }
 }
 
-thread_local! {
-    /// The plugins this thread is inside a call of (by address), innermost last.
-    static IN_CALL: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Marks this thread as inside a call of one plugin until dropped.
-struct CallGuard(usize);
-
-impl CallGuard {
-    fn enter(plugin: usize) -> Option<Self> {
-        IN_CALL.with_borrow_mut(|calls| {
-            if calls.contains(&plugin) {
-                None
-            } else {
-                calls.push(plugin);
-                Some(CallGuard(plugin))
-            }
-        })
-    }
-}
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        IN_CALL.with_borrow_mut(|calls| {
-            if let Some(position) = calls.iter().rposition(|&plugin| plugin == self.0) {
-                calls.remove(position);
-            }
-        });
-    }
-}
-
 /// An entry's result with what the call consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metered<R> {
@@ -87,6 +57,15 @@ pub struct Metered<R> {
     pub value: R,
     /// Fuel the call consumed, when the plugin's settings meter fuel.
     pub fuel_consumed: Option<u64>,
+}
+
+#[cold]
+fn not_allowed(site: CallSite<'_>, settings: &ResolvedSettings) -> Error {
+    Error::EntryNotAllowed {
+        plugin: site.plugin.to_owned(),
+        entry: site.entry.to_owned(),
+        allowed: settings.entries.as_deref().unwrap_or_default().to_vec(),
+    }
 }
 
 /// A handle that does not keep a plugin alive; see [`Plugin::downgrade`].
@@ -132,6 +111,12 @@ struct PluginInner {
     context: Arc<PluginContext>,
     path: Option<PathBuf>,
     current: ArcSwap<Version>,
+    /// The number of `current`, which calls compare their instance's version with: one plain
+    /// load instead of a shared-pointer read.
+    current_number: AtomicU64,
+    /// Idle instances, of the current version (instances of a version that stopped serving
+    /// are dropped when seen).
+    pool: Pool,
     /// Earlier good versions, newest last, for rollback.
     history: Mutex<VecDeque<Arc<Version>>>,
     /// Serialises reloads and rollbacks; calls never take it.
@@ -227,16 +212,26 @@ impl Plugin {
             name: Arc::from(name),
             host: options.host,
             settings: ArcSwap::from_pointee(options.settings),
+            settings_generation: AtomicU64::new(0),
         });
         let (version, first) = Version::load(engine, &context, 1, bytes, ContentHash::of(bytes))?;
-        version.seed(first);
         tracing::info!(plugin = %context.name, hash = %version.hash(), elapsed = ?version.load_time, "plugin loaded");
+        let version = Arc::new(version);
+        let pool = Pool::new();
+        pool.put_back(Pooled::new(
+            first,
+            version.clone(),
+            0,
+            context.settings.load_full(),
+        ));
         Ok(Self {
             inner: Arc::new(PluginInner {
                 engine: engine.clone(),
                 context,
                 path,
-                current: ArcSwap::from_pointee(version),
+                current_number: AtomicU64::new(version.number),
+                current: ArcSwap::new(version),
+                pool,
                 history: Mutex::new(VecDeque::new()),
                 reload_lock: Mutex::new(()),
                 next_number: AtomicU64::new(2),
@@ -301,7 +296,7 @@ impl Plugin {
     /// Replaces the settings; the next call uses them. Limits of instances already alive are
     /// updated at their next call.
     pub fn set_settings(&self, settings: ResolvedSettings) {
-        self.inner.context.settings.store(Arc::new(settings));
+        self.inner.context.set_settings(settings);
     }
 
     /// Instances of the current version alive now (idle or in a call).
@@ -313,7 +308,14 @@ impl Plugin {
     /// plugin's instances keep between calls (instances in a call are not counted). A plugin
     /// whose memory keeps growing over calls leaks.
     pub fn memory_bytes(&self) -> usize {
-        self.inner.current.load().idle_memory_bytes()
+        let current = self.inner.current_number.load(Ordering::Acquire);
+        let mut bytes = 0;
+        self.inner.pool.for_each_idle(|pooled| {
+            if pooled.number == current {
+                bytes += pooled.instance.memory_bytes();
+            }
+        });
+        bytes
     }
 
     /// Calls `entry` with `input` encoded in `format` and hands the output bytes to `read`,
@@ -347,36 +349,150 @@ impl Plugin {
         input: &[u8],
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<Metered<R>> {
-        // Guards, not clones: loading takes no shared reference count, so threads calling at
-        // once do not contend; a swap during the call keeps what the guards point to alive.
-        let settings = self.inner.context.settings.load();
-        let plugin = &*self.inner.context.name;
-        if !settings.allows_entry(entry) {
-            return Err(Error::EntryNotAllowed {
-                plugin: plugin.to_owned(),
-                entry: entry.to_owned(),
-                allowed: settings.entries.as_deref().unwrap_or_default().to_vec(),
-            });
+        let pooled = self.run(entry, format, input)?;
+        let value = read(pooled.instance.output());
+        let fuel_consumed = pooled.instance.fuel_consumed(&pooled.settings);
+        let keep = pooled.settings.reuse_instances;
+        self.release(pooled, keep);
+        Ok(Metered {
+            value,
+            fuel_consumed,
+        })
+    }
+
+    /// Runs `entry` on an instance of the current version and returns that instance with the
+    /// entry's output in it; after an error the instance is already released. Not generic, so
+    /// there is one copy of the call path whatever the caller reads the output into.
+    fn run(&self, entry: &str, format: Format, input: &[u8]) -> Result<Box<Pooled>> {
+        let context = &self.inner.context;
+        if crate::linker::in_host_call_of(context) {
+            return Err(self.reentrant(entry));
         }
-        let Some(_in_call) = CallGuard::enter(Arc::as_ptr(&self.inner) as usize) else {
-            return Err(Error::Reentrant {
-                plugin: plugin.to_owned(),
-                entry: entry.to_owned(),
-            });
+        // The instance carries its version and the settings of its last call: the call reads
+        // no shared pointer, only the current version's number and the settings' generation.
+        let mut pooled = self.acquire()?;
+        pooled.refresh(context);
+        let Pooled {
+            instance,
+            version,
+            settings,
+            ..
+        } = &mut *pooled;
+        let site = CallSite {
+            plugin: &context.name,
+            entry,
         };
-        let version = self.inner.current.load();
-        let index = version.exports.entry(plugin, entry)?;
-        let mut instance = version.acquire(&settings)?;
-        let site = CallSite { plugin, entry };
-        let result = instance
-            .call(index, site, format, input, &settings, read)
-            .map(|value| Metered {
-                value,
-                fuel_consumed: instance.fuel_consumed(&settings),
-            });
-        let healthy = !matches!(&result, Err(error) if error.is_guest_fault());
-        version.release(instance, healthy && settings.reuse_instances);
-        result
+        let result = if settings.allows_entry(entry) {
+            version.exports.entry(site.plugin, entry)
+        } else {
+            Err(not_allowed(site, settings))
+        }
+        .and_then(|index| instance.run(index, site, format, input, settings));
+        match result {
+            Ok(()) => Ok(pooled),
+            Err(error) => {
+                let keep = settings.reuse_instances && !error.is_guest_fault();
+                self.release(pooled, keep);
+                Err(error)
+            }
+        }
+    }
+
+    #[cold]
+    fn reentrant(&self, entry: &str) -> Error {
+        Error::Reentrant {
+            plugin: self.name().to_owned(),
+            entry: entry.to_owned(),
+        }
+    }
+
+    /// An idle instance of the current version, a new one while fewer than `max_instances` are
+    /// alive, or the next one released.
+    #[inline]
+    fn acquire(&self) -> Result<Box<Pooled>> {
+        let inner = &*self.inner;
+        if let Some(pooled) = inner.pool.take_idle() {
+            if pooled.number == inner.current_number.load(Ordering::Acquire) {
+                return Ok(pooled);
+            }
+            inner.pool.discard(pooled);
+        }
+        self.acquire_slow()
+    }
+
+    #[cold]
+    fn acquire_slow(&self) -> Result<Box<Pooled>> {
+        let inner = &*self.inner;
+        let pool = &inner.pool;
+        loop {
+            while let Some(pooled) = pool.take_idle() {
+                if pooled.number == inner.current_number.load(Ordering::Acquire) {
+                    return Ok(pooled);
+                }
+                // An instance of a version that stopped serving while it was idle.
+                pool.discard(pooled);
+            }
+            let version = inner.current.load_full();
+            let generation = inner.context.settings_generation.load(Ordering::Acquire);
+            let settings = inner.context.settings.load_full();
+            if version.reserve(settings.max_instances) {
+                return match version.instantiate(&settings) {
+                    Ok(instance) => Ok(Pooled::new(instance, version, generation, settings)),
+                    Err(error) => {
+                        version.forget_one();
+                        Err(error)
+                    }
+                };
+            }
+            // Every instance is busy: wait for one to be released.
+            let busy = || version.live_instances() >= settings.max_instances;
+            if let Some(pooled) = pool.wait(busy) {
+                if pooled.number == inner.current_number.load(Ordering::Acquire) {
+                    return Ok(pooled);
+                }
+                pool.discard(pooled);
+            }
+        }
+    }
+
+    /// Returns an instance after a call. One of a version that no longer serves, after a guest
+    /// fault, or not meant for reuse is dropped, and the next call gets a fresh one.
+    #[inline]
+    fn release(&self, pooled: Box<Pooled>, keep: bool) {
+        let inner = &*self.inner;
+        let number = pooled.number;
+        if keep && number == inner.current_number.load(Ordering::Acquire) {
+            inner.pool.put_back(pooled);
+            // A swap may have happened between the check and the put, after it dropped the
+            // idle instances of the old version: look again, so none is left behind idle.
+            if number != inner.current_number.load(Ordering::Acquire) {
+                self.drop_stale();
+            }
+        } else {
+            self.discard(pooled);
+        }
+    }
+
+    #[cold]
+    fn discard(&self, pooled: Box<Pooled>) {
+        self.inner.pool.discard(pooled);
+    }
+
+    /// Drops the idle instances (their memory) of versions that no longer serve calls.
+    #[cold]
+    fn drop_stale(&self) {
+        let current = self.inner.current_number.load(Ordering::Acquire);
+        self.inner.pool.retain(|pooled| pooled.number == current);
+    }
+
+    /// Makes `version` the one that serves calls, drops the idle instances of the one it
+    /// replaces and returns that one. Calls that hold an instance of it finish on it.
+    fn make_current(&self, version: Arc<Version>) -> Arc<Version> {
+        let number = version.number;
+        let old = self.inner.current.swap(version);
+        self.inner.current_number.store(number, Ordering::Release);
+        self.drop_stale();
+        old
     }
 
     /// Calls `entry` with raw bytes and returns its output.
@@ -471,11 +587,7 @@ impl Plugin {
     /// Loads and validates `bytes` off the call path, hands the state over, then swaps.
     fn swap_in(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
         let started = Instant::now();
-        let _reloading = self
-            .inner
-            .reload_lock
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let _reloading = lock(&self.inner.reload_lock);
         let old = self.inner.current.load_full();
         // Hashed once: for this check and as the compiled-code cache key.
         let hash = ContentHash::of(bytes);
@@ -487,20 +599,18 @@ impl Plugin {
         let number = self.inner.next_number.load(Ordering::Relaxed);
         let context = &self.inner.context;
         let (mut new, mut first) = Version::load(&self.inner.engine, context, number, bytes, hash)?;
+        let generation = context.settings_generation.load(Ordering::Acquire);
         let settings = context.settings.load_full();
-        let handed_over = self.hand_over(&old, &mut new, &mut first, &settings)?;
-        new.seed(first);
+        let handed_over = self.hand_over(&mut new, &mut first, &settings)?;
         self.inner.next_number.store(number + 1, Ordering::Relaxed);
         let new = Arc::new(new);
-        self.inner.current.store(new);
         // The old version stops taking calls; the calls it is running finish on it.
-        old.drain();
+        self.make_current(new.clone());
+        self.inner
+            .pool
+            .put_back(Pooled::new(first, new, generation, settings.clone()));
         {
-            let mut history = self
-                .inner
-                .history
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let mut history = lock(&self.inner.history);
             history.push_back(old.clone());
             while history.len() > settings.keep_versions {
                 history.pop_front();
@@ -522,25 +632,32 @@ impl Plugin {
         })
     }
 
+    /// Gives the new version the state of the current one (reloads are serialised, so the
+    /// current version is the one being replaced).
     fn hand_over(
         &self,
-        old: &Version,
         new: &mut Version,
         first: &mut crate::instance::Instance,
         settings: &ResolvedSettings,
     ) -> Result<bool> {
         let plugin = self.name();
-        if !new.exports.restores_state() || !old.exports.saves_state() {
+        if !new.exports.restores_state() || !self.inner.current.load().exports.saves_state() {
             return Ok(false);
         }
         let wrap = |error: Error| Error::StateHandover {
             plugin: plugin.to_owned(),
             source: Box::new(error),
         };
-        let mut instance = old.acquire(settings).map_err(wrap)?;
-        let saved = instance.save_state(plugin, settings);
+        let mut pooled = self.acquire().map_err(wrap)?;
+        pooled.refresh(&self.inner.context);
+        let Pooled {
+            instance,
+            settings: old_settings,
+            ..
+        } = &mut *pooled;
+        let saved = instance.save_state(plugin, old_settings);
         let healthy = !matches!(&saved, Err(error) if error.is_guest_fault());
-        old.release(instance, healthy);
+        self.release(pooled, healthy);
         let Some(state) = saved.map_err(wrap)? else {
             return Ok(false);
         };
@@ -552,25 +669,16 @@ impl Plugin {
     /// # Errors
     /// [`Error::NoRollbackTarget`] when no earlier version is kept.
     pub fn rollback(&self) -> Result<u64> {
-        let _reloading = self
-            .inner
-            .reload_lock
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let target = self
-            .inner
-            .history
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .pop_back()
-            .ok_or_else(|| Error::NoRollbackTarget {
-                plugin: self.name().to_owned(),
-            })?;
+        let _reloading = lock(&self.inner.reload_lock);
+        let target =
+            lock(&self.inner.history)
+                .pop_back()
+                .ok_or_else(|| Error::NoRollbackTarget {
+                    plugin: self.name().to_owned(),
+                })?;
         let to = target.number;
         let hash = target.hash();
-        target.reinstate();
-        let from = self.inner.current.swap(target);
-        from.drain();
+        let from = self.make_current(target);
         tracing::info!(
             plugin = self.name(),
             from = from.number,
@@ -588,10 +696,7 @@ impl Plugin {
 
     /// Numbers of the earlier versions kept for rollback, oldest first.
     pub fn kept_versions(&self) -> Vec<u64> {
-        self.inner
-            .history
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        lock(&self.inner.history)
             .iter()
             .map(|version| version.number)
             .collect()

@@ -96,6 +96,7 @@ impl Plugin {
     ///
     /// # Errors
     /// [`Error::Plugin`].
+    #[inline]
     pub fn call_bytes(
         &self,
         entry: &str,

@@ -1,0 +1,251 @@
+//! The idle instances of one plugin, shared by its versions.
+//!
+//! A call takes an idle instance, checks that it belongs to the version that serves calls now,
+//! calls it, and puts it back. The pool is sharded so that threads calling at the same time do
+//! not contend: each thread has a home shard (its own cache line) whose one-instance fast slot is
+//! taken and refilled with a single atomic swap each; more idle instances wait in the shard's
+//! list. The shared counters are touched only when instances are created or dropped, or when a
+//! caller must wait because `max_instances` are all busy.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use crossbeam_utils::atomic::AtomicCell;
+
+use crate::config::ResolvedSettings;
+use crate::instance::{Instance, PluginContext};
+use crate::version::Version;
+
+/// An instance with what a call needs beside it: the version it belongs to (its exports), and
+/// the plugin's settings as of its last call. Holding the version here means a call reads
+/// neither the current version nor the settings through a shared pointer.
+pub(crate) struct Pooled {
+    /// The number of `version`, kept inline: a call compares it without a pointer chase.
+    pub(crate) number: u64,
+    /// The settings generation `settings` belongs to; see [`Pooled::refresh`].
+    generation: u64,
+    pub(crate) instance: Instance,
+    pub(crate) version: Arc<Version>,
+    pub(crate) settings: Arc<ResolvedSettings>,
+}
+
+impl Pooled {
+    /// Wraps an instance of `version`, counted in its live instances already.
+    pub(crate) fn new(
+        mut instance: Instance,
+        version: Arc<Version>,
+        generation: u64,
+        settings: Arc<ResolvedSettings>,
+    ) -> Box<Self> {
+        instance.adopt_settings(&settings);
+        Box::new(Self {
+            number: version.number,
+            instance,
+            version,
+            settings,
+            generation,
+        })
+    }
+
+    /// Picks up settings replaced since this instance's last call (`context` is its
+    /// plugin's): one comparison when nothing changed.
+    #[inline]
+    pub(crate) fn refresh(&mut self, context: &PluginContext) {
+        let generation = context.settings_generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.adopt(context, generation);
+        }
+    }
+
+    #[cold]
+    fn adopt(&mut self, context: &PluginContext, generation: u64) {
+        self.settings = context.settings.load_full();
+        self.generation = generation;
+        self.instance.adopt_settings(&self.settings);
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.version.forget_one();
+    }
+}
+
+/// Idle instances of one shard: a fast slot, and the rest behind a lock.
+struct Shard {
+    fast: AtomicCell<Option<Box<Pooled>>>,
+    #[allow(
+        clippy::vec_box,
+        reason = "instances move between the fast slot and here as boxes, never by value"
+    )]
+    rest: Mutex<Vec<Box<Pooled>>>,
+}
+
+/// The idle instances of a plugin, all versions together (see the module docs).
+pub(crate) struct Pool {
+    shards: Box<[CachePadded<Shard>]>,
+    waiters: AtomicUsize,
+    wait_lock: Mutex<()>,
+    available: Condvar,
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static HOME_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's shard among `shards` (a power of two: a mask, not a division, on every call).
+#[inline]
+fn home_shard(shards: usize) -> usize {
+    HOME_SHARD.with(|home| {
+        if home.get() == usize::MAX {
+            home.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed));
+        }
+        home.get() & (shards - 1)
+    })
+}
+
+#[cold]
+fn push_rest(shard: &Shard, pooled: Box<Pooled>) {
+    lock(&shard.rest).push(pooled);
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Pool {
+    pub(crate) fn new() -> Self {
+        let shards = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .next_power_of_two();
+        debug_assert!(AtomicCell::<Option<Box<Pooled>>>::is_lock_free());
+        Self {
+            shards: (0..shards)
+                .map(|_| {
+                    CachePadded::new(Shard {
+                        fast: AtomicCell::new(None),
+                        rest: Mutex::new(Vec::new()),
+                    })
+                })
+                .collect(),
+            waiters: AtomicUsize::new(0),
+            wait_lock: Mutex::new(()),
+            available: Condvar::new(),
+        }
+    }
+
+    /// An idle instance from this thread's shard, else from any shard not busy right now.
+    #[inline]
+    pub(crate) fn take_idle(&self) -> Option<Box<Pooled>> {
+        let shard = &self.shards[home_shard(self.shards.len())];
+        match shard.fast.take() {
+            Some(pooled) => Some(pooled),
+            None => self.take_idle_slow(),
+        }
+    }
+
+    #[cold]
+    fn take_idle_slow(&self) -> Option<Box<Pooled>> {
+        let count = self.shards.len();
+        let home = home_shard(count);
+        let shard = &self.shards[home];
+        if let Some(pooled) = lock(&shard.rest).pop() {
+            return Some(pooled);
+        }
+        (1..count).find_map(|offset| {
+            let shard = &self.shards[(home + offset) & (count - 1)];
+            shard
+                .fast
+                .take()
+                .or_else(|| shard.rest.try_lock().ok().and_then(|mut rest| rest.pop()))
+        })
+    }
+
+    /// Makes `pooled` idle in this thread's shard and wakes a caller waiting for one.
+    #[inline]
+    pub(crate) fn put_back(&self, pooled: Box<Pooled>) {
+        let shard = &self.shards[home_shard(self.shards.len())];
+        if let Some(displaced) = shard.fast.swap(Some(pooled)) {
+            push_rest(shard, displaced);
+        }
+        self.wake_one();
+    }
+
+    /// Drops an instance (its version's live count goes down) and wakes a caller waiting for
+    /// room to create one.
+    pub(crate) fn discard(&self, pooled: Box<Pooled>) {
+        drop(pooled);
+        self.wake_one();
+    }
+
+    /// Drops every idle instance that `keep` refuses.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&Pooled) -> bool) {
+        let mut dropped = Vec::new();
+        for shard in self.shards.iter() {
+            let mut rest = lock(&shard.rest);
+            if let Some(fast) = shard.fast.take() {
+                rest.push(fast);
+            }
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut *rest)
+                .into_iter()
+                .partition(|p| keep(p));
+            *rest = kept;
+            dropped.extend(gone);
+        }
+        // Dropped outside the shard locks: dropping an instance frees its memory.
+        drop(dropped);
+        self.wake_one();
+    }
+
+    /// Calls `visit` on each idle instance (those in a call are not visited).
+    pub(crate) fn for_each_idle(&self, mut visit: impl FnMut(&Pooled)) {
+        for shard in self.shards.iter() {
+            let mut rest = lock(&shard.rest);
+            if let Some(fast) = shard.fast.take() {
+                rest.push(fast);
+            }
+            rest.iter().for_each(|pooled| visit(pooled));
+        }
+    }
+
+    /// Waits for an instance to be released while `busy` holds (checked under the wait lock,
+    /// after registering as a waiter, so a release in between is not missed). Returns the idle
+    /// instance found, if any.
+    pub(crate) fn wait(&self, busy: impl Fn() -> bool) -> Option<Box<Pooled>> {
+        let waiting = lock(&self.wait_lock);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let idle = self.take_idle();
+        let waiting = if idle.is_none() && busy() {
+            // The timeout only bounds a wake-up missed across a version swap; releases wake
+            // waiters directly.
+            self.available
+                .wait_timeout(waiting, Duration::from_millis(100))
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poison| poison.into_inner().0)
+        } else {
+            waiting
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(waiting);
+        idle
+    }
+
+    /// Wakes a caller waiting for an instance, if there is one: no syscall otherwise.
+    #[inline]
+    fn wake_one(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.notify_one();
+        }
+    }
+
+    #[cold]
+    fn notify_one(&self) {
+        let _waiting = lock(&self.wait_lock);
+        self.available.notify_one();
+    }
+}
