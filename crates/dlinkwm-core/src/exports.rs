@@ -39,6 +39,45 @@ pub(crate) fn same_name(a: &str, b: &str) -> bool {
     }
 }
 
+/// A name of up to 16 bytes as three words, which together say exactly which name it is: its
+/// length and its first and last (up to) eight bytes, overlapping. An entry is found by
+/// comparing keys held side by side in one array, without reading the entries' strings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NameKey {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl NameKey {
+    /// The key of an entry whose name is longer than 16 bytes: equal to no key of a short name.
+    const LONG: Self = Self {
+        len: usize::MAX,
+        head: 0,
+        tail: 0,
+    };
+
+    /// The key of `name`, if it has at most 16 bytes.
+    #[inline(always)]
+    pub(crate) fn of(name: &str) -> Option<Self> {
+        let s = name.as_bytes();
+        let len = s.len();
+        let word = |at: usize| s[at..at + 8].try_into().map_or(0, u64::from_ne_bytes);
+        let half = |at: usize| s[at..at + 4].try_into().map_or(0, u32::from_ne_bytes);
+        let (head, tail) = match len {
+            0 => (0, 0),
+            1..=3 => (
+                u64::from(s[0]) | u64::from(s[len / 2]) << 8 | u64::from(s[len - 1]) << 16,
+                0,
+            ),
+            4..=7 => (u64::from(half(0)), u64::from(half(len - 4))),
+            8..=16 => (word(0), word(len - 8)),
+            _ => return None,
+        };
+        Some(Self { len, head, tail })
+    }
+}
+
 /// How a plugin is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -82,6 +121,8 @@ pub(crate) struct EntryExport {
 pub(crate) struct ExportTable {
     pub(crate) kind: PluginKind,
     pub(crate) entries: Vec<EntryExport>,
+    /// The entries' name keys, in the same order.
+    keys: Vec<NameKey>,
     by_name: HashMap<String, usize>,
     pub(crate) memory: Option<ModuleExport>,
     pub(crate) alloc: Option<ModuleExport>,
@@ -123,6 +164,7 @@ impl ExportTable {
         let table = ExportTable {
             kind,
             entries: Vec::new(),
+            keys: Vec::new(),
             by_name: HashMap::new(),
             memory: match module.get_export(export::MEMORY) {
                 Some(ExternType::Memory(_)) => index(export::MEMORY),
@@ -170,8 +212,7 @@ impl ExportTable {
             let Some(handle) = module.get_export_index(name) else {
                 continue;
             };
-            table.by_name.insert(name.to_owned(), table.entries.len());
-            table.entries.push(EntryExport {
+            table.push(EntryExport {
                 name: name.to_owned(),
                 kind,
                 export: Some(handle),
@@ -182,30 +223,35 @@ impl ExportTable {
 
     /// The table of a component whose `entries` export answered `names`.
     pub(crate) fn for_component(names: Vec<String>) -> Self {
-        let mut by_name = HashMap::with_capacity(names.len());
-        let mut entries = Vec::with_capacity(names.len());
-        for name in names {
-            if by_name.contains_key(&name) {
-                continue;
-            }
-            by_name.insert(name.clone(), entries.len());
-            entries.push(EntryExport {
-                name,
-                kind: EntryKind::Abi,
-                export: None,
-            });
-        }
-        Self {
+        let mut table = Self {
             kind: PluginKind::Component,
-            entries,
-            by_name,
+            entries: Vec::with_capacity(names.len()),
+            keys: Vec::with_capacity(names.len()),
+            by_name: HashMap::with_capacity(names.len()),
             memory: None,
             alloc: None,
             initialize: None,
             abi_version: None,
             state_save: None,
             state_restore: None,
+        };
+        for name in names {
+            if !table.by_name.contains_key(&name) {
+                table.push(EntryExport {
+                    name,
+                    kind: EntryKind::Abi,
+                    export: None,
+                });
+            }
         }
+        table
+    }
+
+    fn push(&mut self, entry: EntryExport) {
+        self.by_name.insert(entry.name.clone(), self.entries.len());
+        self.keys
+            .push(NameKey::of(&entry.name).unwrap_or(NameKey::LONG));
+        self.entries.push(entry);
     }
 
     /// Whether the plugin can hand its state over on a reload (components always export it).
@@ -221,13 +267,10 @@ impl ExportTable {
     /// The index of entry `name`, or the error listing the entries there are.
     #[inline(always)]
     pub(crate) fn entry(&self, plugin: &str, name: &str) -> Result<usize> {
-        // A plugin has a handful of entries: comparing names beats hashing one.
-        let found = if self.entries.len() <= 16 {
-            self.entries
-                .iter()
-                .position(|entry| same_name(&entry.name, name))
-        } else {
-            self.by_name.get(name).copied()
+        // A plugin has a handful of entries: comparing keys beats hashing the name.
+        let found = match NameKey::of(name) {
+            Some(key) if self.keys.len() <= 16 => self.keys.iter().position(|k| *k == key),
+            _ => self.by_name.get(name).copied(),
         };
         match found {
             Some(index) => Ok(index),
@@ -264,7 +307,26 @@ impl ExportTable {
 
 #[cfg(test)]
 mod tests {
-    use super::same_name;
+    use super::{NameKey, same_name};
+
+    #[test]
+    fn name_keys_are_equal_exactly_when_names_are() {
+        let base: String = ('a'..='z').chain('A'..='Z').collect();
+        for len in 0..=16 {
+            let name = &base[..len];
+            let key = NameKey::of(name).unwrap();
+            assert!(key == NameKey::of(name).unwrap());
+            for at in 0..len {
+                let mut other = name.as_bytes().to_vec();
+                other[at] = b'_';
+                let other = String::from_utf8(other).unwrap();
+                assert!(key != NameKey::of(&other).unwrap(), "{name} vs {other}");
+            }
+            assert!(NameKey::of(&base[..len + 1]) != Some(key));
+            assert!(key != NameKey::LONG);
+        }
+        assert!(NameKey::of(&base[..17]).is_none());
+    }
 
     #[test]
     fn same_name_agrees_with_string_equality_at_every_length() {

@@ -58,6 +58,9 @@ pub struct StoreState {
     pub(crate) settings: Arc<ResolvedSettings>,
     /// `settings.timeout` in epoch ticks, worked out once per settings change.
     deadline_ticks: u64,
+    /// `settings.fuel` and `settings.max_input_bytes`, beside the call's other state.
+    fuel: Option<u64>,
+    max_input_bytes: usize,
     pub(crate) version: u64,
     pub(crate) stdio: Stdio,
     pub(crate) stdout: Option<LogStream>,
@@ -68,6 +71,8 @@ impl StoreState {
     /// once per settings change, not on every call.
     fn adopt(&mut self, settings: Arc<ResolvedSettings>) {
         self.deadline_ticks = Engine::deadline_ticks(settings.timeout);
+        self.fuel = settings.fuel;
+        self.max_input_bytes = settings.max_input_bytes;
         self.call.max_output_bytes = settings.max_output_bytes;
         self.limiter.max_memory_bytes = settings.max_memory_bytes;
         self.limiter.max_table_elements = settings.max_table_elements;
@@ -190,7 +195,7 @@ impl Instance {
             plugin,
             entry: "instantiation",
         };
-        prepare(&mut store, &settings);
+        prepare(&mut store);
         let instance = pre.instantiate(&mut store).map_err(|error| {
             match classify(&mut store, error, site, &settings) {
                 // A start function that traps or an import that is missing: the module cannot
@@ -278,7 +283,7 @@ impl Instance {
             plugin: &context.name,
             entry: "instantiation",
         };
-        prepare(&mut store, &settings);
+        prepare(&mut store);
         let bindings = pre.instantiate(&mut store).map_err(|error| {
             match classify(&mut store, error, site, &settings) {
                 Error::Trap { message, .. } => Error::Instantiate {
@@ -300,7 +305,7 @@ impl Instance {
             return Ok(Vec::new());
         };
         let settings = self.store.data().context.settings.load_full();
-        prepare(&mut self.store, &settings);
+        prepare(&mut self.store);
         let site = CallSite {
             plugin,
             entry: "entries",
@@ -313,7 +318,7 @@ impl Instance {
     /// Calls the `dlinkwm_abi_version` export.
     pub(crate) fn abi_version(&mut self, plugin: &str) -> Result<i32> {
         let settings = self.store.data().context.settings.load_full();
-        prepare(&mut self.store, &settings);
+        prepare(&mut self.store);
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::ABI_VERSION,
@@ -367,7 +372,7 @@ impl Instance {
                 settings,
             ),
             EntryFunc::Plain(func) => {
-                prepare(store, settings);
+                prepare(store);
                 func.call(&mut *store, ())
                     .map_err(|error| classify(store, error, site, settings))
             }
@@ -402,7 +407,7 @@ impl Instance {
         let funcs = match calls {
             Calls::Core(funcs) => funcs,
             Calls::Component(bindings) => {
-                prepare(store, settings);
+                prepare(store);
                 return bindings
                     .call_save_state(&mut *store)
                     .map_err(|error| classify(store, error, site, settings));
@@ -439,7 +444,7 @@ impl Instance {
         let funcs = match calls {
             Calls::Core(funcs) => funcs,
             Calls::Component(bindings) => {
-                prepare(store, settings);
+                prepare(store);
                 return match bindings.call_restore_state(&mut *store, state) {
                     Ok(Ok(())) => Ok(true),
                     Ok(Err(message)) => Err(Error::Guest {
@@ -484,6 +489,8 @@ fn new_store(
         context: context.clone(),
         settings: adopted.clone(),
         deadline_ticks: 0,
+        fuel: None,
+        max_input_bytes: 0,
         version,
         stdio: settings.stdio,
         stdout,
@@ -497,16 +504,22 @@ fn new_store(
 
 /// Refuses an input above `max_input_bytes` before any guest code runs.
 #[inline(always)]
-fn check_input(site: CallSite<'_>, input: &[u8], settings: &ResolvedSettings) -> Result<()> {
-    if input.len() > settings.max_input_bytes {
-        return Err(Error::InputTooLarge {
-            plugin: site.plugin.to_owned(),
-            entry: site.entry.to_owned(),
-            size: input.len(),
-            limit: settings.max_input_bytes,
-        });
+fn check_input(site: CallSite<'_>, input: &[u8], store: &Store<StoreState>) -> Result<()> {
+    let limit = store.data().max_input_bytes;
+    if input.len() > limit {
+        return Err(input_too_large(site, input.len(), limit));
     }
     Ok(())
+}
+
+#[cold]
+fn input_too_large(site: CallSite<'_>, size: usize, limit: usize) -> Error {
+    Error::InputTooLarge {
+        plugin: site.plugin.to_owned(),
+        entry: site.entry.to_owned(),
+        size,
+        limit,
+    }
 }
 
 /// Calls a component's entry through its `call` export, by name; its output replaces the
@@ -519,8 +532,8 @@ fn call_component(
     input: &[u8],
     settings: &ResolvedSettings,
 ) -> Result<()> {
-    check_input(site, input, settings)?;
-    prepare(store, settings);
+    check_input(site, input, store)?;
+    prepare(store);
     let answer = crate::component::call(bindings, store, site.entry, format, input)
         .map_err(|error| classify(store, error, site, settings))?;
     match answer {
@@ -551,8 +564,8 @@ fn call_abi(
     input: &[u8],
     settings: &ResolvedSettings,
 ) -> Result<()> {
-    check_input(site, input, settings)?;
-    prepare(store, settings);
+    check_input(site, input, store)?;
+    prepare(store);
     let (ptr, len) = if input.is_empty() {
         (0, 0)
     } else {
@@ -643,13 +656,13 @@ fn entry_failed(
     }
 }
 
-/// Resets the per-call state and arms the time and fuel limits (the store's adopted settings'
-/// limits; `settings` are the same). No allocation, no syscall.
+/// Resets the per-call state and arms the time and fuel limits of the store's adopted settings.
+/// No allocation, no syscall.
 #[inline]
-fn prepare(store: &mut Store<StoreState>, settings: &ResolvedSettings) {
-    let ticks = store.data().deadline_ticks;
+fn prepare(store: &mut Store<StoreState>) {
+    let (ticks, fuel) = (store.data().deadline_ticks, store.data().fuel);
     store.set_epoch_deadline(ticks);
-    if let Some(fuel) = settings.fuel {
+    if let Some(fuel) = fuel {
         // Only fails when the engine does not meter fuel, which `Plugin::load` checks first.
         let _ = store.set_fuel(fuel);
     }

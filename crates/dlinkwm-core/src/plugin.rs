@@ -352,7 +352,7 @@ impl Plugin {
         let pooled = self.run(entry, format, input)?;
         let value = read(pooled.instance.output());
         let fuel_consumed = pooled.instance.fuel_consumed(&pooled.settings);
-        let keep = pooled.settings.reuse_instances;
+        let keep = pooled.reuse;
         self.release(pooled, keep);
         Ok(Metered {
             value,
@@ -376,13 +376,15 @@ impl Plugin {
             instance,
             version,
             settings,
+            all_entries,
+            reuse,
             ..
         } = &mut *pooled;
         let site = CallSite {
             plugin: &context.name,
             entry,
         };
-        let result = if settings.allows_entry(entry) {
+        let result = if *all_entries || settings.allows_entry(entry) {
             version.exports.entry(site.plugin, entry)
         } else {
             Err(not_allowed(site, settings))
@@ -391,7 +393,7 @@ impl Plugin {
         match result {
             Ok(()) => Ok(pooled),
             Err(error) => {
-                let keep = settings.reuse_instances && !error.is_guest_fault();
+                let keep = *reuse && !error.is_guest_fault();
                 self.release(pooled, keep);
                 Err(error)
             }

@@ -27,6 +27,10 @@ pub(crate) struct Pooled {
     pub(crate) number: u64,
     /// The settings generation `settings` belongs to; see [`Pooled::refresh`].
     generation: u64,
+    /// `settings` allow every entry (no allowlist), and keep instances between calls: read on
+    /// every call, so kept beside the numbers above rather than behind the settings' pointer.
+    pub(crate) all_entries: bool,
+    pub(crate) reuse: bool,
     pub(crate) instance: Instance,
     pub(crate) version: Arc<Version>,
     pub(crate) settings: Arc<ResolvedSettings>,
@@ -43,6 +47,8 @@ impl Pooled {
         instance.adopt_settings(&settings);
         Box::new(Self {
             number: version.number,
+            all_entries: settings.entries.is_none(),
+            reuse: settings.reuse_instances,
             instance,
             version,
             settings,
@@ -64,6 +70,8 @@ impl Pooled {
     fn adopt(&mut self, context: &PluginContext, generation: u64) {
         self.settings = context.settings.load_full();
         self.generation = generation;
+        self.all_entries = self.settings.entries.is_none();
+        self.reuse = self.settings.reuse_instances;
         self.instance.adopt_settings(&self.settings);
     }
 }

@@ -200,3 +200,61 @@ fn the_original_host_print_import_is_provided() -> anyhow::Result<()> {
     plugin.call_raw("say", &[])?;
     Ok(())
 }
+
+/// An ABI module whose entries `names` each answer their own index (one byte).
+fn numbered_entries(names: &[String]) -> String {
+    let entries: String = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            format!(
+                r#"(func (export "{name}") (param i32 i32 i32) (result i32)
+                    (i32.store8 (i32.const 2048) (i32.const {index}))
+                    (call $set_output (i32.const 2048) (i32.const 1))
+                    i32.const 0)"#
+            )
+        })
+        .collect();
+    abi_module(1, "i32.const 0", &entries)
+}
+
+#[test]
+fn entries_are_found_by_exact_name_whatever_their_length_and_number() -> anyhow::Result<()> {
+    // Names of every length up to 24 bytes, and pairs that differ in one middle byte only: the
+    // short-name keys and the hash map for long names must tell each one apart.
+    // With `run`, the module's own entry, the first 15 make 16 entries, found by key; all of
+    // them are too many for keys and are found by the hash map.
+    let alphabet = "abcdefghijklmnopqrstuvwx";
+    let mut names: Vec<String> = ["abc", "abcdXfgh", "abcdefghijkXmnop"]
+        .map(String::from)
+        .into();
+    names.extend(
+        (1..=12)
+            .filter(|&len| len != 3)
+            .map(|len| alphabet[..len].to_owned()),
+    );
+    names.push("abcdefghijklmnop".to_owned());
+    names.extend((17..=24).map(|len| alphabet[..len].to_owned()));
+    names.push("abcdefghijklmnopqrXtuvwx".to_owned());
+    for count in [3, 15, names.len()] {
+        let names = &names[..count];
+        let plugin = load_bytes(numbered_entries(names).as_bytes())?;
+        for (index, name) in names.iter().enumerate() {
+            assert_eq!(
+                plugin.call_raw(name, &[])?,
+                vec![index as u8],
+                "entry `{name}`"
+            );
+        }
+        for missing in ["abcY", "abcdefghijklmnopqrstuvwxy", ""] {
+            assert!(
+                matches!(
+                    plugin.call_raw(missing, &[]),
+                    Err(Error::EntryNotFound { .. })
+                ),
+                "`{missing}` with {count} entries"
+            );
+        }
+    }
+    Ok(())
+}
