@@ -32,6 +32,7 @@ mod engine;
 mod error;
 mod events;
 mod exports;
+mod held;
 mod host_methods;
 mod instance;
 mod limits;

@@ -1,17 +1,15 @@
 //! The functions DlinkWM provides to plugins (ABI v1's `dlinkwm` module, WASI preview 1 and the
 //! original `host.dlinkwm_host_print`), and the checks on every value a guest hands them.
 
-use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use dlinkwm_abi::{Format, LogLevel, Status, import, legacy};
 use wasmtime::{Caller, Linker};
 
 use crate::config::Stdio;
 use crate::host_methods::{CallerInfo, HostCallError};
-use crate::instance::{PluginContext, StoreState};
+use crate::instance::StoreState;
 
 /// A guest handed the host something invalid. Raised as a trap, it ends the call and becomes
 /// [`crate::Error::GuestMemory`].
@@ -186,43 +184,6 @@ pub(crate) fn guest_log(plugin: &str, level: LogLevel, line: &[u8]) {
     }
 }
 
-thread_local! {
-    /// The plugins (by the address of their context) this thread is running a host method
-    /// for, innermost last.
-    static IN_HOST_CALL: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-    /// How many host calls this thread is in: when none (every call not made from a host
-    /// method), `IN_HOST_CALL` is not even looked at.
-    static HOST_CALL_DEPTH: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Whether this thread is inside one of `context`'s host calls: calling its plugin again from
-/// there would wait for the instance this thread itself holds.
-#[inline]
-pub(crate) fn in_host_call_of(context: &Arc<PluginContext>) -> bool {
-    HOST_CALL_DEPTH.get() > 0 && {
-        let plugin = Arc::as_ptr(context) as usize;
-        IN_HOST_CALL.with_borrow(|plugins| plugins.contains(&plugin))
-    }
-}
-
-/// Marks this thread as inside a host call of one plugin until dropped.
-struct InHostCall;
-
-impl InHostCall {
-    fn enter(context: &Arc<PluginContext>) -> Self {
-        IN_HOST_CALL.with_borrow_mut(|plugins| plugins.push(Arc::as_ptr(context) as usize));
-        HOST_CALL_DEPTH.set(HOST_CALL_DEPTH.get() + 1);
-        Self
-    }
-}
-
-impl Drop for InHostCall {
-    fn drop(&mut self) {
-        HOST_CALL_DEPTH.set(HOST_CALL_DEPTH.get() - 1);
-        IN_HOST_CALL.with_borrow_mut(|plugins| plugins.pop());
-    }
-}
-
 /// Runs one host call for the guest, leaving the answer or the error message in
 /// `state.call.host_result`.
 pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input: &[u8]) -> Status {
@@ -238,7 +199,6 @@ pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input
             plugin: &context.name,
             version: state.version,
         };
-        let _inside = InHostCall::enter(context);
         // A panicking host method is the application's bug, not the guest's: the guest gets an
         // error value and the host carries on.
         std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -14,6 +14,7 @@ use crate::engine::{ContentHash, Engine};
 use crate::error::{Error, Result};
 use crate::events::{EventBus, ReloadEvent};
 use crate::exports::{EntryInfo, PluginKind};
+use crate::held::InCall;
 use crate::host_methods::{HostMethods, NoHostMethods};
 use crate::instance::{CallSite, PluginContext};
 use crate::pool::{Pool, Pooled, lock};
@@ -66,6 +67,13 @@ fn not_allowed(site: CallSite<'_>, settings: &ResolvedSettings) -> Error {
         entry: site.entry.to_owned(),
         allowed: settings.entries.as_deref().unwrap_or_default().to_vec(),
     }
+}
+
+/// A call whose entry has returned: its instance, with the output in it, and the mark that this
+/// thread is inside the call until the output is read.
+struct Running {
+    pooled: Box<Pooled>,
+    _in_call: InCall,
 }
 
 /// A handle that does not keep a plugin alive; see [`Plugin::downgrade`].
@@ -349,11 +357,9 @@ impl Plugin {
         input: &[u8],
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<Metered<R>> {
-        let pooled = self.run(entry, format, input)?;
-        let value = read(pooled.instance.output());
-        let fuel_consumed = pooled.instance.fuel_consumed(&pooled.settings);
-        let keep = pooled.reuse;
-        self.release(pooled, keep);
+        let running = self.run(entry, format, input)?;
+        let value = read(running.pooled.instance.output());
+        let fuel_consumed = self.finish(running);
         Ok(Metered {
             value,
             fuel_consumed,
@@ -363,11 +369,12 @@ impl Plugin {
     /// Runs `entry` on an instance of the current version and returns that instance with the
     /// entry's output in it; after an error the instance is already released. Not generic, so
     /// there is one copy of the call path whatever the caller reads the output into.
-    fn run(&self, entry: &str, format: Format, input: &[u8]) -> Result<Box<Pooled>> {
-        let context = &self.inner.context;
-        if crate::linker::in_host_call_of(context) {
+    fn run(&self, entry: &str, format: Format, input: &[u8]) -> Result<Running> {
+        // Marked until the output is read: `read` runs while this thread holds the instance.
+        let Some(in_call) = InCall::enter(Arc::as_ptr(&self.inner) as usize) else {
             return Err(self.reentrant(entry));
-        }
+        };
+        let context = &self.inner.context;
         // The instance carries its version and the settings of its last call: the call reads
         // no shared pointer, only the current version's number and the settings' generation.
         let mut pooled = self.acquire()?;
@@ -391,13 +398,25 @@ impl Plugin {
         }
         .and_then(|index| instance.run(index, site, format, input, settings));
         match result {
-            Ok(()) => Ok(pooled),
+            Ok(()) => Ok(Running {
+                pooled,
+                _in_call: in_call,
+            }),
             Err(error) => {
                 let keep = *reuse && !error.is_guest_fault();
                 self.release(pooled, keep);
                 Err(error)
             }
         }
+    }
+
+    /// Puts the instance of a finished call back and returns the fuel the call consumed.
+    fn finish(&self, running: Running) -> Option<u64> {
+        let Running { pooled, _in_call } = running;
+        let fuel_consumed = pooled.instance.fuel_consumed(&pooled.settings);
+        let keep = pooled.reuse;
+        self.release(pooled, keep);
+        fuel_consumed
     }
 
     #[cold]

@@ -8,7 +8,7 @@ use dlinkwm_core::{
 };
 use test_programs_artifacts::SDK_TEST_A;
 
-use crate::{call_postcard, engine, options_with_host};
+use crate::{call_postcard, engine, options, options_with_host};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -182,5 +182,34 @@ fn a_host_method_calling_back_into_its_plugin_gets_an_error_not_a_deadlock() -> 
         postcard::from_bytes::<String>(&call_postcard(&plugin, "echo", &"ok")?)?,
         "ok"
     );
+    Ok(())
+}
+
+#[test]
+fn a_plugin_called_again_while_its_output_is_read_gets_an_error_not_a_deadlock()
+-> anyhow::Result<()> {
+    // One instance: a call from inside `read` would otherwise wait for the instance this very
+    // thread holds.
+    let settings = ResolvedSettings {
+        max_instances: 1,
+        ..Default::default()
+    };
+    let plugin = Plugin::load(&engine(), SDK_TEST_A, options(settings))?;
+    let input = postcard::to_allocvec("outer")?;
+    let (outer, inner) = plugin.call("echo", Format::Postcard, &input, |output| {
+        let inner = plugin.call("echo", Format::Postcard, &input, <[u8]>::to_vec);
+        (output.to_vec(), inner)
+    })?;
+    assert_eq!(postcard::from_bytes::<String>(&outer)?, "outer");
+    assert!(
+        matches!(&inner, Err(Error::Reentrant { entry, .. }) if entry == "echo"),
+        "{inner:?}"
+    );
+    // Once the output is read the plugin is callable again, from this thread and others.
+    plugin.call("echo", Format::Postcard, &input, <[u8]>::to_vec)?;
+    let other = plugin.clone();
+    std::thread::spawn(move || other.call("echo", Format::Postcard, &input, <[u8]>::to_vec))
+        .join()
+        .expect("no panic")?;
     Ok(())
 }
