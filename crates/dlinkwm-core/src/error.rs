@@ -228,11 +228,12 @@ pub enum Error {
         attempts: Vec<(String, Error)>,
     },
 
-    /// The plugin was called from inside one of its own host calls, on the same thread (a host
-    /// method that calls back into the plugin that called it). Refused rather than risking a
+    /// The plugin was called from inside one of its own calls, on the same thread: from a host
+    /// method it called, or from the closure reading its output. Refused rather than risking a
     /// deadlock on the plugin's instance pool.
     #[error(
-        "plugin `{plugin}` was called re-entrantly from inside its own host call (entry `{entry}`)"
+        "plugin `{plugin}` was called re-entrantly from inside its own call on this thread, \
+         from a host method or the reader of its output (entry `{entry}`)"
     )]
     Reentrant {
         /// The plugin.
