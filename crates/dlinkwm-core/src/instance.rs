@@ -111,6 +111,10 @@ struct Funcs {
     state_restore: Option<TypedFunc<(i32, i32, i32), i32>>,
 }
 
+/// The result of the functions on a call's success path: the error boxed, so that a success
+/// travels in registers (an [`Error`] is 80 bytes) and the box is made only on failure.
+pub(crate) type Fast<T> = std::result::Result<T, Box<Error>>;
+
 /// Which call an error happened in, for messages.
 #[derive(Clone, Copy)]
 pub(crate) struct CallSite<'a> {
@@ -353,12 +357,13 @@ impl Instance {
         format: Format,
         input: &[u8],
         settings: &ResolvedSettings,
-    ) -> Result<()> {
+    ) -> Fast<()> {
         let Self { store, calls } = self;
         let funcs = match calls {
             Calls::Core(funcs) => funcs,
             Calls::Component(bindings) => {
-                return call_component(bindings, store, site, format, input, settings);
+                return call_component(bindings, store, site, format, input, settings)
+                    .map_err(Box::new);
             }
         };
         match &funcs.entries[index] {
@@ -374,7 +379,7 @@ impl Instance {
             EntryFunc::Plain(func) => {
                 prepare(store);
                 func.call(&mut *store, ())
-                    .map_err(|error| classify(store, error, site, settings))
+                    .map_err(|error| Box::new(classify(store, error, site, settings)))
             }
         }
     }
@@ -385,10 +390,10 @@ impl Instance {
         &self.store.data().call.output
     }
 
-    /// Fuel consumed by the last call, when `settings` meter fuel.
+    /// Fuel consumed by the last call, when the adopted settings meter fuel.
     #[inline]
-    pub(crate) fn fuel_consumed(&self, settings: &ResolvedSettings) -> Option<u64> {
-        let given = settings.fuel?;
+    pub(crate) fn fuel_consumed(&self) -> Option<u64> {
+        let given = self.store.data().fuel?;
         let left = self.store.get_fuel().ok()?;
         Some(given.saturating_sub(left))
     }
@@ -424,7 +429,8 @@ impl Instance {
             Format::Raw,
             &[],
             settings,
-        )?;
+        )
+        .map_err(|error| *error)?;
         Ok(Some(store.data().call.output.clone()))
     }
 
@@ -467,7 +473,8 @@ impl Instance {
             Format::Raw,
             state,
             settings,
-        )?;
+        )
+        .map_err(|error| *error)?;
         Ok(true)
     }
 }
@@ -563,22 +570,28 @@ fn call_abi(
     format: Format,
     input: &[u8],
     settings: &ResolvedSettings,
-) -> Result<()> {
-    check_input(site, input, store)?;
+) -> Fast<()> {
+    if input.len() > store.data().max_input_bytes {
+        return Err(Box::new(input_too_large(
+            site,
+            input.len(),
+            store.data().max_input_bytes,
+        )));
+    }
     prepare(store);
     let (ptr, len) = if input.is_empty() {
         (0, 0)
     } else {
-        write_input(store, alloc, site, input, settings)?
+        write_input(store, alloc, site, input, settings).map_err(Box::new)?
     };
     let status = match func.call(&mut *store, (ptr, len, format.code())) {
         Ok(status) => status,
-        Err(error) => return Err(classify(store, error, site, settings)),
+        Err(error) => return Err(Box::new(classify(store, error, site, settings))),
     };
     if status == ENTRY_OK && store.data().call.output_overflow.is_none() {
         return Ok(());
     }
-    Err(entry_failed(store, site, status, settings))
+    Err(Box::new(entry_failed(store, site, status, settings)))
 }
 
 /// Copies `input` into a buffer from the guest's `dlinkwm_alloc`; returns its address and length.

@@ -16,7 +16,7 @@ use crate::events::{EventBus, ReloadEvent};
 use crate::exports::{EntryInfo, PluginKind};
 use crate::held::InCall;
 use crate::host_methods::{HostMethods, NoHostMethods};
-use crate::instance::{CallSite, PluginContext};
+use crate::instance::{CallSite, Fast, PluginContext};
 use crate::pool::{Pool, Pooled, lock};
 use crate::version::Version;
 
@@ -357,7 +357,7 @@ impl Plugin {
         input: &[u8],
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<Metered<R>> {
-        let running = self.run(entry, format, input)?;
+        let running = self.run(entry, format, input).map_err(|error| *error)?;
         let value = read(running.pooled.instance.output());
         let fuel_consumed = self.finish(running);
         Ok(Metered {
@@ -369,34 +369,32 @@ impl Plugin {
     /// Runs `entry` on an instance of the current version and returns that instance with the
     /// entry's output in it; after an error the instance is already released. Not generic, so
     /// there is one copy of the call path whatever the caller reads the output into.
-    fn run(&self, entry: &str, format: Format, input: &[u8]) -> Result<Running> {
+    fn run(&self, entry: &str, format: Format, input: &[u8]) -> Fast<Running> {
         // Marked until the output is read: `read` runs while this thread holds the instance.
         let Some(in_call) = InCall::enter(Arc::as_ptr(&self.inner) as usize) else {
-            return Err(self.reentrant(entry));
+            return Err(Box::new(self.reentrant(entry)));
         };
         let context = &self.inner.context;
         // The instance carries its version and the settings of its last call: the call reads
         // no shared pointer, only the current version's number and the settings' generation.
         let mut pooled = self.acquire()?;
         pooled.refresh(context);
-        let Pooled {
-            instance,
-            version,
-            settings,
-            all_entries,
-            reuse,
-            ..
-        } = &mut *pooled;
         let site = CallSite {
             plugin: &context.name,
             entry,
         };
-        let result = if *all_entries || settings.allows_entry(entry) {
-            version.exports.entry(site.plugin, entry)
+        let index = if pooled.all_entries || pooled.settings.allows_entry(entry) {
+            pooled.entry(site.plugin, entry).map_err(Box::new)
         } else {
-            Err(not_allowed(site, settings))
-        }
-        .and_then(|index| instance.run(index, site, format, input, settings));
+            Err(Box::new(not_allowed(site, &pooled.settings)))
+        };
+        let Pooled {
+            instance,
+            settings,
+            reuse,
+            ..
+        } = &mut *pooled;
+        let result = index.and_then(|index| instance.run(index, site, format, input, settings));
         match result {
             Ok(()) => Ok(Running {
                 pooled,
@@ -411,9 +409,10 @@ impl Plugin {
     }
 
     /// Puts the instance of a finished call back and returns the fuel the call consumed.
+    #[inline(always)]
     fn finish(&self, running: Running) -> Option<u64> {
         let Running { pooled, _in_call } = running;
-        let fuel_consumed = pooled.instance.fuel_consumed(&pooled.settings);
+        let fuel_consumed = pooled.instance.fuel_consumed();
         let keep = pooled.reuse;
         self.release(pooled, keep);
         fuel_consumed
@@ -429,8 +428,8 @@ impl Plugin {
 
     /// An idle instance of the current version, a new one while fewer than `max_instances` are
     /// alive, or the next one released.
-    #[inline]
-    fn acquire(&self) -> Result<Box<Pooled>> {
+    #[inline(always)]
+    fn acquire(&self) -> Fast<Box<Pooled>> {
         let inner = &*self.inner;
         if let Some(pooled) = inner.pool.take_idle() {
             if pooled.number == inner.current_number.load(Ordering::Acquire) {
@@ -438,7 +437,7 @@ impl Plugin {
             }
             inner.pool.discard(pooled);
         }
-        self.acquire_slow()
+        self.acquire_slow().map_err(Box::new)
     }
 
     #[cold]
@@ -478,7 +477,7 @@ impl Plugin {
 
     /// Returns an instance after a call. One of a version that no longer serves, after a guest
     /// fault, or not meant for reuse is dropped, and the next call gets a fresh one.
-    #[inline]
+    #[inline(always)]
     fn release(&self, pooled: Box<Pooled>, keep: bool) {
         let inner = &*self.inner;
         let number = pooled.number;
@@ -669,7 +668,7 @@ impl Plugin {
             plugin: plugin.to_owned(),
             source: Box::new(error),
         };
-        let mut pooled = self.acquire().map_err(wrap)?;
+        let mut pooled = self.acquire().map_err(|error| wrap(*error))?;
         pooled.refresh(&self.inner.context);
         let Pooled {
             instance,

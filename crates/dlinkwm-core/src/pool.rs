@@ -16,6 +16,8 @@ use crossbeam_utils::CachePadded;
 use crossbeam_utils::atomic::AtomicCell;
 
 use crate::config::ResolvedSettings;
+use crate::error::Result;
+use crate::exports::NameKey;
 use crate::instance::{Instance, PluginContext};
 use crate::version::Version;
 
@@ -31,6 +33,9 @@ pub(crate) struct Pooled {
     /// every call, so kept beside the numbers above rather than behind the settings' pointer.
     pub(crate) all_entries: bool,
     pub(crate) reuse: bool,
+    /// The entry this instance was last called with, and its index: a call of the same entry
+    /// again (the usual case) compares one key instead of looking the name up.
+    last_entry: Option<(NameKey, usize)>,
     pub(crate) instance: Instance,
     pub(crate) version: Arc<Version>,
     pub(crate) settings: Arc<ResolvedSettings>,
@@ -48,6 +53,7 @@ impl Pooled {
         Box::new(Self {
             number: version.number,
             all_entries: settings.entries.is_none(),
+            last_entry: None,
             reuse: settings.reuse_instances,
             instance,
             version,
@@ -73,6 +79,22 @@ impl Pooled {
         self.all_entries = self.settings.entries.is_none();
         self.reuse = self.settings.reuse_instances;
         self.instance.adopt_settings(&self.settings);
+    }
+}
+
+impl Pooled {
+    /// The index of entry `name` in this instance's version.
+    #[inline]
+    pub(crate) fn entry(&mut self, plugin: &str, name: &str) -> Result<usize> {
+        let key = NameKey::of(name);
+        if let (Some(key), Some((last, index))) = (key, self.last_entry)
+            && key == last
+        {
+            return Ok(index);
+        }
+        let index = self.version.exports.entry(plugin, name)?;
+        self.last_entry = key.map(|key| (key, index));
+        Ok(index)
     }
 }
 

@@ -261,11 +261,25 @@ fn bench(c: &mut Criterion) {
     let mut raw = RawPlugin::new(&wasmtime_engine, &bench_module, &["noop", "echo", "ping"]);
     let mut raw_sdk = RawPlugin::new(&wasmtime_engine, &sdk_module, &["flip"]);
 
-    // No-arg entry: the typed call vs a raw TypedFunc::call.
+    // No-arg entry: a call by name whose (empty) output is read in place, like the echo rows,
+    // vs a raw TypedFunc::call. `call_bytes` (which also allocates the output `Vec`) is the
+    // row after.
     let noop = raw.entries["noop"].clone();
     bench_pair(
         c,
         "no-arg entry call",
+        || {
+            guest
+                .core()
+                .call("noop", SerializationFormat::Raw, &[], <[u8]>::is_empty)
+                .map(|empty| assert!(empty))
+                .unwrap()
+        },
+        || assert_eq!(noop.call(&mut raw.store, (0, 0, 0)).unwrap(), 0),
+    );
+    bench_pair(
+        c,
+        "no-arg call_bytes",
         || {
             guest
                 .call_bytes("noop", SerializationFormat::Raw, &[])
@@ -587,7 +601,9 @@ fn cold_load(c: &mut Criterion, bytes: &[u8]) {
 
 /// Calls per second on one plugin with one and with two threads.
 fn threads(plugin: &dlinkwm_host::Plugin) {
-    const CALLS: usize = 200_000;
+    // Enough calls that each run lasts a few hundred milliseconds: thread start-up and the
+    // scheduler's noise stay small beside it.
+    const CALLS: usize = 2_000_000;
     let run = |threads: usize| -> f64 {
         let started = Instant::now();
         std::thread::scope(|scope| {
@@ -633,6 +649,7 @@ fn report() {
     );
     let rows = [
         ("no-arg entry call", "<= 2.0"),
+        ("no-arg call_bytes", ""),
         ("echo 64 B", "<= 1.3"),
         ("echo 64 KiB", "<= 1.1"),
         ("small struct (postcard)", "<= 1.3"),
