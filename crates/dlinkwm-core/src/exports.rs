@@ -18,23 +18,12 @@ pub fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
 
-/// Whether two names are equal. Names of up to 16 bytes (entry and method names almost always)
-/// are compared in at most two overlapping word loads each, without a call to `memcmp`: an
-/// entry name is compared on every call.
+/// Whether two names are equal: compared as [`NameKey`]s (in registers, no `memcmp`) when both
+/// have at most 16 bytes, as strings otherwise.
 #[inline]
 pub(crate) fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let len = a.len();
-    if len != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| s[at..at + 8].try_into().ok().map(u64::from_ne_bytes);
-    let half = |s: &[u8], at: usize| s[at..at + 4].try_into().ok().map(u32::from_ne_bytes);
-    match len {
-        0 => true,
-        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
-        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
-        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+    match (NameKey::of(a), NameKey::of(b)) {
+        (Some(a), Some(b)) => a == b,
         _ => a == b,
     }
 }
