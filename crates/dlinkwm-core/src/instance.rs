@@ -58,9 +58,6 @@ pub struct StoreState {
     pub(crate) settings: Arc<ResolvedSettings>,
     /// `settings.timeout` in epoch ticks, worked out once per settings change.
     deadline_ticks: u64,
-    /// `settings.fuel` and `settings.max_input_bytes`, beside the call's other state.
-    fuel: Option<u64>,
-    max_input_bytes: usize,
     pub(crate) version: u64,
     pub(crate) stdio: Stdio,
     pub(crate) stdout: Option<LogStream>,
@@ -71,8 +68,6 @@ impl StoreState {
     /// once per settings change, not on every call.
     fn adopt(&mut self, settings: Arc<ResolvedSettings>) {
         self.deadline_ticks = Engine::deadline_ticks(settings.timeout);
-        self.fuel = settings.fuel;
-        self.max_input_bytes = settings.max_input_bytes;
         self.call.max_output_bytes = settings.max_output_bytes;
         self.limiter.max_memory_bytes = settings.max_memory_bytes;
         self.limiter.max_table_elements = settings.max_table_elements;
@@ -393,7 +388,7 @@ impl Instance {
     /// Fuel consumed by the last call, when the adopted settings meter fuel.
     #[inline]
     pub(crate) fn fuel_consumed(&self) -> Option<u64> {
-        let given = self.store.data().fuel?;
+        let given = self.store.data().settings.fuel?;
         let left = self.store.get_fuel().ok()?;
         Some(given.saturating_sub(left))
     }
@@ -496,8 +491,6 @@ fn new_store(
         context: context.clone(),
         settings: adopted.clone(),
         deadline_ticks: 0,
-        fuel: None,
-        max_input_bytes: 0,
         version,
         stdio: settings.stdio,
         stdout,
@@ -511,8 +504,8 @@ fn new_store(
 
 /// Refuses an input above `max_input_bytes` before any guest code runs.
 #[inline(always)]
-fn check_input(site: CallSite<'_>, input: &[u8], store: &Store<StoreState>) -> Result<()> {
-    let limit = store.data().max_input_bytes;
+fn check_input(site: CallSite<'_>, input: &[u8], settings: &ResolvedSettings) -> Result<()> {
+    let limit = settings.max_input_bytes;
     if input.len() > limit {
         return Err(input_too_large(site, input.len(), limit));
     }
@@ -539,7 +532,7 @@ fn call_component(
     input: &[u8],
     settings: &ResolvedSettings,
 ) -> Result<()> {
-    check_input(site, input, store)?;
+    check_input(site, input, settings)?;
     prepare(store);
     let answer = crate::component::call(bindings, store, site.entry, format, input)
         .map_err(|error| classify(store, error, site, settings))?;
@@ -571,13 +564,7 @@ fn call_abi(
     input: &[u8],
     settings: &ResolvedSettings,
 ) -> Fast<()> {
-    if input.len() > store.data().max_input_bytes {
-        return Err(Box::new(input_too_large(
-            site,
-            input.len(),
-            store.data().max_input_bytes,
-        )));
-    }
+    check_input(site, input, settings).map_err(Box::new)?;
     prepare(store);
     let (ptr, len) = if input.is_empty() {
         (0, 0)
@@ -673,7 +660,7 @@ fn entry_failed(
 /// No allocation, no syscall.
 #[inline]
 fn prepare(store: &mut Store<StoreState>) {
-    let (ticks, fuel) = (store.data().deadline_ticks, store.data().fuel);
+    let (ticks, fuel) = (store.data().deadline_ticks, store.data().settings.fuel);
     store.set_epoch_deadline(ticks);
     if let Some(fuel) = fuel {
         // Only fails when the engine does not meter fuel, which `Plugin::load` checks first.
