@@ -248,12 +248,18 @@ impl Toolchains {
                 let _ = std::fs::remove_dir_all(&scratch);
                 result.map(drop).map_err(|e| missing(e.to_string()))
             }
-            Language::AssemblyScript => {
-                let asc = self.node_bin("asc");
-                if asc.exists() {
+            // npm tools: their entry point existing is the check (running them needs node).
+            Language::AssemblyScript | Language::JavaScript => {
+                let name = if language == Language::AssemblyScript {
+                    "asc"
+                } else {
+                    "componentize-qjs"
+                };
+                let tool = self.node_bin(name);
+                if tool.exists() {
                     Ok(())
                 } else {
-                    Err(missing(format!("{} does not exist", asc.display())))
+                    Err(missing(format!("{} does not exist", tool.display())))
                 }
             }
             Language::Zig => {
@@ -268,14 +274,6 @@ impl Toolchains {
                 run(Command::new(self.venv_bin("componentize-py")).arg("--version"))
                     .map(drop)
                     .map_err(|e| missing(e.to_string()))
-            }
-            Language::JavaScript => {
-                let qjs = self.node_bin("componentize-qjs");
-                if qjs.exists() {
-                    Ok(())
-                } else {
-                    Err(missing(format!("{} does not exist", qjs.display())))
-                }
             }
         }
     }
