@@ -79,6 +79,18 @@ pub mod import {
     pub const LOG: &str = "log";
 }
 
+/// The longest host method name, in bytes. A `host_call` with a longer name is answered with
+/// [`Status::UnknownMethod`] before the name is read.
+pub const MAX_HOST_METHOD_NAME: usize = 256;
+
+/// The longest error message the host keeps from a guest (`set_error`, a component's
+/// `err(string)`), in bytes; longer ones are cut at a character boundary.
+pub const MAX_ERROR_MESSAGE: usize = 64 * 1024;
+
+/// The most log text one call may write (`log`, the WASI stdout and stderr of `stdio = "log"`,
+/// the original `dlinkwm_host_print`), in bytes; what goes beyond is dropped with one notice.
+pub const MAX_LOG_BYTES_PER_CALL: usize = 1 << 20;
+
 /// The import the original DlinkWM offered, kept for its plugins.
 pub mod legacy {
     /// The import module of the original host function.

@@ -35,6 +35,13 @@ impl bindings::PluginImports for StoreState {
         format: types::Format,
         input: Vec<u8>,
     ) -> Result<Vec<u8>, types::HostError> {
+        if method.len() > dlinkwm_abi::MAX_HOST_METHOD_NAME {
+            return Err(types::HostError::UnknownMethod(format!(
+                "host method name of {} bytes is longer than the maximum of {} bytes",
+                method.len(),
+                dlinkwm_abi::MAX_HOST_METHOD_NAME
+            )));
+        }
         let status = crate::linker::host_call(self, &method, to_format(format).code(), &input);
         let answer = std::mem::take(&mut self.call.host_result);
         if status == Status::Ok {
@@ -57,7 +64,9 @@ impl bindings::PluginImports for StoreState {
             types::LogLevel::Debug => LogLevel::Debug,
             types::LogLevel::Trace => LogLevel::Trace,
         };
-        crate::linker::guest_log(&self.context.name, level, message.as_bytes());
+        if self.log_budget.take(&self.context.name, message.len()) {
+            crate::linker::guest_log(&self.context.name, level, message.as_bytes());
+        }
     }
 }
 
@@ -82,6 +91,7 @@ pub(crate) fn from_format(format: Format) -> types::Format {
 pub(crate) fn build_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    crate::waits::add_p2(&mut linker)?;
     Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }

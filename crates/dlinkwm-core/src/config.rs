@@ -107,6 +107,8 @@ pub struct PluginSettings {
     pub max_output_bytes: Option<u64>,
     /// Maximum instances of one plugin version alive at once (concurrent calls).
     pub max_instances: Option<u64>,
+    /// The longest a call waits for a free instance when `max_instances` are busy, in ms.
+    pub queue_timeout_ms: Option<u64>,
     /// Whether instances are reused across calls (the default) or made fresh for every call.
     pub reuse_instances: Option<bool>,
     /// The host methods the plugin may call; absent means every method the host registered.
@@ -138,6 +140,7 @@ impl PluginSettings {
             max_input_bytes,
             max_output_bytes,
             max_instances,
+            queue_timeout_ms,
             reuse_instances,
             host_methods,
             stdio,
@@ -164,6 +167,8 @@ pub mod defaults {
     pub const MAX_OUTPUT_BYTES: u64 = 16 << 20;
     /// Eight instances of one version alive at once.
     pub const MAX_INSTANCES: u64 = 8;
+    /// Five seconds of waiting for a free instance.
+    pub const QUEUE_TIMEOUT_MS: u64 = 5_000;
     /// Three earlier versions kept for rollback.
     pub const KEEP_VERSIONS: u64 = 3;
 }
@@ -188,6 +193,8 @@ pub struct ResolvedSettings {
     pub max_output_bytes: usize,
     /// Maximum instances alive at once.
     pub max_instances: usize,
+    /// The longest a call waits for a free instance.
+    pub queue_timeout: Duration,
     /// Whether instances are reused across calls.
     pub reuse_instances: bool,
     /// Host methods the plugin may call (`None`: all registered).
@@ -221,6 +228,15 @@ impl ResolvedSettings {
         })
     }
 
+    /// Whether `other` grants exactly what these settings grant (stdio, environment, arguments,
+    /// preopened directories): what an instance's WASI context is built from.
+    pub fn same_grants(&self, other: &ResolvedSettings) -> bool {
+        self.stdio == other.stdio
+            && self.env == other.env
+            && self.args == other.args
+            && self.preopens == other.preopens
+    }
+
     /// Whether the plugin may call host method `method`.
     pub fn allows_host_method(&self, method: &str) -> bool {
         self.host_methods
@@ -252,6 +268,9 @@ impl PluginSettings {
             max_input_bytes: clamp(self.max_input_bytes.unwrap_or(defaults::MAX_INPUT_BYTES)),
             max_output_bytes: clamp(self.max_output_bytes.unwrap_or(defaults::MAX_OUTPUT_BYTES)),
             max_instances: clamp(self.max_instances.unwrap_or(defaults::MAX_INSTANCES)).max(1),
+            queue_timeout: Duration::from_millis(
+                self.queue_timeout_ms.unwrap_or(defaults::QUEUE_TIMEOUT_MS),
+            ),
             reuse_instances: self.reuse_instances.unwrap_or(true),
             host_methods: self.host_methods.as_deref().map(Arc::from),
             stdio: self.stdio.unwrap_or_default(),
@@ -277,6 +296,14 @@ pub struct EngineSettings {
     pub cache_dir: Option<PathBuf>,
     /// Bound of the disk cache in MiB; least recently used entries go first (default: 1024).
     pub cache_max_mib: Option<u64>,
+    /// The largest plugin file compiled, in MiB (default: 256).
+    pub max_module_mib: Option<u64>,
+    /// With `pooling`, the linear memory of every instance slot in MiB (default: 256); a plugin
+    /// whose `max_memory_mib` is larger is refused.
+    pub pool_max_memory_mib: Option<u64>,
+    /// Accept plugins that use the WebAssembly GC proposal (default: false). Their GC heap
+    /// counts in `max_memory_mib` with their linear memories.
+    pub gc: Option<bool>,
 }
 
 /// A parsed configuration.
@@ -387,6 +414,22 @@ impl Config {
                     "must be between 1 and 4096 (a wasm32 memory cannot exceed 4 GiB)",
                 ));
             }
+        }
+        if self.engine.max_module_mib == Some(0) {
+            return Err(bad(
+                "engine.max_module_mib".to_owned(),
+                "must be at least 1",
+            ));
+        }
+        if self
+            .engine
+            .pool_max_memory_mib
+            .is_some_and(|mib| mib == 0 || mib > 4096)
+        {
+            return Err(bad(
+                "engine.pool_max_memory_mib".to_owned(),
+                "must be between 1 and 4096 (a wasm32 memory cannot exceed 4 GiB)",
+            ));
         }
         for (plugin, entries) in &self.entry_functions {
             if entries.is_empty() {

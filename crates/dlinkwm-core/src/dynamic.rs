@@ -29,6 +29,16 @@ pub enum ConfigEvent {
         /// The file, the key and the reason.
         error: ConfigError,
     },
+    /// The configuration is in force, but one plugin's new settings cannot be enforced by its
+    /// engine (for example `fuel` without fuel metering); that plugin keeps its old settings.
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// The plugin.
+        plugin: String,
+        /// The key and the reason.
+        error: Error,
+    },
 }
 
 /// `dlinkwm.toml` plus `DLINKWM_` environment overrides, reloaded when the file changes.
@@ -163,11 +173,20 @@ impl DynamicConfig {
                     followers.retain(|weak| weak.upgrade().is_some());
                     followers.iter().filter_map(WeakPlugin::upgrade).collect()
                 };
-                for plugin in followers {
-                    plugin.set_settings(config.settings_for(plugin.name()));
-                }
                 tracing::info!(path = %path.display(), "configuration reloaded");
-                self.inner.events.emit(ConfigEvent::Reloaded { path });
+                self.inner
+                    .events
+                    .emit(ConfigEvent::Reloaded { path: path.clone() });
+                for plugin in followers {
+                    if let Err(error) = plugin.set_settings(config.settings_for(plugin.name())) {
+                        tracing::warn!(plugin = plugin.name(), %error, "settings refused; the plugin keeps its old ones");
+                        self.inner.events.emit(ConfigEvent::Refused {
+                            path: path.clone(),
+                            plugin: plugin.name().to_owned(),
+                            error,
+                        });
+                    }
+                }
                 Ok(())
             }
             Err(error) => {
@@ -182,13 +201,18 @@ impl DynamicConfig {
     }
 
     /// Keeps `plugin`'s settings in step with this configuration (by the plugin's name).
-    pub fn follow(&self, plugin: &Plugin) {
-        plugin.set_settings(self.current().settings_for(plugin.name()));
+    ///
+    /// # Errors
+    /// As [`Plugin::set_settings`]: the plugin's engine cannot enforce its settings in the
+    /// current configuration. The plugin is not followed then.
+    pub fn follow(&self, plugin: &Plugin) -> Result<()> {
+        plugin.set_settings(self.current().settings_for(plugin.name()))?;
         self.inner
             .followers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(plugin.downgrade());
+        Ok(())
     }
 
     /// Subscribes to configuration events.

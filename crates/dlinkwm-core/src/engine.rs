@@ -16,6 +16,7 @@ use crate::config::EngineSettings;
 use crate::disk_cache::DiskCache;
 use crate::error::{Error, Result};
 use crate::instance::StoreState;
+use crate::pool::lock;
 
 /// How often the ticker advances the epoch. Time limits are rounded up to whole ticks, so a call
 /// is interrupted between `timeout` and `timeout + EPOCH_TICK` after it started.
@@ -64,6 +65,15 @@ pub struct EngineOptions {
     pub cache_dir: Option<PathBuf>,
     /// Bound of the disk cache in bytes.
     pub cache_max_bytes: u64,
+    /// The largest plugin file (binary or WAT text) this engine compiles, in bytes.
+    pub max_module_bytes: usize,
+    /// Linear memory of one instance with the pooling allocator, in bytes: every slot is this
+    /// size, and a plugin whose `max_memory_mib` is larger is refused.
+    pub pool_max_memory_bytes: usize,
+    /// Accept the WebAssembly GC proposal (`struct`, `array`, `i31`). Off by default: no plugin
+    /// DlinkWM's SDKs build needs it. When on, the GC heap counts in the instance's memory
+    /// budget (wasmtime grows it through the same limiter as linear memories).
+    pub wasm_gc: bool,
 }
 
 impl Default for EngineOptions {
@@ -73,9 +83,15 @@ impl Default for EngineOptions {
             consume_fuel: false,
             cache_dir: None,
             cache_max_bytes: DEFAULT_CACHE_MAX_MIB << 20,
+            max_module_bytes: DEFAULT_MAX_MODULE_MIB << 20,
+            pool_max_memory_bytes: (crate::config::defaults::MAX_MEMORY_MIB as usize) << 20,
+            wasm_gc: false,
         }
     }
 }
+
+/// The default of `[engine] max_module_mib`: the largest plugin file compiled, in MiB.
+pub const DEFAULT_MAX_MODULE_MIB: usize = 256;
 
 /// The default bound of the disk cache, in MiB.
 pub const DEFAULT_CACHE_MAX_MIB: u64 = 1024;
@@ -92,6 +108,27 @@ impl EngineOptions {
     #[must_use]
     pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.cache_dir = dir;
+        self
+    }
+
+    /// These options with the largest plugin file compiled set to `bytes`.
+    #[must_use]
+    pub fn with_max_module_bytes(mut self, bytes: usize) -> Self {
+        self.max_module_bytes = bytes;
+        self
+    }
+
+    /// These options with the WebAssembly GC proposal accepted or refused.
+    #[must_use]
+    pub fn with_wasm_gc(mut self, enable: bool) -> Self {
+        self.wasm_gc = enable;
+        self
+    }
+
+    /// These options with the pooling allocator's memory per instance set to `bytes`.
+    #[must_use]
+    pub fn with_pool_max_memory_bytes(mut self, bytes: usize) -> Self {
+        self.pool_max_memory_bytes = bytes;
         self
     }
 
@@ -121,8 +158,19 @@ impl EngineOptions {
                 .cache_max_mib
                 .unwrap_or(DEFAULT_CACHE_MAX_MIB)
                 .saturating_mul(1 << 20),
+            max_module_bytes: mib_to_bytes(settings.max_module_mib, DEFAULT_MAX_MODULE_MIB),
+            pool_max_memory_bytes: mib_to_bytes(
+                settings.pool_max_memory_mib,
+                crate::config::defaults::MAX_MEMORY_MIB as usize,
+            ),
+            wasm_gc: settings.gc.unwrap_or(false),
         }
     }
+}
+
+fn mib_to_bytes(mib: Option<u64>, default: usize) -> usize {
+    mib.map_or(default, |mib| usize::try_from(mib).unwrap_or(usize::MAX))
+        .saturating_mul(1 << 20)
 }
 
 /// Compiled code: a core module, or a component (WASI preview 2).
@@ -166,10 +214,15 @@ pub(crate) struct EngineInner {
     pub(crate) component_linker: wasmtime::component::Linker<StoreState>,
     pub(crate) options: EngineOptions,
     modules: Mutex<HashMap<ContentHash, Weak<CompiledModule>>>,
-    compile_lock: Mutex<()>,
+    /// One lock per content hash being compiled: a second loader of the same bytes waits for
+    /// the first one's result, while other plugins compile beside it.
+    compiling: Mutex<HashMap<ContentHash, Arc<Mutex<()>>>>,
     compiles: AtomicU64,
     disk_hits: AtomicU64,
     disk: Option<DiskCache>,
+    /// The epoch count, advanced with the engine's epoch: what call deadlines inside host calls
+    /// are measured against (see [`crate::waits`]).
+    pub(crate) ticks: crate::waits::Ticks,
     // Held for its `Drop`, which stops the ticker thread with the engine.
     _ticker: Ticker,
 }
@@ -193,12 +246,13 @@ impl Engine {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(options.consume_fuel);
+        config.wasm_gc(options.wasm_gc);
         if options.pooling {
             let mut pooling = PoolingAllocationConfig::default();
             pooling.total_memories(256);
             pooling.total_tables(256);
             pooling.total_core_instances(256);
-            pooling.max_memory_size(crate::config::defaults::MAX_MEMORY_MIB as usize * (1 << 20));
+            pooling.max_memory_size(options.pool_max_memory_bytes);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         }
         let wasmtime = wasmtime::Engine::new(&config).map_err(|error| Error::Engine {
@@ -211,7 +265,8 @@ impl Engine {
             crate::component::build_linker(&wasmtime).map_err(|error| Error::Engine {
                 reason: format!("{error:#}"),
             })?;
-        let ticker = Ticker::start(wasmtime.clone())?;
+        let ticks = crate::waits::Ticks::default();
+        let ticker = Ticker::start(wasmtime.clone(), ticks.clone())?;
         let disk = options
             .cache_dir
             .clone()
@@ -223,10 +278,11 @@ impl Engine {
                 component_linker,
                 options,
                 modules: Mutex::new(HashMap::new()),
-                compile_lock: Mutex::new(()),
+                compiling: Mutex::new(HashMap::new()),
                 compiles: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
                 disk,
+                ticks,
                 _ticker: ticker,
             }),
         })
@@ -277,16 +333,28 @@ impl Engine {
         if let Some(module) = self.cached(&hash) {
             return Ok(module);
         }
-        // One compile at a time: a second loader of the same bytes waits here and then finds the
-        // first one's result, so the same bytes are never compiled twice.
-        let _compiling = self
-            .inner
-            .compile_lock
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        // A second loader of the same bytes waits here and then finds the first one's result,
+        // so the same bytes are never compiled twice; other bytes compile beside them.
+        let slot = self.compile_slot(hash);
+        let _compiling = lock(&slot);
         if let Some(module) = self.cached(&hash) {
             return Ok(module);
         }
+        let result = self.compile(plugin, bytes, hash);
+        lock(&self.inner.compiling).remove(&hash);
+        result
+    }
+
+    fn compile_slot(&self, hash: ContentHash) -> Arc<Mutex<()>> {
+        lock(&self.inner.compiling).entry(hash).or_default().clone()
+    }
+
+    fn compile(
+        &self,
+        plugin: &str,
+        bytes: &[u8],
+        hash: ContentHash,
+    ) -> Result<Arc<CompiledModule>> {
         let started = std::time::Instant::now();
         let component = crate::exports::is_component(bytes);
         let cached = self
@@ -301,10 +369,15 @@ impl Engine {
                 code
             }
             None => {
-                let code = if component {
-                    Component::new(&self.inner.wasmtime, bytes).map(Code::Component)
+                let binary = crate::code_limits::check(bytes, self.inner.options.max_module_bytes)
+                    .map_err(|crate::code_limits::Refused(reason)| Error::InvalidModule {
+                        plugin: plugin.to_owned(),
+                        reason,
+                    })?;
+                let code = if crate::exports::is_component(&binary) {
+                    Component::from_binary(&self.inner.wasmtime, &binary).map(Code::Component)
                 } else {
-                    Module::new(&self.inner.wasmtime, bytes).map(Code::Module)
+                    Module::from_binary(&self.inner.wasmtime, &binary).map(Code::Module)
                 }
                 .map_err(|error| Error::InvalidModule {
                     plugin: plugin.to_owned(),
@@ -354,7 +427,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: wasmtime::Engine) -> Result<Self> {
+    fn start(engine: wasmtime::Engine, ticks: crate::waits::Ticks) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("dlinkwm-epoch".to_owned())
@@ -364,6 +437,7 @@ impl Ticker {
                     while !stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(EPOCH_TICK);
                         engine.increment_epoch();
+                        ticks.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })

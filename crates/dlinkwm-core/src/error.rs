@@ -180,17 +180,17 @@ pub enum Error {
         fuel: u64,
     },
 
-    /// The guest tried to grow its memory (or a table) beyond the configured limit and failed
-    /// because of it.
+    /// The guest tried to grow a memory (or a table) so that the instance's memories and
+    /// tables together would exceed the configured limit, and failed because of it.
     #[error(
-        "plugin `{plugin}` hit its memory limit in `{entry}`: asked for {requested} bytes, limit is {limit} bytes"
+        "plugin `{plugin}` hit its memory limit in `{entry}`: its memories and tables would hold {requested} bytes, limit is {limit} bytes"
     )]
     MemoryLimit {
         /// The plugin.
         plugin: String,
         /// The entry.
         entry: String,
-        /// The size the guest asked for.
+        /// The instance's total (all memories and tables) the refused growth would have made.
         requested: usize,
         /// The configured limit.
         limit: usize,
@@ -240,6 +240,20 @@ pub enum Error {
         plugin: String,
         /// The entry asked for.
         entry: String,
+    },
+
+    /// Every instance the plugin may have (`max_instances`) stayed busy for the whole
+    /// `queue_timeout`: the call was not started (backpressure, not an unbounded queue).
+    #[error(
+        "plugin `{plugin}` is busy: all {max_instances} instances stayed in use for {waited:?} (queue_timeout_ms)"
+    )]
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// How long the call waited.
+        waited: Duration,
+        /// The plugin's `max_instances`.
+        max_instances: usize,
     },
 
     /// There is no earlier version to roll back to.

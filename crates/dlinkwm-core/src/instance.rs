@@ -16,7 +16,7 @@ use crate::exports::{EntryKind, ExportTable};
 use crate::host_methods::HostMethods;
 use crate::limits::Limiter;
 use crate::linker::{GuestFault, guest_range};
-use crate::stdio::{LogStream, StreamKind};
+use crate::stdio::{LogBudget, LogStream, StreamKind};
 
 /// What every store of one plugin shares: its name, the host methods it may call and its
 /// current settings (replaced when the configuration changes).
@@ -45,6 +45,10 @@ pub(crate) struct CallState {
     pub(crate) output_overflow: Option<usize>,
     pub(crate) host_result: Vec<u8>,
     pub(crate) max_output_bytes: usize,
+    /// Host calls refused by the allowlist in this call: the first is logged, the rest counted.
+    pub(crate) host_calls_denied: u32,
+    /// When the current call must end, for host functions that wait.
+    pub(crate) deadline: crate::waits::Deadline,
 }
 
 /// The data of every store.
@@ -61,6 +65,10 @@ pub struct StoreState {
     pub(crate) version: u64,
     pub(crate) stdio: Stdio,
     pub(crate) stdout: Option<LogStream>,
+    /// The log text the current call may still write (shared with the WASI log streams).
+    pub(crate) log_budget: Arc<LogBudget>,
+    /// The engine's epoch count, which the current call's deadline is measured in.
+    pub(crate) ticks: crate::waits::Ticks,
 }
 
 impl StoreState {
@@ -120,18 +128,28 @@ pub(crate) struct CallSite<'a> {
 fn build_wasi(
     name: &Arc<str>,
     settings: &ResolvedSettings,
+    budget: &Arc<LogBudget>,
 ) -> Result<(WasiP1Ctx, Option<LogStream>)> {
     let mut builder = WasiCtxBuilder::new();
+    // Never granted (docs/security.md): no sockets, no name lookup, for any plugin. wasmtime-wasi
+    // 48 defaults to this already; said here so that no upgrade changes it silently.
+    builder
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
     let mut stdout = None;
     match settings.stdio {
         Stdio::Inherit => {
             builder.inherit_stdout().inherit_stderr();
         }
         Stdio::Log => {
-            let out = LogStream::new(name.clone(), StreamKind::Stdout);
-            builder
-                .stdout(out.clone())
-                .stderr(LogStream::new(name.clone(), StreamKind::Stderr));
+            let out = LogStream::new(name.clone(), StreamKind::Stdout, budget.clone());
+            builder.stdout(out.clone()).stderr(LogStream::new(
+                name.clone(),
+                StreamKind::Stderr,
+                budget.clone(),
+            ));
             stdout = Some(out);
         }
         Stdio::Null => {}
@@ -481,7 +499,8 @@ fn new_store(
     version: u64,
     settings: &ResolvedSettings,
 ) -> Result<Store<StoreState>> {
-    let (wasi, stdout) = build_wasi(&context.name, settings)?;
+    let log_budget = LogBudget::new();
+    let (wasi, stdout) = build_wasi(&context.name, settings, &log_budget)?;
     let adopted = context.settings.load_full();
     let mut state = StoreState {
         wasi,
@@ -494,6 +513,8 @@ fn new_store(
         version,
         stdio: settings.stdio,
         stdout,
+        log_budget,
+        ticks: engine.inner.ticks.clone(),
     };
     state.adopt(adopted);
     let mut store = Store::new(&engine.inner.wasmtime, state);
@@ -550,7 +571,7 @@ fn call_component(
         Err(message) => Err(Error::Guest {
             plugin: site.plugin.to_owned(),
             entry: site.entry.to_owned(),
-            message,
+            message: crate::linker::bounded_message(message.as_bytes()),
         }),
     }
 }
@@ -595,12 +616,14 @@ fn write_input(
         export: dlinkwm_abi::export::ALLOC.to_owned(),
     })?;
     // Lengths cross the ABI as unsigned 32-bit values (carried in an i32).
-    let len = u32::try_from(input.len()).map_err(|_| Error::InputTooLarge {
-        plugin: site.plugin.to_owned(),
-        entry: site.entry.to_owned(),
-        size: input.len(),
-        limit: u32::MAX as usize,
-    })? as i32;
+    let len = u32::try_from(input.len())
+        .map_err(|_| Error::InputTooLarge {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            size: input.len(),
+            limit: u32::MAX as usize,
+        })?
+        .cast_signed();
     let ptr = alloc
         .call(&mut *store, len)
         .map_err(|error| classify(store, error, site, settings))?;
@@ -609,7 +632,12 @@ fn write_input(
         export: dlinkwm_abi::export::MEMORY.to_owned(),
     })?;
     let data = memory.data_mut(&mut *store);
-    let range = match guest_range(data.len(), ptr, len, "input buffer from `dlinkwm_alloc`") {
+    let range = match guest_range(
+        data.len(),
+        ptr,
+        input.len(),
+        "input buffer from `dlinkwm_alloc`",
+    ) {
         Ok(range) if ptr != 0 => range,
         Ok(_) => {
             return Err(Error::GuestMemory {
@@ -671,6 +699,9 @@ fn prepare(store: &mut Store<StoreState>) {
     state.call.error = None;
     state.call.output_overflow = None;
     state.limiter.memory_refused = None;
+    state.call.host_calls_denied = 0;
+    state.call.deadline.tick = state.ticks.load(Ordering::Relaxed).saturating_add(ticks);
+    state.log_budget.reset();
 }
 
 /// Turns whatever wasmtime reported into the error that names its cause. Runs only on the

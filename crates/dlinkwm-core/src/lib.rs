@@ -24,6 +24,7 @@
 //! The ABI plugins speak is described in `docs/abi.md`; its constants are in `dlinkwm-abi`.
 #![deny(missing_docs)]
 
+mod code_limits;
 mod component;
 mod config;
 pub mod disk_cache;
@@ -41,8 +42,10 @@ mod plugin;
 mod pool;
 mod stdio;
 mod version;
+mod waits;
 mod watch;
 
+pub use code_limits::MAX_NESTING;
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
     PluginSettings, Preopen, ResolvedSettings, Stdio, create_default_config_if_missing, defaults,
@@ -50,7 +53,9 @@ pub use config::{
 pub use dlinkwm_abi as abi;
 pub use dlinkwm_abi::Format;
 pub use dynamic::{ConfigEvent, DynamicConfig};
-pub use engine::{ContentHash, DEFAULT_CACHE_MAX_MIB, EPOCH_TICK, Engine, EngineOptions};
+pub use engine::{
+    ContentHash, DEFAULT_CACHE_MAX_MIB, DEFAULT_MAX_MODULE_MIB, EPOCH_TICK, Engine, EngineOptions,
+};
 pub use error::{Error, Result};
 pub use events::ReloadEvent;
 pub use exports::{EntryInfo, EntryKind, PluginKind, is_component};

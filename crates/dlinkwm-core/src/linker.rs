@@ -1,5 +1,10 @@
 //! The functions DlinkWM provides to plugins (ABI v1's `dlinkwm` module, WASI preview 1 and the
 //! original `host.dlinkwm_host_print`), and the checks on every value a guest hands them.
+//!
+//! Every length here is a guest's `u32` (carried in an `i32`) or a host buffer bounded before it
+//! is filled; none is converted with a bare `as` that could truncate
+//! (`clippy::cast_possible_truncation` is denied in this module).
+#![deny(clippy::cast_possible_truncation)]
 
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
@@ -26,11 +31,10 @@ fn fault(reason: String) -> wasmtime::Error {
 pub(crate) fn guest_range(
     memory_len: usize,
     ptr: i32,
-    len: i32,
+    len: usize,
     what: &str,
 ) -> Result<std::ops::Range<usize>, wasmtime::Error> {
-    let start = ptr as u32 as usize;
-    let len = len as u32 as usize;
+    let start = guest_len(ptr);
     match start.checked_add(len) {
         Some(end) if end <= memory_len => Ok(start..end),
         _ => Err(fault(format!(
@@ -39,8 +43,21 @@ pub(crate) fn guest_range(
     }
 }
 
+/// A guest's `u32` (pointer or length) carried in an `i32`, as a host size.
+#[inline]
+pub(crate) fn guest_len(value: i32) -> usize {
+    // A u32 always fits a usize on the 32- and 64-bit hosts wasmtime runs on.
+    value.cast_unsigned() as usize
+}
+
+/// A host length as the guest's `u32`, carried in an `i32`; `None` when it does not fit.
+#[inline]
+fn abi_len(len: usize) -> Option<i32> {
+    u32::try_from(len).ok().map(u32::cast_signed)
+}
+
 fn guest_str<'a>(data: &'a [u8], ptr: i32, len: i32, what: &str) -> wasmtime::Result<&'a str> {
-    let range = guest_range(data.len(), ptr, len, what)?;
+    let range = guest_range(data.len(), ptr, guest_len(len), what)?;
     std::str::from_utf8(&data[range])
         .map_err(|error| fault(format!("{what} is not UTF-8: {error}")))
 }
@@ -65,6 +82,7 @@ fn memory_and_state<'a>(
 /// When a function of the same name is already defined in `linker`.
 pub fn register_host_functions(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut StoreState| &mut state.wasi)?;
+    crate::waits::add_p1(linker)?;
     add_abi(linker)?;
     add_legacy(linker)?;
     Ok(())
@@ -83,7 +101,7 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         import::SET_OUTPUT,
         |mut caller: Caller<'_, StoreState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
-            let range = guest_range(data.len(), ptr, len, "output")?;
+            let range = guest_range(data.len(), ptr, guest_len(len), "output")?;
             if range.len() > state.call.max_output_bytes {
                 state.call.output_overflow = Some(range.len());
                 return Ok(());
@@ -100,10 +118,8 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
             // An error message is for people: invalid UTF-8 is replaced rather than refused, so
             // a guest's error is never lost.
-            let range = guest_range(data.len(), ptr, len, "error message")?;
-            let limit = range.len().min(state.call.max_output_bytes);
-            let message = String::from_utf8_lossy(&data[range.start..range.start + limit]);
-            state.call.error = Some(message.into_owned());
+            let range = guest_range(data.len(), ptr, guest_len(len), "error message")?;
+            state.call.error = Some(bounded_message(&data[range]));
             Ok(())
         },
     )?;
@@ -118,17 +134,28 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          input_len: i32|
          -> wasmtime::Result<i32> {
             let (data, state) = memory_and_state(&mut caller)?;
+            // Checked before the name is read: a name as large as guest memory is never copied,
+            // decoded or logged.
+            if guest_len(name_len) > dlinkwm_abi::MAX_HOST_METHOD_NAME {
+                return Ok(name_too_long(state, guest_len(name_len)).code());
+            }
             let method = guest_str(data, name_ptr, name_len, "host method name")?;
-            let input = &data[guest_range(data.len(), input_ptr, input_len, "host call input")?];
-            Ok(host_call(state, method, format, input).code())
+            let input_range = guest_range(
+                data.len(),
+                input_ptr,
+                guest_len(input_len),
+                "host call input",
+            )?;
+            Ok(host_call(state, method, format, &data[input_range]).code())
         },
     )?;
     linker.func_wrap(
         import::MODULE,
         import::HOST_RESULT_LEN,
-        |caller: Caller<'_, StoreState>| -> i32 {
-            // The answer was bounded by `max_output_bytes` when it was produced.
-            caller.data().call.host_result.len() as i32
+        |caller: Caller<'_, StoreState>| -> wasmtime::Result<i32> {
+            // `host_call` bounds every answer and message to a u32 length when it stores it.
+            let len = caller.data().call.host_result.len();
+            abi_len(len).ok_or_else(|| fault(format!("host result of {len} bytes")))
         },
     )?;
     linker.func_wrap(
@@ -137,7 +164,7 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, StoreState>, ptr: i32| -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
             let result = &state.call.host_result;
-            let range = guest_range(data.len(), ptr, result.len() as i32, "host result buffer")?;
+            let range = guest_range(data.len(), ptr, result.len(), "host result buffer")?;
             data[range].copy_from_slice(result);
             Ok(())
         },
@@ -151,12 +178,14 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          len: i32|
          -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
-            let range = guest_range(data.len(), ptr, len, "log message")?;
-            guest_log(
-                &state.context.name,
-                LogLevel::from_code(level),
-                &data[range],
-            );
+            let range = guest_range(data.len(), ptr, guest_len(len), "log message")?;
+            if state.log_budget.take(&state.context.name, range.len()) {
+                guest_log(
+                    &state.context.name,
+                    LogLevel::from_code(level),
+                    &data[range],
+                );
+            }
             Ok(())
         },
     )?;
@@ -192,7 +221,11 @@ pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input
     let context = &state.context;
     let settings = &state.settings;
     let outcome = if !settings.allows_host_method(method) {
-        tracing::warn!(plugin = %context.name, method, "host method call denied by configuration");
+        // Logged once per call: a guest looping over denied calls cannot flood the log.
+        if state.call.host_calls_denied == 0 {
+            tracing::warn!(plugin = %context.name, method, "host method call denied by configuration");
+        }
+        state.call.host_calls_denied = state.call.host_calls_denied.saturating_add(1);
         Err(HostCallError::PermissionDenied(method.to_owned()))
     } else if let Some(format) = Format::from_code(format) {
         let caller = CallerInfo {
@@ -221,8 +254,10 @@ pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input
             format,
         })
     };
+    // Every answer the guest may read fits the ABI's u32 length.
+    let limit = settings.max_output_bytes.min(u32::MAX as usize);
     let status = match outcome {
-        Ok(()) if result.len() <= settings.max_output_bytes => return Status::Ok,
+        Ok(()) if result.len() <= limit => return Status::Ok,
         Ok(()) => Status::Error,
         Err(HostCallError::UnknownMethod(_)) => Status::UnknownMethod,
         Err(HostCallError::PermissionDenied(_)) => Status::PermissionDenied,
@@ -231,15 +266,53 @@ pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input
     };
     let message = match outcome {
         Ok(()) => format!(
-            "host method `{method}` answered {} bytes, over the limit of {}",
+            "host method `{method}` answered {} bytes, over the limit of {limit}",
             result.len(),
-            settings.max_output_bytes
         ),
         Err(error) => error.to_string(),
     };
+    set_message(result, &message, limit);
+    status
+}
+
+/// Answers a host call whose method name is longer than any method can have.
+#[cold]
+fn name_too_long(state: &mut StoreState, len: usize) -> Status {
+    let message = format!(
+        "host method name of {len} bytes is longer than the maximum of {} bytes",
+        dlinkwm_abi::MAX_HOST_METHOD_NAME
+    );
+    let limit = state.settings.max_output_bytes.min(u32::MAX as usize);
+    set_message(&mut state.call.host_result, &message, limit);
+    Status::UnknownMethod
+}
+
+/// Leaves `message` as a host call's answer, cut to [`dlinkwm_abi::MAX_ERROR_MESSAGE`] and to
+/// `limit` bytes at a character boundary.
+fn set_message(result: &mut Vec<u8>, message: &str, limit: usize) {
+    let message = truncate(message, limit.min(dlinkwm_abi::MAX_ERROR_MESSAGE));
     result.clear();
     result.extend_from_slice(message.as_bytes());
-    status
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A guest's error message as the host keeps it: invalid UTF-8 replaced (a guest's error is
+/// never lost for its encoding), at most [`dlinkwm_abi::MAX_ERROR_MESSAGE`] bytes.
+pub(crate) fn bounded_message(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(dlinkwm_abi::MAX_ERROR_MESSAGE)];
+    let message = String::from_utf8_lossy(head);
+    truncate(&message, dlinkwm_abi::MAX_ERROR_MESSAGE).to_owned()
 }
 
 /// The longest string `host.dlinkwm_host_print` reads before giving up on finding its NUL.
@@ -251,7 +324,7 @@ fn add_legacy(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         legacy::PRINT,
         |mut caller: Caller<'_, StoreState>, ptr: i32| -> wasmtime::Result<()> {
             let (data, state) = memory_and_state(&mut caller)?;
-            let start = ptr as u32 as usize;
+            let start = guest_len(ptr);
             let tail = data.get(start..).ok_or_else(|| {
                 fault(format!(
                     "string pointer {start:#x} is outside guest memory of {} bytes",
@@ -264,6 +337,9 @@ fn add_legacy(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
                     "string at {start:#x} has no NUL terminator within {MAX_PRINT} bytes"
                 ))
             })?;
+            if !state.log_budget.take(&state.context.name, end) {
+                return Ok(());
+            }
             let text = String::from_utf8_lossy(&window[..end]);
             match state.stdio {
                 Stdio::Inherit => {
@@ -296,10 +372,33 @@ mod tests {
         assert_eq!(guest_range(100, 100, 0, "x").unwrap(), 100..100);
         assert!(guest_range(100, 90, 11, "x").is_err());
         assert!(guest_range(100, -1, 1, "x").is_err());
-        assert!(guest_range(100, 0, -1, "x").is_err());
+        assert!(guest_range(100, 0, guest_len(-1), "x").is_err());
         // A length of 4 GiB - 1 (the guest's -1) never fits.
-        assert!(guest_range(1 << 20, 0, -1, "x").is_err());
+        assert!(guest_range(1 << 20, 0, guest_len(-1), "x").is_err());
+        // Nor does a host length past the address space.
+        assert!(guest_range(1 << 20, 1, usize::MAX, "x").is_err());
         let error = guest_range(16, 8, 9, "output").unwrap_err();
         assert!(error.downcast_ref::<GuestFault>().is_some());
+    }
+
+    #[test]
+    fn lengths_cross_the_abi_as_u32_or_not_at_all() {
+        assert_eq!(abi_len(0), Some(0));
+        assert_eq!(abi_len(u32::MAX as usize), Some(-1));
+        assert_eq!(abi_len(u32::MAX as usize + 1), None);
+        assert_eq!(guest_len(-1), u32::MAX as usize);
+    }
+
+    #[test]
+    fn messages_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        let huge = "é".repeat(dlinkwm_abi::MAX_ERROR_MESSAGE);
+        let kept = bounded_message(huge.as_bytes());
+        assert!(kept.len() <= dlinkwm_abi::MAX_ERROR_MESSAGE);
+        assert!(kept.chars().all(|c| c == 'é'));
+        let mut result = Vec::new();
+        set_message(&mut result, &huge, 10);
+        assert_eq!(result, "ééééé".as_bytes());
     }
 }

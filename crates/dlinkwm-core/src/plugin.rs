@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -131,6 +131,11 @@ struct PluginInner {
     reload_lock: Mutex<()>,
     next_number: AtomicU64,
     events: EventBus,
+    /// Background reloads asked for: 0 none, 1 one running, 2 one running and another asked
+    /// for while it ran (any number of requests meanwhile coalesce into that one).
+    reload_requests: AtomicU8,
+    /// The content hash and settings generation of the last file the watcher saw refused.
+    last_refused: Mutex<Option<(ContentHash, u64)>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -145,7 +150,7 @@ impl std::fmt::Debug for Plugin {
 /// Reads a file that a writer may still be writing: if its size or modification time changes
 /// while it is read, it is read again (a few times), so a reload never compiles half a file when
 /// the writer is merely slow.
-fn read_settled(path: &Path) -> Result<Vec<u8>> {
+fn read_settled(path: &Path, max: usize) -> Result<Vec<u8>> {
     let stamp = |path: &Path| {
         std::fs::metadata(path)
             .map(|meta| (meta.len(), meta.modified().ok()))
@@ -157,7 +162,7 @@ fn read_settled(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     for _ in 0..5 {
         let before = stamp(path)?;
-        bytes = read_file(path)?;
+        bytes = read_file(path, max)?;
         if stamp(path)? == before && before.0 == bytes.len() as u64 {
             break;
         }
@@ -165,11 +170,62 @@ fn read_settled(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Read {
+/// Refuses settings this engine cannot enforce, naming the key: a limit that would silently not
+/// hold is worse than none.
+fn check_enforceable(engine: &Engine, plugin: &str, settings: &ResolvedSettings) -> Result<()> {
+    let refuse = |key: &str, reason: String| {
+        Err(Error::Config(crate::config::ConfigError {
+            file: None,
+            key: Some(key.to_owned()),
+            reason,
+        }))
+    };
+    let options = engine.options();
+    if settings.fuel.is_some() && !options.consume_fuel {
+        return refuse(
+            "fuel",
+            format!(
+                "plugin `{plugin}` has a fuel limit but the engine does not meter fuel (set [engine] consume_fuel = true)"
+            ),
+        );
+    }
+    if options.pooling && settings.max_memory_bytes > options.pool_max_memory_bytes {
+        return refuse(
+            "max_memory_mib",
+            format!(
+                "plugin `{plugin}` may use {} MiB of memory but the pooling allocator gives each instance {} MiB (raise [engine] pool_max_memory_mib)",
+                settings.max_memory_bytes >> 20,
+                options.pool_max_memory_bytes >> 20
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Reads the plugin file at `path`, at most `max` bytes of it: a file over the engine's
+/// `max_module_bytes` is refused without being read whole.
+fn read_file(path: &Path, max: usize) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let read_error = |source| Error::Read {
         path: path.to_owned(),
         source: Arc::new(source),
-    })
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() > max {
+        return Err(Error::InvalidModule {
+            plugin: path.display().to_string(),
+            reason: format!(
+                "the file is over the engine's max_module_mib of {} MiB",
+                max >> 20
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 impl Plugin {
@@ -180,7 +236,7 @@ impl Plugin {
     /// [`Plugin::from_bytes`].
     pub fn load(engine: &Engine, path: impl AsRef<Path>, options: PluginOptions) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = read_file(path)?;
+        let bytes = read_file(path, engine.options().max_module_bytes)?;
         let name = options
             .name
             .clone()
@@ -207,15 +263,7 @@ impl Plugin {
         bytes: &[u8],
         options: PluginOptions,
     ) -> Result<Self> {
-        if options.settings.fuel.is_some() && !engine.options().consume_fuel {
-            return Err(Error::Config(crate::config::ConfigError {
-                file: None,
-                key: Some("fuel".to_owned()),
-                reason: format!(
-                    "plugin `{name}` has a fuel limit but the engine does not meter fuel (set [engine] consume_fuel = true)"
-                ),
-            }));
-        }
+        check_enforceable(engine, &name, &options.settings)?;
         let context = Arc::new(PluginContext {
             name: Arc::from(name),
             host: options.host,
@@ -244,6 +292,8 @@ impl Plugin {
                 reload_lock: Mutex::new(()),
                 next_number: AtomicU64::new(2),
                 events: EventBus::new(),
+                reload_requests: AtomicU8::new(0),
+                last_refused: Mutex::new(None),
             }),
         })
     }
@@ -302,9 +352,23 @@ impl Plugin {
     }
 
     /// Replaces the settings; the next call uses them. Limits of instances already alive are
-    /// updated at their next call.
-    pub fn set_settings(&self, settings: ResolvedSettings) {
-        self.inner.context.set_settings(settings);
+    /// updated at their next call. When the grants change (stdio, env, args, preopens), no
+    /// instance built with the old ones serves another call: idle ones are dropped now, busy
+    /// ones when their call ends.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key when the engine cannot enforce the settings (`fuel`
+    /// without fuel metering, `max_memory_mib` above the pooling allocator's slots); the old
+    /// settings stay.
+    pub fn set_settings(&self, settings: ResolvedSettings) -> Result<()> {
+        check_enforceable(&self.inner.engine, self.name(), &settings)?;
+        let context = &self.inner.context;
+        let regrant = !context.settings.load().same_grants(&settings);
+        context.set_settings(settings);
+        if regrant {
+            self.inner.pool.retain(|_| false);
+        }
+        Ok(())
     }
 
     /// Instances of the current version alive now (idle or in a call).
@@ -378,7 +442,9 @@ impl Plugin {
         // The instance carries its version and the settings of its last call: the call reads
         // no shared pointer, only the current version's number and the settings' generation.
         let mut pooled = self.acquire()?;
-        pooled.refresh(context);
+        if !pooled.refresh(context) {
+            pooled = self.regranted(pooled)?;
+        }
         let site = CallSite {
             plugin: &context.name,
             entry,
@@ -418,6 +484,20 @@ impl Plugin {
         fuel_consumed
     }
 
+    /// Drops an instance whose grants were revoked or changed, and gets one built with the
+    /// current grants.
+    #[cold]
+    fn regranted(&self, retired: Box<Pooled>) -> Fast<Box<Pooled>> {
+        self.discard(retired);
+        loop {
+            let mut pooled = self.acquire()?;
+            if pooled.refresh(&self.inner.context) {
+                return Ok(pooled);
+            }
+            self.discard(pooled);
+        }
+    }
+
     #[cold]
     fn reentrant(&self, entry: &str) -> Error {
         Error::Reentrant {
@@ -444,6 +524,7 @@ impl Plugin {
     fn acquire_slow(&self) -> Result<Box<Pooled>> {
         let inner = &*self.inner;
         let pool = &inner.pool;
+        let started = Instant::now();
         loop {
             while let Some(pooled) = pool.take_idle() {
                 if pooled.number == inner.current_number.load(Ordering::Acquire) {
@@ -464,9 +545,21 @@ impl Plugin {
                     }
                 };
             }
-            // Every instance is busy: wait for one to be released.
+            // Every instance is busy: wait for one to be released, up to the queue deadline.
+            let waited = started.elapsed();
+            let Some(left) = settings
+                .queue_timeout
+                .checked_sub(waited)
+                .filter(|left| !left.is_zero())
+            else {
+                return Err(Error::Busy {
+                    plugin: self.name().to_owned(),
+                    waited,
+                    max_instances: settings.max_instances,
+                });
+            };
             let busy = || version.live_instances() >= settings.max_instances;
-            if let Some(pooled) = pool.wait(busy) {
+            if let Some(pooled) = pool.wait(busy, left) {
                 if pooled.number == inner.current_number.load(Ordering::Acquire) {
                     return Ok(pooled);
                 }
@@ -576,8 +669,75 @@ impl Plugin {
         let Some(path) = self.inner.path.clone() else {
             return Ok(ReloadOutcome::Unchanged);
         };
-        let result = read_settled(&path).and_then(|bytes| self.swap_in(&bytes));
+        let max = self.inner.engine.options().max_module_bytes;
+        let result = read_settled(&path, max).and_then(|bytes| {
+            // Hashed once: for the unchanged check and as the compiled-code cache key.
+            let hash = ContentHash::of(&bytes);
+            self.swap_in(&bytes, hash)
+        });
         self.report(result, Some(path))
+    }
+
+    /// [`Plugin::reload`] for the file watcher: a file whose bytes were just refused, under
+    /// the same settings, is not compiled and reported again (one write often raises several
+    /// file events; they must not turn into a stream of identical refusals).
+    fn reload_watched(&self) {
+        let Some(path) = self.inner.path.clone() else {
+            return;
+        };
+        let max = self.inner.engine.options().max_module_bytes;
+        let bytes = match read_settled(&path, max) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let _ = self.report(Err(error), Some(path));
+                return;
+            }
+        };
+        let hash = ContentHash::of(&bytes);
+        let generation = self
+            .inner
+            .context
+            .settings_generation
+            .load(Ordering::Acquire);
+        if *lock(&self.inner.last_refused) == Some((hash, generation)) {
+            tracing::debug!(plugin = self.name(), %hash, "file unchanged since it was refused");
+            return;
+        }
+        let result = self.swap_in(&bytes, hash);
+        *lock(&self.inner.last_refused) = result.is_err().then_some((hash, generation));
+        let _ = self.report(result, Some(path));
+    }
+
+    /// Reloads the plugin's file on a thread of its own, so a slow compile never holds up the
+    /// caller (the file watcher, which serves every plugin). Requests made while one runs
+    /// coalesce into one more reload after it; outcomes arrive as events.
+    pub(crate) fn reload_in_background(&self) {
+        let requests = &self.inner.reload_requests;
+        let before = requests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                Some((now + 1).min(2))
+            })
+            .unwrap_or(2);
+        if before != 0 {
+            return;
+        }
+        let plugin = self.clone();
+        let work = move || {
+            loop {
+                plugin.reload_watched();
+                if plugin.inner.reload_requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    break;
+                }
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("dlinkwm-reload".to_owned())
+            .spawn(work);
+        if let Err(error) = spawned {
+            tracing::warn!(plugin = self.name(), %error, "cannot start a reload thread; reloading on this one");
+            self.reload_watched();
+            requests.store(0, Ordering::Release);
+        }
     }
 
     /// Swaps in `bytes` as the new version if they are valid and different.
@@ -585,7 +745,7 @@ impl Plugin {
     /// # Errors
     /// As [`Plugin::reload`].
     pub fn reload_from_bytes(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
-        let result = self.swap_in(bytes);
+        let result = self.swap_in(bytes, ContentHash::of(bytes));
         self.report(result, None)
     }
 
@@ -605,12 +765,10 @@ impl Plugin {
     }
 
     /// Loads and validates `bytes` off the call path, hands the state over, then swaps.
-    fn swap_in(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
+    fn swap_in(&self, bytes: &[u8], hash: ContentHash) -> Result<ReloadOutcome> {
         let started = Instant::now();
         let _reloading = lock(&self.inner.reload_lock);
         let old = self.inner.current.load_full();
-        // Hashed once: for this check and as the compiled-code cache key.
-        let hash = ContentHash::of(bytes);
         if hash == old.hash() {
             return Ok(ReloadOutcome::Unchanged);
         }
@@ -668,8 +826,15 @@ impl Plugin {
             plugin: plugin.to_owned(),
             source: Box::new(error),
         };
+        // A reload started from inside one of this plugin's own calls (a host method) must not
+        // wait for the instance that very call holds.
+        let Some(_in_call) = InCall::enter(Arc::as_ptr(&self.inner) as usize) else {
+            return Err(wrap(self.reentrant(dlinkwm_abi::export::STATE_SAVE)));
+        };
         let mut pooled = self.acquire().map_err(|error| wrap(*error))?;
-        pooled.refresh(&self.inner.context);
+        if !pooled.refresh(&self.inner.context) {
+            pooled = self.regranted(pooled).map_err(|error| wrap(*error))?;
+        }
         let Pooled {
             instance,
             settings: old_settings,

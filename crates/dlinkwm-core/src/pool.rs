@@ -63,22 +63,30 @@ impl Pooled {
     }
 
     /// Picks up settings replaced since this instance's last call (`context` is its
-    /// plugin's): one comparison when nothing changed.
+    /// plugin's): one comparison when nothing changed. Returns `false` when the new settings
+    /// change the grants its WASI context was built with: it must not serve another call.
     #[inline]
-    pub(crate) fn refresh(&mut self, context: &PluginContext) {
+    #[must_use]
+    pub(crate) fn refresh(&mut self, context: &PluginContext) -> bool {
         let generation = context.settings_generation.load(Ordering::Acquire);
         if generation != self.generation {
-            self.adopt(context, generation);
+            return self.adopt(context, generation);
         }
+        true
     }
 
     #[cold]
-    fn adopt(&mut self, context: &PluginContext, generation: u64) {
-        self.settings = context.settings.load_full();
+    fn adopt(&mut self, context: &PluginContext, generation: u64) -> bool {
+        let settings = context.settings.load_full();
+        if !settings.same_grants(&self.settings) {
+            return false;
+        }
+        self.settings = settings;
         self.generation = generation;
         self.all_entries = self.settings.entries.is_none();
         self.reuse = self.settings.reuse_instances;
         self.instance.adopt_settings(&self.settings);
+        true
     }
 }
 
@@ -246,7 +254,7 @@ impl Pool {
     /// Waits for an instance to be released while `busy` holds (checked under the wait lock,
     /// after registering as a waiter, so a release in between is not missed). Returns the idle
     /// instance found, if any.
-    pub(crate) fn wait(&self, busy: impl Fn() -> bool) -> Option<Box<Pooled>> {
+    pub(crate) fn wait(&self, busy: impl Fn() -> bool, at_most: Duration) -> Option<Box<Pooled>> {
         let waiting = lock(&self.wait_lock);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let idle = self.take_idle();
@@ -254,7 +262,7 @@ impl Pool {
             // The timeout only bounds a wake-up missed across a version swap; releases wake
             // waiters directly.
             self.available
-                .wait_timeout(waiting, Duration::from_millis(100))
+                .wait_timeout(waiting, at_most.min(Duration::from_millis(100)))
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|poison| poison.into_inner().0)
         } else {

@@ -1,7 +1,9 @@
-//! Guest stdout and stderr routed to `tracing`, one event per line.
+//! Guest stdout and stderr routed to `tracing`, one event per line, and the per-call budget of
+//! log text that bounds how much a guest can make the host log.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -9,6 +11,58 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+
+/// How much log text an instance's current call may still write: every way a guest logs through
+/// the host (`log`, WASI stdout and stderr with `stdio = "log"`, `dlinkwm_host_print`) takes from
+/// it. Reset at the start of each call; past it, lines are dropped with one notice per call.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    remaining: AtomicUsize,
+    noticed: AtomicBool,
+}
+
+impl LogBudget {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(dlinkwm_abi::MAX_LOG_BYTES_PER_CALL),
+            noticed: AtomicBool::new(false),
+        })
+    }
+
+    /// Gives the next call its whole budget.
+    #[inline]
+    pub(crate) fn reset(&self) {
+        if self.remaining.load(Ordering::Relaxed) != dlinkwm_abi::MAX_LOG_BYTES_PER_CALL {
+            self.refill();
+        }
+    }
+
+    #[cold]
+    fn refill(&self) {
+        self.remaining
+            .store(dlinkwm_abi::MAX_LOG_BYTES_PER_CALL, Ordering::Relaxed);
+        self.noticed.store(false, Ordering::Relaxed);
+    }
+
+    /// Takes `bytes` from the budget; `false` (and one notice per call) when they do not fit.
+    pub(crate) fn take(&self, plugin: &str, bytes: usize) -> bool {
+        let taken = self
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok();
+        if !taken && !self.noticed.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "dlinkwm::guest",
+                plugin,
+                limit = dlinkwm_abi::MAX_LOG_BYTES_PER_CALL,
+                "the plugin logged more than the limit in one call; the rest of this call's log is dropped"
+            );
+        }
+        taken
+    }
+}
 
 /// Which guest stream a [`LogStream`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +82,7 @@ struct LineBuffer {
     plugin: Arc<str>,
     kind: StreamKind,
     pending: Vec<u8>,
+    budget: Arc<LogBudget>,
 }
 
 /// Lines longer than this are emitted in pieces, so a guest cannot make the host buffer
@@ -48,6 +103,10 @@ impl LineBuffer {
     }
 
     fn emit(&mut self) {
+        if !self.budget.take(&self.plugin, self.pending.len()) {
+            self.pending.clear();
+            return;
+        }
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches('\r');
         match self.kind {
@@ -71,12 +130,13 @@ impl Drop for LineBuffer {
 }
 
 impl LogStream {
-    pub(crate) fn new(plugin: Arc<str>, kind: StreamKind) -> Self {
+    pub(crate) fn new(plugin: Arc<str>, kind: StreamKind, budget: Arc<LogBudget>) -> Self {
         Self {
             inner: Arc::new(Mutex::new(LineBuffer {
                 plugin,
                 kind,
                 pending: Vec::new(),
+                budget,
             })),
         }
     }

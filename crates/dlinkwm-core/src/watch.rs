@@ -243,8 +243,7 @@ impl Shared {
             }
             for plugin in plugins {
                 if path.exists() {
-                    // Failures are reported to subscribers as `ReloadEvent::Failed` by `reload`.
-                    let _ = plugin.reload();
+                    plugin.reload_in_background();
                 } else {
                     tracing::warn!(plugin = plugin.name(), file = %path.display(), "plugin file removed; the loaded version keeps serving");
                     plugin.emit(ReloadEvent::FileRemoved {

@@ -116,7 +116,7 @@ impl PluginHost {
         let name = path.display().to_string();
         let options = self.options(&name);
         let plugin = dlinkwm_core::Plugin::load(&self.engine, path, options)?;
-        self.follow_config(&plugin);
+        self.follow_config(&plugin)?;
         Ok(Plugin::new(plugin, self.format))
     }
 
@@ -157,10 +157,11 @@ impl PluginHost {
         }
     }
 
-    fn follow_config(&self, plugin: &dlinkwm_core::Plugin) {
+    fn follow_config(&self, plugin: &dlinkwm_core::Plugin) -> dlinkwm_core::Result<()> {
         if let ConfigSource::Dynamic(dynamic) = &self.config {
-            dynamic.follow(plugin);
+            dynamic.follow(plugin)?;
         }
+        Ok(())
     }
 
     /// Loads a plugin from bytes under `name` (which is also its configuration key).
@@ -170,7 +171,7 @@ impl PluginHost {
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin> {
         let options = self.options(name);
         let plugin = dlinkwm_core::Plugin::from_bytes(&self.engine, bytes, options)?;
-        self.follow_config(&plugin);
+        self.follow_config(&plugin)?;
         Ok(Plugin::new(plugin, self.format))
     }
 

@@ -97,7 +97,7 @@ impl WasmInstanceCache {
         let plugin = self
             .host
             .load_with(Path::new(wasm_path), Self::settings(config, wasm_path))?;
-        config.follow(plugin.core());
+        config.follow(plugin.core())?;
         if *self.watching.lock().unwrap_or_else(|p| p.into_inner()) {
             self.host.watch(&plugin)?;
         }

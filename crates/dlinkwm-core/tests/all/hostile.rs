@@ -140,7 +140,7 @@ fn host_method_permissions_deny_as_a_value_and_skip_the_method() -> anyhow::Resu
     );
     assert_eq!(count.load(Ordering::Relaxed), 1);
     settings.host_methods = Some(Arc::from(vec!["other".to_owned()]));
-    plugin.set_settings(settings);
+    plugin.set_settings(settings)?;
     assert_eq!(
         plugin.call_raw("run", &[])?,
         vec![dlinkwm_core::abi::Status::PermissionDenied.code() as u8]

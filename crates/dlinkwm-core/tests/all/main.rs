@@ -1,6 +1,7 @@
 //! Integration tests of dlinkwm-core: one binary, one module per area.
 
 mod cache;
+mod hardening;
 mod hostile;
 mod limits;
 mod load;

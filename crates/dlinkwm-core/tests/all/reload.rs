@@ -376,7 +376,7 @@ fn config_edits_apply_to_the_next_call_and_bad_edits_are_kept_out() -> anyhow::R
         options.name = Some("plugin".to_owned());
         options
     })?;
-    config.follow(&plugin);
+    config.follow(&plugin)?;
     call_postcard(&plugin, "echo", &"x")?;
     assert_eq!(
         config.get_entry_functions("plugin"),
