@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ResolvedSettings};
 use crate::error::{Error, Result};
 use crate::events::Subscribers;
 use crate::plugin::{Plugin, WeakPlugin};
@@ -41,6 +41,9 @@ pub enum ConfigEvent {
     },
 }
 
+/// A follower's own rule applied to the settings a configuration gives it.
+type Adjust = Arc<dyn Fn(&Config, ResolvedSettings) -> ResolvedSettings + Send + Sync>;
+
 /// `dlinkwm.toml` plus `DLINKWM_` environment overrides, reloaded when the file changes.
 ///
 /// Cheap to clone; clones share the configuration and the watcher. Plugins that
@@ -55,7 +58,7 @@ struct Inner {
     path: PathBuf,
     current: ArcSwap<Config>,
     watcher: Mutex<Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>>,
-    followers: Mutex<Vec<WeakPlugin>>,
+    followers: Mutex<Vec<(WeakPlugin, Option<Adjust>)>>,
     events: Subscribers<ConfigEvent>,
 }
 
@@ -164,21 +167,25 @@ impl DynamicConfig {
                     return Ok(());
                 }
                 self.inner.current.store(config.clone());
-                let followers: Vec<Plugin> = {
+                let followers: Vec<(Plugin, Option<Adjust>)> = {
                     let mut followers = self
                         .inner
                         .followers
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    followers.retain(|weak| weak.upgrade().is_some());
-                    followers.iter().filter_map(WeakPlugin::upgrade).collect()
+                    followers.retain(|(weak, _)| weak.upgrade().is_some());
+                    followers
+                        .iter()
+                        .filter_map(|(weak, adjust)| Some((weak.upgrade()?, adjust.clone())))
+                        .collect()
                 };
                 tracing::info!(path = %path.display(), "configuration reloaded");
                 self.inner
                     .events
                     .emit(ConfigEvent::Reloaded { path: path.clone() });
-                for plugin in followers {
-                    if let Err(error) = plugin.set_settings(config.settings_for(plugin.name())) {
+                for (plugin, adjust) in followers {
+                    let settings = Self::settings(&config, &plugin, adjust.as_ref());
+                    if let Err(error) = plugin.set_settings(settings) {
                         tracing::warn!(plugin = plugin.name(), %error, "settings refused; the plugin keeps its old ones");
                         self.inner.events.emit(ConfigEvent::Refused {
                             path: path.clone(),
@@ -206,13 +213,38 @@ impl DynamicConfig {
     /// As [`Plugin::set_settings`]: the plugin's engine cannot enforce its settings in the
     /// current configuration. The plugin is not followed then.
     pub fn follow(&self, plugin: &Plugin) -> Result<()> {
-        plugin.set_settings(self.current().settings_for(plugin.name()))?;
+        self.follow_adjusted(plugin, None)
+    }
+
+    /// [`DynamicConfig::follow`], with `adjust` applied to the settings each configuration
+    /// gives the plugin (an application's own defaults, for example), now and after each edit.
+    ///
+    /// # Errors
+    /// As [`DynamicConfig::follow`].
+    pub fn follow_with(
+        &self,
+        plugin: &Plugin,
+        adjust: impl Fn(&Config, ResolvedSettings) -> ResolvedSettings + Send + Sync + 'static,
+    ) -> Result<()> {
+        self.follow_adjusted(plugin, Some(Arc::new(adjust)))
+    }
+
+    fn follow_adjusted(&self, plugin: &Plugin, adjust: Option<Adjust>) -> Result<()> {
+        plugin.set_settings(Self::settings(&self.current(), plugin, adjust.as_ref()))?;
         self.inner
             .followers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(plugin.downgrade());
+            .push((plugin.downgrade(), adjust));
         Ok(())
+    }
+
+    fn settings(config: &Config, plugin: &Plugin, adjust: Option<&Adjust>) -> ResolvedSettings {
+        let settings = config.settings_for(plugin.name());
+        match adjust {
+            Some(adjust) => adjust(config, settings),
+            None => settings,
+        }
     }
 
     /// Subscribes to configuration events.

@@ -493,7 +493,7 @@ impl Instance {
 }
 
 /// A new store for one instance: WASI with the settings' grants, the limits, the epoch deadline.
-fn new_store(
+pub(crate) fn new_store(
     engine: &Engine,
     context: &Arc<PluginContext>,
     version: u64,
@@ -687,7 +687,7 @@ fn entry_failed(
 /// Resets the per-call state and arms the time and fuel limits of the store's adopted settings.
 /// No allocation, no syscall.
 #[inline]
-fn prepare(store: &mut Store<StoreState>) {
+pub(crate) fn prepare(store: &mut Store<StoreState>) {
     let (ticks, fuel) = (store.data().deadline_ticks, store.data().settings.fuel);
     store.set_epoch_deadline(ticks);
     if let Some(fuel) = fuel {

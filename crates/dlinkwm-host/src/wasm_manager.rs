@@ -73,8 +73,14 @@ impl WasmInstanceCache {
     /// output goes to this process's stdout, as it did in the original DlinkWM.
     fn settings(config: &DynamicConfig, wasm_path: &str) -> dlinkwm_core::ResolvedSettings {
         let current = config.current();
-        let mut settings = current.settings_for(wasm_path);
-        if current.defaults.stdio.is_none() && settings.stdio == Stdio::Log {
+        Self::original_stdio(&current, current.settings_for(wasm_path))
+    }
+
+    fn original_stdio(
+        config: &Config,
+        mut settings: dlinkwm_core::ResolvedSettings,
+    ) -> dlinkwm_core::ResolvedSettings {
+        if config.defaults.stdio.is_none() && settings.stdio == Stdio::Log {
             settings.stdio = Stdio::Inherit;
         }
         settings
@@ -97,7 +103,7 @@ impl WasmInstanceCache {
         let plugin = self
             .host
             .load_with(Path::new(wasm_path), Self::settings(config, wasm_path))?;
-        config.follow(plugin.core())?;
+        config.follow_with(plugin.core(), Self::original_stdio)?;
         if *self.watching.lock().unwrap_or_else(|p| p.into_inner()) {
             self.host.watch(&plugin)?;
         }

@@ -86,10 +86,11 @@ fn a_rename_and_an_in_place_write_each_give_exactly_one_reload() -> anyhow::Resu
 
     // In place: truncate and write. The next event must be this reload: nothing came in between.
     std::fs::write(&fixture.path, std::fs::read(SDK_TEST_A)?)?;
-    assert!(matches!(
-        next_event(&fixture.events),
-        ReloadEvent::Reloaded { version: 3, .. }
-    ));
+    let event = next_event(&fixture.events);
+    assert!(
+        matches!(event, ReloadEvent::Reloaded { version: 3, .. }),
+        "{event:?}"
+    );
     assert_eq!(variant(&fixture.plugin), "a");
 
     // Touching the file without changing it reloads nothing; the next event is the next change.
