@@ -44,7 +44,7 @@ pub fn run(args: &CacheArgs, config: Option<&Path>, json: bool) -> anyhow::Resul
     if json {
         println!(
             "{}",
-            json!({"dir": info.root.display().to_string(), "entries": info.entries, "bytes": info.bytes, "action": verb})
+            json!({"dir": info.root.display().to_string(), "entries": info.entries, "bytes": info.bytes, "action": verb, "untrusted": info.untrusted})
         );
     } else {
         println!(
@@ -52,6 +52,13 @@ pub fn run(args: &CacheArgs, config: Option<&Path>, json: bool) -> anyhow::Resul
             info.root.display(),
             info.entries,
             info.bytes as f64 / 1048576.0
+        );
+    }
+    if let Some(reason) = &info.untrusted {
+        eprintln!(
+            "warning: the cache is not used: {} is {reason}; it must be a directory of your own \
+             that nobody else can write (see docs/security.md)",
+            info.root.display()
         );
     }
     Ok(())

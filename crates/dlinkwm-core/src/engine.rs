@@ -270,7 +270,7 @@ impl Engine {
         let disk = options
             .cache_dir
             .clone()
-            .map(|root| DiskCache::new(root, &wasmtime, options.cache_max_bytes));
+            .and_then(|root| DiskCache::new(root, &wasmtime, options.cache_max_bytes));
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
