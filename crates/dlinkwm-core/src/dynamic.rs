@@ -179,20 +179,22 @@ impl DynamicConfig {
                         .filter_map(|(weak, adjust)| Some((weak.upgrade()?, adjust.clone())))
                         .collect()
                 };
-                tracing::info!(path = %path.display(), "configuration reloaded");
-                self.inner
-                    .events
-                    .emit(ConfigEvent::Reloaded { path: path.clone() });
+                let mut refused = Vec::new();
                 for (plugin, adjust) in followers {
                     let settings = Self::settings(&config, &plugin, adjust.as_ref());
                     if let Err(error) = plugin.set_settings(settings) {
                         tracing::warn!(plugin = plugin.name(), %error, "settings refused; the plugin keeps its old ones");
-                        self.inner.events.emit(ConfigEvent::Refused {
+                        refused.push(ConfigEvent::Refused {
                             path: path.clone(),
                             plugin: plugin.name().to_owned(),
                             error,
                         });
                     }
+                }
+                tracing::info!(path = %path.display(), "configuration reloaded");
+                self.inner.events.emit(ConfigEvent::Reloaded { path });
+                for event in refused {
+                    self.inner.events.emit(event);
                 }
                 Ok(())
             }

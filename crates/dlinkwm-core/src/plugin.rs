@@ -678,6 +678,28 @@ impl Plugin {
         self.report(result, Some(path))
     }
 
+    /// Waits until the plugin's file has not changed for [`crate::SETTLE_TIME`] (at most a
+    /// second: a file written without pause is read as it is then).
+    fn wait_until_quiet(&self) {
+        let Some(path) = &self.inner.path else {
+            return;
+        };
+        let stamp = || {
+            std::fs::metadata(path)
+                .ok()
+                .map(|meta| (meta.len(), meta.modified().ok()))
+        };
+        let mut last = stamp();
+        for _ in 0..25 {
+            std::thread::sleep(crate::SETTLE_TIME);
+            let now = stamp();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     /// [`Plugin::reload`] for the file watcher: a file whose bytes were just refused, under
     /// the same settings, is not compiled and reported again (one write often raises several
     /// file events; they must not turn into a stream of identical refusals).
@@ -686,6 +708,12 @@ impl Plugin {
             return;
         };
         let max = self.inner.engine.options().max_module_bytes;
+        let stamp = |path: &Path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|meta| (meta.len(), meta.modified().ok()))
+        };
+        let before = stamp(&path);
         let bytes = match read_settled(&path, max) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -704,6 +732,12 @@ impl Plugin {
             return;
         }
         let result = self.swap_in(&bytes, hash);
+        if result.is_err() && stamp(&path) != before {
+            // Refused bytes of a file that has changed since: a write in progress (a
+            // truncation, then the new content). Its own file event reloads it again.
+            tracing::debug!(plugin = self.name(), %hash, "file changed while it was being loaded");
+            return;
+        }
         *lock(&self.inner.last_refused) = result.is_err().then_some((hash, generation));
         let _ = self.report(result, Some(path));
     }
@@ -728,6 +762,10 @@ impl Plugin {
                 if plugin.inner.reload_requests.fetch_sub(1, Ordering::AcqRel) == 1 {
                     break;
                 }
+                // Asked again while it ran: the file changed after it was read. The request came
+                // from a settled change, but the file may be in the middle of yet another write
+                // now; like the watcher, act once it has been quiet for a settle window.
+                plugin.wait_until_quiet();
             }
         };
         let spawned = std::thread::Builder::new()
