@@ -1,13 +1,13 @@
 //! `dlinkwm call`.
 
+use std::io::{IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
-
-use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 use clap::Args;
 use dlinkwm_host::{Config, HostMethods, PluginHost, SerializationFormat, Stdio};
 
+use crate::escape;
 use crate::output::UsageError;
 
 #[derive(Debug, Args)]
@@ -123,18 +123,28 @@ impl HostArgs {
     }
 }
 
-/// Prints an entry's JSON output pretty, or as text when it is not JSON.
-pub fn print_output(output: &[u8]) {
+/// Prints an entry's JSON output pretty, or as (escaped) text when it is not JSON.
+pub fn print_output(out: &mut impl Write, output: &[u8]) -> std::io::Result<()> {
     if output.is_empty() {
-        println!("(no output)");
-        return;
+        return writeln!(out, "(no output)");
     }
+    print_json_or_text(out, output)
+}
+
+/// Pretty JSON when `output` is JSON (serde_json escapes what strings hold); otherwise the text,
+/// with the guest's control characters escaped.
+fn print_json_or_text(out: &mut impl Write, output: &[u8]) -> std::io::Result<()> {
     match serde_json::from_slice::<serde_json::Value>(output) {
-        Ok(value) => println!(
+        Ok(value) => writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         ),
-        Err(_) => println!("{}", String::from_utf8_lossy(output)),
+        Err(_) => writeln!(
+            out,
+            "{}",
+            escape::guest_text(&String::from_utf8_lossy(output))
+        ),
     }
 }
 
@@ -194,6 +204,7 @@ pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result
     let plugin = plugin?;
     let format = args.host.format();
     let output = plugin.call_bytes(&args.entry, format, &bytes)?;
+    let mut out = std::io::stdout().lock();
     if json {
         let result = match serde_json::from_slice::<serde_json::Value>(&output) {
             Ok(value) if format == SerializationFormat::Json => value,
@@ -206,19 +217,21 @@ pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result
             "version": plugin.version(),
             "result": result,
         });
-        println!("{report}");
-        return Ok(());
+        writeln!(out, "{report}")?;
+    } else if format != SerializationFormat::Json {
+        // Bytes as they are for a pipe or a file; a terminal gets them as escaped text.
+        if out.is_terminal() {
+            write!(
+                out,
+                "{}",
+                escape::guest_text(&String::from_utf8_lossy(&output))
+            )?;
+        } else {
+            out.write_all(&output)?;
+        }
+    } else if !output.is_empty() {
+        print_json_or_text(&mut out, &output)?;
     }
-    if format != SerializationFormat::Json {
-        std::io::Write::write_all(&mut std::io::stdout().lock(), &output)?;
-        return Ok(());
-    }
-    if output.is_empty() {
-        return Ok(());
-    }
-    match serde_json::from_slice::<serde_json::Value>(&output) {
-        Ok(value) => println!("{}", serde_json::to_string_pretty(&value)?),
-        Err(_) => println!("{}", String::from_utf8_lossy(&output)),
-    }
+    out.flush()?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `dlinkwm config check`.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -29,26 +30,31 @@ pub fn run(args: &ConfigArgs, config: Option<&Path>, json: bool) -> anyhow::Resu
         .as_deref()
         .or(config)
         .unwrap_or(Path::new(DEFAULT_CONFIG_FILE));
+    let mut out = std::io::stdout().lock();
     match Config::load(path) {
         Ok(config) => {
             if json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     json!({"ok": true, "file": path.display().to_string(), "plugins": config.entry_functions.len() + config.plugins.len()})
-                );
+                )?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "{}: ok ({} plugins with entry lists, {} with their own settings)",
                     path.display(),
                     config.entry_functions.len(),
                     config.plugins.len()
-                );
+                )?;
             }
             Ok(())
         }
         Err(error) => {
             if json {
-                println!(
+                // The exit code tells of the bad file even when no one reads stdout.
+                let _ = writeln!(
+                    out,
                     "{}",
                     json!({"ok": false, "file": path.display().to_string(), "key": error.key, "reason": error.reason})
                 );

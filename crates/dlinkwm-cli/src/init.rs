@@ -1,5 +1,6 @@
 //! `dlinkwm init`.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -32,6 +33,6 @@ pub fn run(args: &InitArgs, config: Option<&Path>) -> anyhow::Result<()> {
     }
     std::fs::write(path, DEFAULT_CONFIG_TOML)
         .with_context(|| format!("cannot write `{}`", path.display()))?;
-    println!("wrote {}", path.display());
+    writeln!(std::io::stdout().lock(), "wrote {}", path.display())?;
     Ok(())
 }

@@ -1,16 +1,18 @@
 //! `dlinkwm inspect`: what a plugin file is, exports, imports and needs.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
 use dlinkwm_host::core::wasmtime::{ExternType, FuncType, Module};
-use dlinkwm_host::core::{ContentHash, Engine, EngineOptions, PluginKind};
+use dlinkwm_host::core::{ContentHash, Engine, EngineOptions, Error as CoreError, PluginKind};
 use dlinkwm_host::{Config, PluginHost, Stdio};
 use serde_json::json;
 
 use crate::call::load_config;
+use crate::escape;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -77,13 +79,25 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
         }
         return print(&value, json);
     }
+    let loaded = match host.load(&args.plugin) {
+        // Bytes that do not compile have nothing more to show; the loader says why (in one line
+        // for a file that is neither wasm nor WAT).
+        Err(error)
+            if matches!(
+                error.as_plugin_error(),
+                Some(CoreError::InvalidModule { .. })
+            ) =>
+        {
+            return Err(error.into());
+        }
+        loaded => loaded,
+    };
     let module = Module::new(host.engine().wasmtime(), &bytes).map_err(|error| {
         anyhow::anyhow!(
             "`{}` is not a valid wasm module: {error:#}",
             args.plugin.display()
         )
     })?;
-    let loaded = host.load(&args.plugin);
     let entries: Vec<String> = loaded
         .as_ref()
         .map(|plugin| {
@@ -144,64 +158,68 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
 }
 
 fn print(value: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
         return Ok(());
     }
-    let text = |key: &str| {
-        value[key]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| value[key].to_string())
+    // Every string shown comes from the plugin file (names, types, load errors) or the user:
+    // printed with control characters escaped.
+    let show = |value: &serde_json::Value| match value.as_str() {
+        Some(text) => escape::guest_text(text).into_owned(),
+        None if value.is_null() => String::new(),
+        None => value.to_string(),
     };
-    println!("plugin        {}", text("plugin"));
-    println!("kind          {}", text("kind"));
+    writeln!(out, "plugin        {}", show(&value["plugin"]))?;
+    writeln!(out, "kind          {}", show(&value["kind"]))?;
     if !value["abi_version"].is_null() {
-        println!("ABI version   {}", text("abi_version"));
+        writeln!(out, "ABI version   {}", show(&value["abi_version"]))?;
     }
-    println!("size          {} bytes", text("size"));
-    println!("content hash  {}", text("content_hash"));
-    println!(
+    writeln!(out, "size          {} bytes", show(&value["size"]))?;
+    writeln!(out, "content hash  {}", show(&value["content_hash"]))?;
+    writeln!(
+        out,
         "disk cache    {}",
         if value["cached"] == true {
             "compiled code cached"
         } else {
             "not cached"
         }
-    );
-    if let Some(error) = value["load_error"].as_str() {
-        println!("load error    {error}");
+    )?;
+    if !value["load_error"].is_null() {
+        writeln!(out, "load error    {}", show(&value["load_error"]))?;
     }
     if let Some(entries) = value["entries"].as_array() {
-        let names: Vec<&str> = entries.iter().filter_map(|entry| entry.as_str()).collect();
-        println!("entries       {}", names.join(", "));
+        let names: Vec<String> = entries.iter().map(show).collect();
+        writeln!(out, "entries       {}", names.join(", "))?;
     }
     if let Some(exports) = value["exports"].as_array() {
-        println!("exports:");
+        writeln!(out, "exports:")?;
         for export in exports {
             let marker = if export["entry"] == true {
                 "  (entry)"
             } else {
                 ""
             };
-            println!(
+            writeln!(
+                out,
                 "  {:<28} {}{marker}",
-                export["name"].as_str().unwrap_or(""),
-                export["type"].as_str().unwrap_or("")
-            );
+                show(&export["name"]),
+                show(&export["type"])
+            )?;
         }
     }
     if let Some(imports) = value["imports"].as_object() {
-        println!("imports:");
+        writeln!(out, "imports:")?;
         for (module, names) in imports {
-            println!("  {module}");
+            writeln!(out, "  {}", escape::guest_text(module))?;
             for name in names.as_array().into_iter().flatten() {
-                println!("    {}", name.as_str().unwrap_or(""));
+                writeln!(out, "    {}", show(name))?;
             }
         }
     }
-    if let Some(note) = value["note"].as_str() {
-        println!("note          {note}");
+    if !value["note"].is_null() {
+        writeln!(out, "note          {}", show(&value["note"]))?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod cache;
 mod call;
 mod config_cmd;
+mod escape;
 mod init;
 mod inspect;
 mod new;
@@ -11,6 +12,7 @@ mod output;
 mod run;
 mod watch;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -107,18 +109,21 @@ fn main() -> ExitCode {
         Command::New(args) => new::run(args),
         Command::Config(args) => config_cmd::run(args, config, cli.json),
         Command::Cache(args) => cache::run(args, config, cli.json),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "dlinkwm",
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
+        Command::Completions { shell } => completions(*shell),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if output::is_closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => output::report(&error),
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    // Generated in memory: clap_complete panics when its writer fails (a closed stdout).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dlinkwm", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&script)?;
+    stdout.flush()?;
+    Ok(())
 }

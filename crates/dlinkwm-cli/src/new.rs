@@ -3,10 +3,12 @@
 //! language's example (`examples/plugins/<lang>`), with the SDK copied in under `sdk/<lang>/`
 //! (and the WIT world under `wit/` for the component languages).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
+use guest_toolchains::{Language, Toolchains};
 
 use crate::output::UsageError;
 
@@ -131,31 +133,49 @@ fn templates(lang: Lang) -> Vec<Template> {
     }
 }
 
-/// The one command that builds a scaffold of `lang` into `plugin.wasm` (run in its folder).
-fn build_command(lang: Lang) -> &'static str {
-    match lang {
-        Lang::Rust => "cargo build --release --target wasm32-wasip1",
-        Lang::C => {
-            "clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all -o plugin.wasm plugin.c"
-        }
-        Lang::Assemblyscript => {
-            "npm install && npx asc assembly/index.ts --target release --outFile plugin.wasm"
-        }
-        Lang::Zig => {
-            "python -m ziglang build-exe -target wasm32-freestanding -fno-entry -rdynamic -O ReleaseSmall --dep dlinkwm -Mroot=plugin.zig -Mdlinkwm=sdk/zig/dlinkwm.zig -femit-bin=plugin.wasm"
-        }
-        Lang::Go => "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o plugin.wasm .",
-        Lang::Python => {
-            "componentize-py -d wit -w plugin componentize app -p . -p sdk/python -o plugin.wasm"
-        }
-        Lang::Javascript => {
-            "npx componentize-qjs --wit wit --js plugin.js --sync --opt-size --stub-wasi -o plugin.wasm"
-        }
+impl Lang {
+    /// The toolchain that builds this language (none for Rust, which cargo builds).
+    fn toolchain(self) -> Option<Language> {
+        Some(match self {
+            Lang::Rust => return None,
+            Lang::C => Language::C,
+            Lang::Assemblyscript => Language::AssemblyScript,
+            Lang::Zig => Language::Zig,
+            Lang::Go => Language::Go,
+            Lang::Python => Language::Python,
+            Lang::Javascript => Language::JavaScript,
+        })
     }
 }
 
+/// Prints how to build the scaffold in `name/` with `language`'s toolchain, exactly as the
+/// tests build the examples: the tools pip and npm install live under DlinkWM's tools directory,
+/// on no `PATH`, so the command names them by their full paths, and says how to install them
+/// first when they are not there yet.
+fn print_build(name: &str, language: Language) -> anyhow::Result<()> {
+    let tools = Toolchains::from_env();
+    let build = tools.build_line(language, Path::new("./sdk"), Path::new("plugin.wasm"));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "created {name}/.")?;
+    if tools.check(language).is_err() {
+        writeln!(
+            out,
+            "The {language} toolchain is not installed yet; install it with:"
+        )?;
+        writeln!(out, "  {}", tools.install_line(language))?;
+    }
+    writeln!(out, "Build it with:")?;
+    writeln!(out, "  cd {name} && {build}")?;
+    writeln!(out, "and try it with:")?;
+    writeln!(
+        out,
+        "  dlinkwm call {name}/plugin.wasm greet --input '{{\"name\":\"World\"}}' --mock custom_greet='\"hi\"'"
+    )?;
+    Ok(())
+}
+
 /// Writes the scaffold of `lang` into `dir`, moving the SDK paths into the project.
-fn scaffold_other(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
+fn scaffold_other(lang: Lang, language: Language, name: &str, dir: &Path) -> anyhow::Result<()> {
     for template in templates(lang) {
         let target = dir.join(template.path);
         let depth = template.path.matches('/').count();
@@ -194,13 +214,7 @@ fn scaffold_other(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
         dir.join(".gitignore"),
         "/plugin.wasm\n/build/\nnode_modules/\n",
     )?;
-    println!("created {name}/. Build it with:");
-    println!("  cd {name} && {}", build_command(lang));
-    println!("and try it with:");
-    println!(
-        "  dlinkwm call {name}/plugin.wasm greet --input '{{\"name\":\"World\"}}' --mock custom_greet='\"hi\"'"
-    );
-    Ok(())
+    print_build(name, language)
 }
 
 const LIB: &str = r#"//! A DlinkWM plugin.
@@ -235,8 +249,8 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     if dir.exists() {
         return Err(UsageError(format!("`{}` already exists", dir.display())).into());
     }
-    if args.lang != Lang::Rust {
-        return scaffold_other(args.lang, name, dir);
+    if let Some(language) = args.lang.toolchain() {
+        return scaffold_other(args.lang, language, name, dir);
     }
     let sdk = match &args.sdk_path {
         Some(path) => path.clone(),
@@ -276,11 +290,16 @@ strip = true
     std::fs::write(dir.join("src/lib.rs"), LIB)?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
     let file = name.replace('-', "_");
-    println!("created {name}/. Build it with:");
-    println!("  cd {name} && cargo build --release --target wasm32-wasip1");
-    println!("and try it with:");
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "created {name}/. Build it with:")?;
+    writeln!(
+        out,
+        "  cd {name} && cargo build --release --target wasm32-wasip1"
+    )?;
+    writeln!(out, "and try it with:")?;
+    writeln!(
+        out,
         "  dlinkwm call {name}/target/wasm32-wasip1/release/{file}.wasm greet --input '{{\"name\":\"World\"}}' --mock custom_greet='\"hi\"'"
-    );
+    )?;
     Ok(())
 }

@@ -1,14 +1,23 @@
 //! Logging setup, error reporting and exit codes: the only place that decides what the user sees
 //! of a failure.
+//!
+//! Results go to stdout through `writeln!(..)?`, never `println!`, which panics when the reader
+//! has gone away (`dlinkwm call ... | head -c1`): the write error travels up to `main`, which
+//! ends the command quietly and successfully ([`is_closed_pipe`]). What goes to stderr (errors,
+//! notes, logs, guest output) ignores a closed stderr: there is no one left to tell, and the exit
+//! code still says what happened.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use dlinkwm_host::core::Error as CoreError;
 use tracing::field::{Field, Visit};
+use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::escape;
 
 /// Exit codes, documented in `dlinkwm --help` and README.md.
 pub mod exit {
@@ -59,7 +68,11 @@ impl<S: tracing::Subscriber> Layer<S> for GuestLines {
         let mut message = MessageOnly(String::new());
         event.record(&mut message);
         // Like a guest writing to a closed stderr: nothing more to do.
-        let _ = writeln!(std::io::stderr().lock(), "{}", message.0);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            escape::guest_text(&message.0)
+        );
     }
 }
 
@@ -74,8 +87,21 @@ pub fn init_logging(level: &str, verbose: u8) {
     };
     let filter = EnvFilter::try_from_env("DLINKWM_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},{GUEST_TARGET}=off")));
+    // DlinkWM's own events carry guest text too (names, messages): every field is escaped,
+    // while the layer's own colours stay.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{}", escape::guest_text(&text)),
+            name => write!(writer, "{name}={}", escape::guest_text(&text)),
+        }
+    })
+    .delimited(" ");
     let own = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Never an `eprintln!` about a failed write: it would panic on a closed stderr.
+        .log_internal_errors(false)
+        .fmt_fields(fields)
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_target(false)
@@ -109,11 +135,45 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
+/// Whether `error` is a write to a closed pipe: the reader of stdout has gone away
+/// (`dlinkwm call ... | head -c1`), so the command ends quietly with success, as a Unix tool
+/// killed by `SIGPIPE` would (Rust ignores the signal, so it arrives as this error; ripgrep
+/// handles it the same way).
+pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// What the terminal shows of one error (without its causes): guest text escaped. A module
+/// that does not compile keeps the compiler's lines (the WAT parser points at the column under
+/// the line it quotes).
+pub fn message(error: &(dyn std::error::Error + 'static)) -> String {
+    let core = error
+        .downcast_ref::<dlinkwm_host::Error>()
+        .and_then(dlinkwm_host::Error::as_plugin_error)
+        .or_else(|| error.downcast_ref::<CoreError>());
+    let text = error.to_string();
+    match core {
+        Some(CoreError::InvalidModule { .. }) => escape::keeping_lines(&text).into_owned(),
+        _ => escape::guest_text(&text).into_owned(),
+    }
+}
+
+/// Writes one line about the command's progress to stderr; a closed stderr is ignored.
+pub fn note(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Prints `error: ...` and one `caused by: ...` line per cause, and picks the exit code.
 pub fn report(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error}");
-    for cause in error.chain().skip(1) {
-        eprintln!("caused by: {cause}");
+    let mut stderr = std::io::stderr().lock();
+    for (index, cause) in error.chain().enumerate() {
+        let label = if index == 0 { "error" } else { "caused by" };
+        // A closed stderr leaves no one to tell; the exit code still says what happened.
+        let _ = writeln!(stderr, "{label}: {}", message(cause));
     }
     ExitCode::from(exit_code(error))
 }

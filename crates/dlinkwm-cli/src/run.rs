@@ -8,6 +8,8 @@ use clap::Args;
 use dlinkwm_host::{PluginHost, SerializationFormat};
 
 use crate::call::{HostArgs, print_output};
+use crate::escape;
+use crate::output;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -35,20 +37,22 @@ pub fn run(args: &RunArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .load_watched(&args.wasm_path)
         .with_context(|| format!("cannot load `{}`", args.wasm_path.display()))?;
     drop(spinner);
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "DlinkWM interactive prompt: {} (version {})",
         args.wasm_path.display(),
         plugin.version()
-    );
-    println!("type `help` for commands");
+    )?;
+    writeln!(out, "type `help` for commands")?;
     let mut last: Option<Vec<u8>> = None;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
-        print!("> ");
-        std::io::stdout().flush()?;
+        write!(out, "> ")?;
+        out.flush()?;
         let Some(line) = lines.next() else {
-            println!();
+            writeln!(out)?;
             return Ok(());
         };
         let line = line?;
@@ -57,41 +61,49 @@ pub fn run(args: &RunArgs, config: Option<&Path>) -> anyhow::Result<()> {
             ("", _, _) => continue,
             ("quit" | "exit", _, _) => return Ok(()),
             ("help", _, _) => {
-                println!("{HELP}");
+                writeln!(out, "{HELP}")?;
                 continue;
             }
             ("entries", _, _) => {
                 for entry in plugin.entries() {
-                    println!("  {} ({:?})", entry.name, entry.kind);
+                    writeln!(
+                        out,
+                        "  {} ({:?})",
+                        escape::guest_text(&entry.name),
+                        entry.kind
+                    )?;
                 }
                 continue;
             }
             ("last", _, _) => {
                 match &last {
-                    Some(output) => print_output(output),
-                    None => println!("no result yet"),
+                    Some(output) => print_output(&mut out, output)?,
+                    None => writeln!(out, "no result yet")?,
                 }
                 continue;
             }
-            ("reload", _, _) => plugin
-                .core()
-                .reload()
-                .map(|outcome| {
-                    println!("{outcome:?}; version {} answers", plugin.version());
-                    None
-                })
-                .map_err(anyhow::Error::from),
-            ("rollback", _, _) => plugin
-                .core()
-                .rollback()
-                .map(|version| {
-                    println!("version {version} answers");
-                    None
-                })
-                .map_err(anyhow::Error::from),
+            ("reload", _, _) => match plugin.core().reload() {
+                Ok(outcome) => {
+                    writeln!(out, "{outcome:?}; version {} answers", plugin.version())?;
+                    Ok(None)
+                }
+                Err(error) => Err(anyhow::Error::from(error)),
+            },
+            ("rollback", _, _) => match plugin.core().rollback() {
+                Ok(version) => {
+                    writeln!(out, "version {version} answers")?;
+                    Ok(None)
+                }
+                Err(error) => Err(anyhow::Error::from(error)),
+            },
             ("call", None, _) => match plugin.call_configured(b"") {
                 Ok((entry, output)) => {
-                    println!("called {entry} (version {})", plugin.version());
+                    writeln!(
+                        out,
+                        "called {} (version {})",
+                        escape::guest_text(&entry),
+                        plugin.version()
+                    )?;
                     Ok(Some(output))
                 }
                 Err(error) => Err(error.into()),
@@ -105,7 +117,7 @@ pub fn run(args: &RunArgs, config: Option<&Path>) -> anyhow::Result<()> {
                         .map(|value| value.to_string().into_bytes())
                         .unwrap_or_default(),
                     Err(error) => {
-                        println!("error: the input is not valid JSON: {error}");
+                        writeln!(out, "error: the input is not valid JSON: {error}")?;
                         continue;
                     }
                 };
@@ -115,17 +127,21 @@ pub fn run(args: &RunArgs, config: Option<&Path>) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::from)
             }
             (other, _, _) => {
-                println!("unknown command `{other}`; type `help`");
+                writeln!(
+                    out,
+                    "unknown command `{}`; type `help`",
+                    escape::guest_text(other)
+                )?;
                 continue;
             }
         };
         match result {
             Ok(Some(output)) => {
-                print_output(&output);
+                print_output(&mut out, &output)?;
                 last = Some(output);
             }
             Ok(None) => {}
-            Err(error) => println!("error: {error}"),
+            Err(error) => writeln!(out, "error: {}", output::message(error.as_ref()))?,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `dlinkwm watch`: call an entry on every successful reload.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -7,6 +8,7 @@ use clap::Args;
 use dlinkwm_host::{Plugin, PluginHost, ReloadEvent};
 
 use crate::call::{HostArgs, print_output};
+use crate::output::{self, note};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -18,15 +20,18 @@ pub struct WatchArgs {
     host: HostArgs,
 }
 
-fn call_and_print(plugin: &Plugin, entry: &str, input: &[u8]) {
+/// Calls `entry` and prints what it answered; only a failed write to stdout is an error.
+fn call_and_print(plugin: &Plugin, entry: &str, input: &[u8]) -> std::io::Result<()> {
     let version = plugin.version();
+    let mut out = std::io::stdout().lock();
     match plugin.call_bytes(entry, plugin.format(), input) {
         Ok(output) => {
-            print!("version {version}: ");
-            print_output(&output);
+            write!(out, "version {version}: ")?;
+            print_output(&mut out, &output)?;
         }
-        Err(error) => println!("version {version}: error: {error}"),
+        Err(error) => writeln!(out, "version {version}: error: {}", output::message(&error))?,
     }
+    out.flush()
 }
 
 pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
@@ -38,12 +43,12 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot load `{}`", args.plugin.display()))?;
     drop(spinner);
     let events = plugin.core().subscribe();
-    eprintln!(
+    note(format_args!(
         "watching {} (Ctrl-C to stop); calling `{}` after each reload",
         args.plugin.display(),
         args.entry
-    );
-    call_and_print(&plugin, &args.entry, &input);
+    ));
+    call_and_print(&plugin, &args.entry, &input)?;
     for event in events {
         match event {
             ReloadEvent::Reloaded {
@@ -52,26 +57,29 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
                 elapsed,
                 ..
             } => {
-                eprintln!(
+                note(format_args!(
                     "reloaded: version {version}, hash {}, in {elapsed:.1?}",
                     &hash.to_string()[..12]
-                );
-                call_and_print(&plugin, &args.entry, &input);
+                ));
+                call_and_print(&plugin, &args.entry, &input)?;
             }
             ReloadEvent::Failed { error, .. } => {
-                eprintln!(
-                    "reload failed, version {} keeps serving: {error}",
-                    plugin.version()
-                );
+                note(format_args!(
+                    "reload failed, version {} keeps serving: {}",
+                    plugin.version(),
+                    output::message(&error)
+                ));
             }
             ReloadEvent::FileRemoved { path, .. } => {
-                eprintln!(
+                note(format_args!(
                     "{} was removed; version {} keeps serving",
                     path.display(),
                     plugin.version()
-                );
+                ));
             }
-            ReloadEvent::RolledBack { to, .. } => eprintln!("rolled back to version {to}"),
+            ReloadEvent::RolledBack { to, .. } => {
+                note(format_args!("rolled back to version {to}"));
+            }
             _ => {}
         }
     }

@@ -5,7 +5,12 @@ use predicates::prelude::*;
 use test_programs_artifacts::{HELLO, SDK_TEST_A, SDK_TEST_B, WASM_TEST};
 
 fn dlinkwm(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dlinkwm"));
+    Command::from_std(dlinkwm_std(dir))
+}
+
+/// The binary as a `std::process::Command`, for tests that choose its stdout and stderr.
+fn dlinkwm_std(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dlinkwm"));
     // Each test's compiled-code cache is its own, never the user's.
     command
         .current_dir(dir)
@@ -525,21 +530,27 @@ fn new_scaffolds_a_plugin_that_builds_and_answers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `new --lang` scaffolds the language's example with the SDK copied in; it builds (with the
-/// toolchain the tests use, by the command the SDK's README gives) and answers through the CLI.
+/// `new --lang` scaffolds the language's example with the SDK copied in; it builds by the
+/// command `new` prints, run as printed by a shell (with the toolchains the tests use), and
+/// answers through the CLI.
 #[test]
 fn new_scaffolds_a_plugin_in_every_other_language() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let tools = guest_toolchains::Toolchains::from_env();
     for language in guest_toolchains::Language::ALL {
+        tools.check(language)?;
         let name = format!("my_{}_plugin", language.name());
-        dlinkwm(dir.path())
+        let stdout = dlinkwm(dir.path())
+            .env("DLINKWM_TOOLS_DIR", tools.dir())
             .args(["new", &name, "--lang", language.name()])
             .assert()
             .success()
             .stdout(predicate::str::contains(format!(
                 "dlinkwm call {name}/plugin.wasm"
-            )));
+            )))
+            .get_output()
+            .stdout
+            .clone();
         let project = dir.path().join(&name);
         assert!(
             !std::fs::read_dir(&project)?
@@ -547,12 +558,17 @@ fn new_scaffolds_a_plugin_in_every_other_language() -> anyhow::Result<()> {
                 .any(|entry| entry.path().extension().is_some_and(|ext| ext == "wasm")),
             "nothing is built yet"
         );
-        tools.build(
-            language,
-            &project,
-            &project.join("sdk"),
-            &project.join("plugin.wasm"),
-        )?;
+        let build = printed_after(&String::from_utf8(stdout)?, "Build it with:")?;
+        let built = std::process::Command::new("sh")
+            .current_dir(dir.path())
+            .args(["-c", &build])
+            .output()?;
+        assert!(
+            built.status.success(),
+            "{build}\n{}{}",
+            String::from_utf8_lossy(&built.stdout),
+            String::from_utf8_lossy(&built.stderr)
+        );
         dlinkwm(dir.path())
             .args([
                 "call",
@@ -571,6 +587,113 @@ fn new_scaffolds_a_plugin_in_every_other_language() -> anyhow::Result<()> {
         .args(["new", "x", "--lang", "cobol"])
         .assert()
         .code(2);
+    Ok(())
+}
+
+/// The command `new` printed on the line after the one ending with `heading` (without its
+/// indent).
+fn printed_after(stdout: &str, heading: &str) -> anyhow::Result<String> {
+    let mut lines = stdout
+        .lines()
+        .skip_while(|line| !line.ends_with(heading))
+        .skip(1);
+    let line = lines
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no `{heading}` line in {stdout:?}"))?;
+    Ok(line.trim_start().to_owned())
+}
+
+/// The program a simple shell command runs: its first word past `cd DIR &&` and `NAME=value`
+/// assignments, with single quotes removed.
+fn program_of(command: &str) -> String {
+    let command = match command.split_once(" && ") {
+        Some((cd, rest)) if cd.starts_with("cd ") => rest,
+        _ => command,
+    };
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in command.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted && (word.is_empty() || is_assignment(&word)) => word.clear(),
+            ' ' if !quoted => break,
+            c => word.push(c),
+        }
+    }
+    word
+}
+
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Whether a shell finds `program`: an absolute path to a file, or a name on `PATH`.
+fn resolves(program: &str) -> bool {
+    let path = std::path::Path::new(program);
+    if path.is_absolute() {
+        return path.is_file();
+    }
+    !program.contains('/')
+        && std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+        })
+}
+
+/// Regression: `new --lang python` printed `componentize-py ...` (and `--lang zig` `python -m
+/// ziglang`, `--lang go` `go build`), tools that live only in DlinkWM's tools directory, so the
+/// printed command failed everywhere but in a shell set up by hand. Each printed program must
+/// exist; where the tools are not installed yet, the command that installs them comes first,
+/// and it starts with a program that exists.
+#[test]
+fn new_prints_build_commands_whose_programs_exist() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tools = guest_toolchains::Toolchains::from_env();
+    let no_tools = dir.path().join("no-tools");
+    for language in guest_toolchains::Language::ALL {
+        tools.check(language)?;
+        let name = format!("resolves_{}", language.name());
+        let stdout = dlinkwm(dir.path())
+            .env("DLINKWM_TOOLS_DIR", tools.dir())
+            .args(["new", &name, "--lang", language.name()])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let stdout = String::from_utf8(stdout)?;
+        assert!(!stdout.contains("not installed"), "{stdout}");
+        let build = printed_after(&stdout, "Build it with:")?;
+        assert!(build.starts_with(&format!("cd {name} && ")), "{build}");
+        let program = program_of(&build);
+        assert!(resolves(&program), "`{program}` does not exist: {build}");
+
+        // A machine without the tools (only clang comes from the system, not the tools folder).
+        if language == guest_toolchains::Language::C {
+            continue;
+        }
+        let name = format!("fresh_{}", language.name());
+        let stdout = dlinkwm(dir.path())
+            .env("DLINKWM_TOOLS_DIR", &no_tools)
+            .args(["new", &name, "--lang", language.name()])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let stdout = String::from_utf8(stdout)?;
+        let heading = format!("The {language} toolchain is not installed yet; install it with:");
+        let install = printed_after(&stdout, &heading)?;
+        let program = program_of(&install);
+        assert!(resolves(&program), "`{program}` does not exist: {install}");
+        let build = printed_after(&stdout, "Build it with:")?;
+        let program = program_of(&build);
+        assert!(
+            std::path::Path::new(&program).starts_with(&no_tools),
+            "{build}"
+        );
+    }
     Ok(())
 }
 
@@ -696,5 +819,263 @@ fn components_answer_and_a_second_process_loads_python_from_the_disk_cache() -> 
                     .and(predicate::str::contains("compiled code cached")),
             );
     }
+    Ok(())
+}
+
+/// The write end of a pipe whose read end is already closed: every write to it fails with
+/// `BrokenPipe`, as when the reader (`dlinkwm call ... | head -c1`) has gone away, without a
+/// race on when it goes.
+fn closed_pipe() -> std::io::Result<std::process::Stdio> {
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    Ok(writer.into())
+}
+
+/// Regression: `println!` panicked (exit 101, "failed printing to stdout") when the reader of
+/// stdout had gone away; now the command ends quietly with success, as ripgrep does.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    dlinkwm(dir.path()).arg("init").assert().success();
+    let commands: &[&[&str]] = &[
+        &["call", SDK_TEST_A, "echo", "--input", "\"x\""],
+        &["--json", "call", SDK_TEST_A, "echo", "--input", "\"x\""],
+        &[
+            "call", SDK_TEST_A, "echo", "--format", "raw", "--input", "x",
+        ],
+        &["inspect", HELLO],
+        &["--json", "inspect", HELLO],
+        &["run", "--wasm-path", SDK_TEST_A],
+        &["watch", SDK_TEST_A, "variant"],
+        &["config", "check"],
+        &["init", "other.toml"],
+        &["new", "quiet_plugin"],
+        &["completions", "bash"],
+        &["--help"],
+    ];
+    for args in commands {
+        let output = dlinkwm_std(dir.path())
+            .args(*args)
+            .stdin(std::process::Stdio::null())
+            .stdout(closed_pipe()?)
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
+
+/// Regression: `eprintln!` (the error report) and the tracing subscriber's own `eprintln!` on a
+/// failed write panicked when stderr was closed (exit 101); now what cannot be told is dropped
+/// and the exit code and stdout are the same as with a stderr.
+#[test]
+fn a_closed_stderr_neither_panics_nor_changes_the_outcome() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cases: &[(&[&str], i32, &str)] = &[
+        // The error report.
+        (
+            &["call", HELLO, "greet", "--input", r#"{"name":"World"}"#],
+            1,
+            "",
+        ),
+        // DlinkWM's own log lines, through the tracing subscriber.
+        (
+            &["--log-level", "debug", "call", SDK_TEST_A, "variant"],
+            0,
+            "\"a\"\n",
+        ),
+        // Guest output.
+        (
+            &[
+                "call",
+                WASM_TEST,
+                "dlinkwm_call_host_method",
+                "--mock",
+                r#"custom_greet="mocked""#,
+            ],
+            0,
+            "\"mocked\"\n",
+        ),
+    ];
+    for (args, code, stdout) in cases {
+        let output = dlinkwm_std(dir.path())
+            .args(*args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(closed_pipe()?)
+            .output()?;
+        assert_eq!(output.status.code(), Some(*code), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), *stdout, "{args:?}");
+    }
+    Ok(())
+}
+
+/// `text` as a WAT string literal: every byte as a `\hh` escape.
+fn wat_string(text: &str) -> String {
+    text.bytes().map(|byte| format!("\\{byte:02x}")).collect()
+}
+
+/// An ANSI escape sequence (red text): what a hostile or careless plugin puts in its text.
+const RED: &str = "\x1b[31mred";
+
+/// Writes `hostile.wat`: an ABI plugin whose error message, log line, text output and one
+/// export name carry [`RED`] (and the error message a newline that would forge a line).
+fn write_hostile_plugin(dir: &std::path::Path) -> anyhow::Result<()> {
+    let error = format!("bad {RED}\nerror: forged line");
+    let log = format!("log {RED}");
+    let text = format!("out {RED}");
+    let wat = format!(
+        r#"(module
+            (import "dlinkwm" "set_output" (func $set_output (param i32 i32)))
+            (import "dlinkwm" "set_error" (func $set_error (param i32 i32)))
+            (import "dlinkwm" "log" (func $log (param i32 i32 i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "{error_data}")
+            (data (i32.const 256) "{log_data}")
+            (data (i32.const 512) "{text_data}")
+            (func (export "dlinkwm_abi_version") (result i32) i32.const 1)
+            (func (export "dlinkwm_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "dlinkwm_free") (param i32 i32))
+            (func (export "fail") (param i32 i32 i32) (result i32)
+                i32.const 0 i32.const {error_len} call $set_error i32.const 1)
+            (func (export "logs") (param i32 i32 i32) (result i32)
+                i32.const 2 i32.const 256 i32.const {log_len} call $log i32.const 0)
+            (func (export "text") (param i32 i32 i32) (result i32)
+                i32.const 512 i32.const {text_len} call $set_output i32.const 0)
+            (func (export "{name}") (param i32 i32 i32) (result i32) i32.const 0))"#,
+        error_data = wat_string(&error),
+        log_data = wat_string(&log),
+        text_data = wat_string(&text),
+        error_len = error.len(),
+        log_len = log.len(),
+        text_len = text.len(),
+        name = wat_string(RED),
+    );
+    std::fs::write(dir.join("hostile.wat"), wat)?;
+    Ok(())
+}
+
+/// Regression: guest text reached the terminal raw, so a plugin could recolour or rewrite the
+/// user's terminal and forge lines. Now control characters in it are escaped as `\u{1b}` (and a
+/// newline inside one message as `\n`) everywhere guest text is printed.
+#[test]
+fn guest_text_is_printed_with_control_characters_escaped() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_hostile_plugin(dir.path())?;
+    let escaped_red = r"\u{1b}[31mred";
+    let no_raw_escape = |bytes: &[u8], what: &str| {
+        assert!(
+            !bytes.contains(&0x1b),
+            "{what}: {}",
+            String::from_utf8_lossy(bytes)
+        );
+    };
+    let run = |args: &[&str], stdin: &str, code: i32| {
+        let output = dlinkwm(dir.path())
+            .args(args)
+            .write_stdin(stdin)
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        no_raw_escape(&output.stdout, &format!("stdout of {args:?}"));
+        no_raw_escape(&output.stderr, &format!("stderr of {args:?}"));
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    // An error message, with a newline that would have started a line of its own.
+    let (_, stderr) = run(&["call", "hostile.wat", "fail"], "", 1);
+    assert!(
+        stderr.contains(&format!(r"bad {escaped_red}\nerror: forged line")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|line| line.starts_with("error: forged")),
+        "{stderr}"
+    );
+    // A log line.
+    let (_, stderr) = run(&["call", "hostile.wat", "logs"], "", 0);
+    assert!(stderr.contains(&format!("log {escaped_red}")), "{stderr}");
+    // Text output (not JSON).
+    let (stdout, _) = run(&["call", "hostile.wat", "text"], "", 0);
+    assert_eq!(stdout, format!("out {escaped_red}\n"));
+    // Export names: in the list of entries of an error, and shown by `inspect`.
+    let (_, stderr) = run(&["call", "hostile.wat", "nope"], "", 1);
+    assert!(stderr.contains(escaped_red), "{stderr}");
+    let (stdout, _) = run(&["inspect", "hostile.wat"], "", 0);
+    assert!(stdout.contains(escaped_red), "{stdout}");
+    // JSON output was already escaped by serde_json, and stays so.
+    let (stdout, _) = run(&["--json", "inspect", "hostile.wat"], "", 0);
+    assert!(stdout.contains(r"\u001b[31mred"), "{stdout}");
+    // The interactive prompt: entries, error messages, text results.
+    let (stdout, _) = run(
+        &["run", "--wasm-path", "hostile.wat"],
+        "entries\ncall fail\ncall text\n",
+        0,
+    );
+    assert!(
+        stdout.contains(escaped_red) && stdout.contains(&format!("out {escaped_red}")),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+/// Regression: a file that is neither wasm nor WAT text got the WAT parser's caret under its
+/// first character ("expected `(`"); now one line names its first bytes. WAT text (after white
+/// space and comments, a `(`) keeps the WAT parser's own error.
+#[test]
+fn a_file_that_is_neither_wasm_nor_wat_is_named_by_its_first_bytes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("garbage.wasm"), "garbage!\n(module)")?;
+    std::fs::write(dir.path().join("empty.wasm"), "")?;
+    let garbage = "plugin `garbage.wasm` is not a valid wasm module: it starts with bytes \
+                   67 61 72 62 61 67 65 21, neither the wasm magic `\\0asm` nor WAT text";
+    let stderr_of = |args: &[&str]| -> anyhow::Result<String> {
+        let output = dlinkwm(dir.path())
+            .args(args)
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        Ok(String::from_utf8(output.stderr)?)
+    };
+    assert_eq!(
+        stderr_of(&["call", "garbage.wasm", "greet"])?,
+        format!("error: cannot load `garbage.wasm`\ncaused by: {garbage}\n")
+    );
+    assert_eq!(
+        stderr_of(&["inspect", "garbage.wasm"])?,
+        format!("error: {garbage}\n")
+    );
+    assert!(
+        stderr_of(&["inspect", "empty.wasm"])?
+            .contains("it is empty, neither the wasm magic `\\0asm` nor WAT text")
+    );
+
+    // WAT after comments (a nested block comment too) loads...
+    let comments = ";; a plugin\n(; a block (; nested ;) comment ;)\n\t";
+    std::fs::write(
+        dir.path().join("good.wat"),
+        format!("{comments}(module (func (export \"f\")))"),
+    )?;
+    dlinkwm(dir.path())
+        .args(["call", "good.wat", "f"])
+        .assert()
+        .success();
+    // ...and WAT with a mistake keeps the WAT parser's error, which points at it.
+    std::fs::write(
+        dir.path().join("bad.wat"),
+        format!("{comments}(module (func (export \"f\") i32.bogus))"),
+    )?;
+    let stderr = stderr_of(&["call", "bad.wat", "f"])?;
+    assert!(
+        stderr.contains("i32.bogus") && !stderr.contains("neither the wasm magic"),
+        "{stderr}"
+    );
     Ok(())
 }

@@ -104,18 +104,26 @@ impl Language {
         })
     }
 
-    /// What [`Toolchains::install`] runs, in words a person can run by hand.
+    /// What [`Toolchains::install`] runs, in words a person can run by hand (`<tools>` is the
+    /// tools directory; [`Toolchains::install_line`] fills it in).
     pub fn install_route(self) -> String {
+        self.route("<tools>")
+    }
+
+    fn route(self, tools: &str) -> String {
+        let pip = |package: &str| {
+            format!("python3 -m venv {tools}/venv && {tools}/venv/bin/pip install {package}")
+        };
         match self {
             Language::C => format!("apt-get install -y {}", pins::DEBIAN_C.join(" ")),
             Language::AssemblyScript => {
-                format!("npm install --prefix <tools>/node {}", pins::ASSEMBLYSCRIPT)
+                format!("npm install --prefix {tools}/node {}", pins::ASSEMBLYSCRIPT)
             }
-            Language::Zig => format!("<tools>/venv/bin/pip install {}", pins::ZIG),
-            Language::Go => format!("<tools>/venv/bin/pip install {}", pins::GO),
-            Language::Python => format!("<tools>/venv/bin/pip install {}", pins::COMPONENTIZE_PY),
+            Language::Zig => pip(pins::ZIG),
+            Language::Go => pip(pins::GO),
+            Language::Python => pip(pins::COMPONENTIZE_PY),
             Language::JavaScript => format!(
-                "npm install --prefix <tools>/node {}",
+                "npm install --prefix {tools}/node {}",
                 pins::COMPONENTIZE_QJS
             ),
         }
@@ -379,68 +387,107 @@ impl Toolchains {
         output: &Path,
     ) -> Result<(), Error> {
         self.check(language)?;
+        let mut command = self.build_command(language, sdk, output);
+        run(command.current_dir(project)).map(drop)
+    }
+
+    /// The build of [`Toolchains::build`] as one line a POSIX shell runs in the project folder:
+    /// the environment it sets, then the program and its arguments, quoted where the shell needs
+    /// it. The tools pip and npm install are named by their full paths under the tools directory
+    /// (they are on no `PATH`); clang by its name. Relative `sdk` and `output` stay relative, so
+    /// `build_line(language, Path::new("./sdk"), Path::new("plugin.wasm"))` builds a project
+    /// that has the SDKs in its `sdk/` folder (and the WIT world in `wit/`).
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use guest_toolchains::{Language, Toolchains};
+    /// let tools = Toolchains::at("/opt/dlinkwm tools");
+    /// let line = tools.build_line(Language::Python, Path::new("./sdk"), Path::new("plugin.wasm"));
+    /// assert!(line.starts_with("PYTHONDONTWRITEBYTECODE=1 '/opt/dlinkwm tools/venv/bin/componentize-py' -d ./wit "));
+    /// ```
+    pub fn build_line(&self, language: Language, sdk: &Path, output: &Path) -> String {
+        describe(&self.build_command(language, sdk, output))
+    }
+
+    /// [`Language::install_route`] with this tools directory filled in: one line a POSIX shell
+    /// runs to install `language`'s toolchain where [`Toolchains::build_line`] expects it.
+    pub fn install_line(&self, language: Language) -> String {
+        language.route(&shell_word(&self.dir.to_string_lossy()))
+    }
+
+    /// The command that builds the project in its current directory (set by the caller).
+    fn build_command(&self, language: Language, sdk: &Path, output: &Path) -> Command {
         let root = sdk.parent().unwrap_or(sdk);
+        let mut command;
         match language {
-            Language::C => run(Command::new("clang")
-                .current_dir(project)
-                .args(C_FLAGS)
-                .arg("-o")
-                .arg(output)
-                .arg("plugin.c")),
-            Language::AssemblyScript => run(Command::new(self.node_bin("asc"))
-                .current_dir(project)
-                .args(["assembly/index.ts", "--target", "release", "--outFile"])
-                .arg(output)),
-            Language::Zig => run(Command::new(self.venv_bin("python"))
-                .current_dir(project)
-                .args(["-m", "ziglang", "build-exe"])
-                .args(ZIG_FLAGS)
-                .args(["--dep", "dlinkwm", "-Mroot=plugin.zig"])
-                .arg(concat_os(
-                    "-Mdlinkwm=",
-                    &sdk.join("zig").join("dlinkwm.zig"),
-                ))
-                .arg(concat_os("-femit-bin=", output))
-                // Zig caches beside the tools, not in the project.
-                .env("ZIG_LOCAL_CACHE_DIR", self.dir.join("zig-cache"))
-                .env("ZIG_GLOBAL_CACHE_DIR", self.dir.join("zig-cache"))),
-            Language::Go => run(Command::new(self.venv_bin("go"))
-                .current_dir(project)
-                .args([
-                    "build",
-                    "-buildmode=c-shared",
-                    "-trimpath",
-                    "-ldflags=-s -w",
-                    "-o",
-                ])
-                .arg(output)
-                .arg(".")
-                .env("GOOS", "wasip1")
-                .env("GOARCH", "wasm")
-                .env("GOTOOLCHAIN", "local")
-                .env("GOPROXY", "off")
-                .env("GOFLAGS", "")),
-            Language::Python => run(Command::new(self.venv_bin("componentize-py"))
-                .current_dir(project)
-                .arg("-d")
-                .arg(root.join("wit"))
-                .args(["-w", "plugin", "componentize", "app", "-p", "."])
-                .arg("-p")
-                .arg(sdk.join("python"))
-                .arg("-o")
-                .arg(output)
-                // No `__pycache__` left in the sources.
-                .env("PYTHONDONTWRITEBYTECODE", "1")),
-            Language::JavaScript => run(Command::new(self.node_bin("componentize-qjs"))
-                .current_dir(project)
-                .arg("--wit")
-                .arg(root.join("wit"))
-                .args(["--js", "plugin.js", "--module-root"])
-                .arg(root)
-                .args(["--sync", "--opt-size", "--stub-wasi", "-o"])
-                .arg(output)),
+            Language::C => {
+                command = Command::new("clang");
+                command.args(C_FLAGS).arg("-o").arg(output).arg("plugin.c");
+            }
+            Language::AssemblyScript => {
+                command = Command::new(self.node_bin("asc"));
+                command
+                    .args(["assembly/index.ts", "--target", "release", "--outFile"])
+                    .arg(output);
+            }
+            Language::Zig => {
+                command = Command::new(self.venv_bin("python"));
+                command
+                    .args(["-m", "ziglang", "build-exe"])
+                    .args(ZIG_FLAGS)
+                    .args(["--dep", "dlinkwm", "-Mroot=plugin.zig"])
+                    .arg(concat_os(
+                        "-Mdlinkwm=",
+                        &sdk.join("zig").join("dlinkwm.zig"),
+                    ))
+                    .arg(concat_os("-femit-bin=", output))
+                    // Zig caches beside the tools, not in the project.
+                    .env("ZIG_LOCAL_CACHE_DIR", self.dir.join("zig-cache"))
+                    .env("ZIG_GLOBAL_CACHE_DIR", self.dir.join("zig-cache"));
+            }
+            Language::Go => {
+                command = Command::new(self.venv_bin("go"));
+                command
+                    .args([
+                        "build",
+                        "-buildmode=c-shared",
+                        "-trimpath",
+                        "-ldflags=-s -w",
+                        "-o",
+                    ])
+                    .arg(output)
+                    .arg(".")
+                    .env("GOOS", "wasip1")
+                    .env("GOARCH", "wasm")
+                    .env("GOTOOLCHAIN", "local")
+                    .env("GOPROXY", "off")
+                    .env("GOFLAGS", "");
+            }
+            Language::Python => {
+                command = Command::new(self.venv_bin("componentize-py"));
+                command
+                    .arg("-d")
+                    .arg(root.join("wit"))
+                    .args(["-w", "plugin", "componentize", "app", "-p", "."])
+                    .arg("-p")
+                    .arg(sdk.join("python"))
+                    .arg("-o")
+                    .arg(output)
+                    // No `__pycache__` left in the sources.
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
+            }
+            Language::JavaScript => {
+                command = Command::new(self.node_bin("componentize-qjs"));
+                command
+                    .arg("--wit")
+                    .arg(root.join("wit"))
+                    .args(["--js", "plugin.js", "--module-root"])
+                    .arg(root)
+                    .args(["--sync", "--opt-size", "--stub-wasi", "-o"])
+                    .arg(output);
+            }
         }
-        .map(drop)
+        command
     }
 }
 
@@ -469,13 +516,39 @@ fn concat_os(prefix: &str, path: &Path) -> std::ffi::OsString {
     arg
 }
 
+/// `command` as a POSIX shell runs it: its environment assignments, the program, the arguments.
 fn describe(command: &Command) -> String {
-    let mut text = command.get_program().to_string_lossy().into_owned();
-    for arg in command.get_args() {
-        text.push(' ');
-        text.push_str(&OsStr::to_string_lossy(arg));
+    let mut words: Vec<String> = command
+        .get_envs()
+        .filter_map(|(name, value)| {
+            Some(format!(
+                "{}={}",
+                name.to_str()?,
+                shell_word(&value?.to_string_lossy())
+            ))
+        })
+        .collect();
+    words.push(shell_word(&command.get_program().to_string_lossy()).into_owned());
+    words.extend(
+        command
+            .get_args()
+            .map(|arg| shell_word(&OsStr::to_string_lossy(arg)).into_owned()),
+    );
+    words.join(" ")
+}
+
+/// `word` as one word of a POSIX shell line: as it is when the shell would not split or expand
+/// it, in single quotes otherwise.
+fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&byte));
+    if plain {
+        word.into()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''")).into()
     }
-    text
 }
 
 /// Runs `command` to completion, capturing what it prints; a failure carries it.
@@ -508,6 +581,35 @@ mod tests {
         }
         assert_eq!(Language::parse("AS"), Some(Language::AssemblyScript));
         assert_eq!(Language::parse("cobol"), None);
+    }
+
+    #[test]
+    fn build_lines_name_the_installed_tools_by_path_and_quote_what_the_shell_would_split() {
+        let tools = Toolchains::at("/t d");
+        let sdk = Path::new("./sdk");
+        let output = Path::new("plugin.wasm");
+        assert_eq!(
+            tools.build_line(Language::Go, sdk, output),
+            "GOARCH=wasm GOFLAGS='' GOOS=wasip1 GOPROXY=off GOTOOLCHAIN=local '/t d/venv/bin/go' \
+             build -buildmode=c-shared -trimpath '-ldflags=-s -w' -o plugin.wasm ."
+        );
+        assert_eq!(
+            tools.build_line(Language::C, sdk, output),
+            format!("clang {} -o plugin.wasm plugin.c", C_FLAGS.join(" "))
+        );
+        assert!(
+            tools
+                .build_line(Language::JavaScript, sdk, output)
+                .starts_with("'/t d/node/node_modules/.bin/componentize-qjs' --wit ./wit ")
+        );
+        assert_eq!(
+            tools.install_line(Language::Zig),
+            format!(
+                "python3 -m venv '/t d'/venv && '/t d'/venv/bin/pip install {}",
+                pins::ZIG
+            )
+        );
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
     }
 
     #[test]
