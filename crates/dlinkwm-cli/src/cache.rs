@@ -1,5 +1,6 @@
 //! `dlinkwm cache info|clear`.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -41,21 +42,26 @@ pub fn run(args: &CacheArgs, config: Option<&Path>, json: bool) -> anyhow::Resul
         CacheCommand::Info => ("holds", cache_info(&root)),
         CacheCommand::Clear => ("cleared", clear_cache(&root)?),
     };
+    let mut out = std::io::stdout().lock();
     if json {
-        println!(
+        writeln!(
+            out,
             "{}",
             json!({"dir": info.root.display().to_string(), "entries": info.entries, "bytes": info.bytes, "action": verb, "untrusted": info.untrusted})
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "{} {verb} {} compiled modules, {:.1} MiB",
             info.root.display(),
             info.entries,
             info.bytes as f64 / 1048576.0
-        );
+        )?;
     }
     if let Some(reason) = &info.untrusted {
-        eprintln!(
+        // A closed stderr leaves no one to warn.
+        let _ = writeln!(
+            std::io::stderr().lock(),
             "warning: the cache is not used: {} is {reason}; it must be a directory of your own \
              that nobody else can write (see docs/security.md)",
             info.root.display()

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use dlinkwm_host::core::wasmtime::{ExternType, FuncType, Module};
 use dlinkwm_host::core::{ContentHash, Engine, EngineOptions, Error as CoreError, PluginKind};
-use dlinkwm_host::{Config, PluginHost, Stdio};
+use dlinkwm_host::{Config, PluginHost, PluginSettings, Stdio};
 use serde_json::json;
 
 use crate::call::load_config;
@@ -44,15 +44,26 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
         .with_context(|| format!("cannot read `{}`", args.plugin.display()))?;
     let hash = ContentHash::of(&bytes);
     let is_component = dlinkwm_host::core::is_component(&bytes);
-    let mut config: Config = load_config(config)?;
+    let config: Config = load_config(config)?;
     let engine = Engine::new(EngineOptions::from_settings(&config.engine))?;
     let cached = engine.is_cached_on_disk(&bytes);
     // Loading runs guest code (`_initialize`, the ABI version, a component's `entries`) in the
-    // sandbox, with no grants and no host methods.
-    config.defaults.stdio = Some(Stdio::Null);
-    config.defaults.host_methods = Some(Vec::new());
+    // sandbox, with no grants and no host methods: only the engine settings of the
+    // configuration are used, none of its `[defaults]` or `[plugins]` grants.
+    let sandbox = Config {
+        engine: config.engine,
+        defaults: PluginSettings {
+            stdio: Some(Stdio::Null),
+            host_methods: Some(Vec::new()),
+            env: Some(Vec::new()),
+            args: Some(Vec::new()),
+            preopens: Some(Vec::new()),
+            ..PluginSettings::default()
+        },
+        ..Config::default()
+    };
     let host = PluginHost::builder()
-        .config(config)
+        .config(sandbox)
         .engine(engine)
         .build()?;
     if is_component {

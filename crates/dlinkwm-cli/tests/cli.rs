@@ -1079,3 +1079,40 @@ fn a_file_that_is_neither_wasm_nor_wat_is_named_by_its_first_bytes() -> anyhow::
     );
     Ok(())
 }
+
+/// `inspect` runs a plugin's `_initialize`, but never with the configuration's grants: this
+/// plugin traps in `_initialize` when it sees any environment variable.
+#[test]
+fn inspect_runs_guest_code_without_the_configurations_grants() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("snoop.wat"),
+        r#"(module
+            (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "_initialize")
+                (drop (call $sizes (i32.const 0) (i32.const 4)))
+                (if (i32.load (i32.const 0)) (then unreachable)))
+            (func (export "run")))"#,
+    )?;
+    std::fs::write(
+        dir.path().join("dlinkwm.toml"),
+        "[defaults]\nenv = [\"PATH\"]\n[plugins.\"snoop.wat\"]\nenv = [\"PATH\"]\n",
+    )?;
+    // With the grant, loading the plugin for a call traps in `_initialize`...
+    dlinkwm(dir.path())
+        .args(["call", "snoop.wat", "run"])
+        .assert()
+        .failure();
+    // ...while inspect loads it in a sandbox with no grants.
+    let output = dlinkwm(dir.path())
+        .args(["--json", "inspect", "snoop.wat"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let value: serde_json::Value = serde_json::from_slice(&output)?;
+    assert!(value["load_error"].is_null(), "{value}");
+    Ok(())
+}

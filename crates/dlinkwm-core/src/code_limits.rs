@@ -5,8 +5,9 @@
 //! minutes and takes hundreds of MB). wasmtime's validator bounds many things (function size,
 //! locals, types) but not block nesting. So before compiling, DlinkWM:
 //! - refuses bytes over the engine's `max_module_bytes`;
-//! - turns WAT text into a binary itself (so text gets the same checks), and refuses bytes that
-//!   are neither the wasm binary header nor text that looks like WAT, with one plain sentence;
+//! - refuses bytes that are neither the wasm binary header nor text that looks like WAT with one
+//!   plain sentence naming their first bytes ([`not_wasm`], also run before any cache lookup),
+//!   and turns WAT text into a binary itself, so text gets the same checks;
 //! - reads every function body of every core module (a component's included) and refuses one
 //!   whose blocks nest deeper than [`MAX_NESTING`].
 
@@ -33,7 +34,9 @@ pub(crate) fn check(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>, Ref
     }
     let binary = if bytes.starts_with(b"\0asm") {
         Cow::Borrowed(bytes)
-    } else if looks_like_wat(bytes) {
+    } else if let Some(reason) = not_wasm(bytes) {
+        return Err(Refused(reason));
+    } else {
         let binary = wat::parse_bytes(bytes).map_err(|error| Refused(error.to_string()))?;
         if binary.len() > max_bytes {
             return Err(Refused(format!(
@@ -43,70 +46,51 @@ pub(crate) fn check(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>, Ref
             )));
         }
         Cow::Owned(binary.into_owned())
-    } else {
-        return Err(Refused(not_wasm(bytes)));
     };
     check_nesting(&binary)?;
     Ok(binary)
 }
 
-/// Whether `bytes` are UTF-8 text whose first token (after whitespace and comments) is `(`.
-fn looks_like_wat(bytes: &[u8]) -> bool {
-    let Ok(mut text) = std::str::from_utf8(bytes) else {
-        return false;
-    };
+/// Why `bytes` are not WebAssembly at all, or `None` when they may be: the binary format
+/// starts with the magic `\0asm`, the text format (after white space, `;;` and nested `(; ;)`
+/// comments) with `(`. Anything else would get the WAT parser's complaint about its first
+/// character ("expected `(`"), which does not say that the file is no wasm.
+pub(crate) fn not_wasm(bytes: &[u8]) -> Option<String> {
+    if bytes.starts_with(b"\0asm") {
+        return None;
+    }
+    let (mut rest, mut comments) = (bytes, 0_usize);
     loop {
-        text = text.trim_start();
-        if let Some(rest) = text.strip_prefix(";;") {
-            text = rest.split_once('\n').map_or("", |(_, rest)| rest);
-        } else if let Some(rest) = text.strip_prefix("(;") {
-            // Block comments nest; an unclosed one is left to the WAT parser.
-            let mut depth = 1usize;
-            let mut chars = rest.char_indices();
-            let mut end = rest.len();
-            while let Some((at, c)) = chars.next() {
-                let next = rest[at + c.len_utf8()..].chars().next();
-                match (c, next) {
-                    ('(', Some(';')) => {
-                        depth += 1;
-                        chars.next();
-                    }
-                    (';', Some(')')) => {
-                        depth -= 1;
-                        chars.next();
-                        if depth == 0 {
-                            end = at + 2;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
+        rest = match rest {
+            [b'(', b';', tail @ ..] => {
+                comments += 1;
+                tail
             }
-            if depth != 0 {
-                return true;
+            [b';', b')', tail @ ..] if comments > 0 => {
+                comments -= 1;
+                tail
             }
-            text = &rest[end..];
-        } else {
-            return text.starts_with('(');
-        }
+            [_, tail @ ..] if comments > 0 => tail,
+            // A comment left open: the WAT parser says so.
+            [] if comments > 0 => return None,
+            [b';', b';', tail @ ..] => {
+                let end = tail.iter().position(|&b| b == b'\n' || b == b'\r');
+                &tail[end.unwrap_or(tail.len())..]
+            }
+            [b' ' | b'\t' | b'\n' | b'\r', tail @ ..] => tail,
+            [b'(', ..] => return None,
+            _ => break,
+        };
     }
-}
-
-/// One sentence for bytes that are neither a wasm binary nor WAT.
-fn not_wasm(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        return "not a WebAssembly module: the file is empty".to_owned();
-    }
-    let head: Vec<String> = bytes
-        .iter()
-        .take(8)
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!(
-        "not a WebAssembly module: it starts with the bytes {} (neither the wasm header \
-         00 61 73 6d nor WAT text)",
-        head.join(" ")
-    )
+    let first: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let start = if first.is_empty() {
+        "it is empty".to_owned()
+    } else {
+        format!("it starts with bytes {}", first.join(" "))
+    };
+    Some(format!(
+        "{start}, neither the wasm magic `\\0asm` nor WAT text"
+    ))
 }
 
 fn check_nesting(binary: &[u8]) -> Result<(), Refused> {
@@ -177,18 +161,17 @@ mod tests {
         let Refused(reason) = check(b"garbage\n", 1 << 20).unwrap_err();
         assert_eq!(
             reason,
-            "not a WebAssembly module: it starts with the bytes 67 61 72 62 61 67 65 0a \
-             (neither the wasm header 00 61 73 6d nor WAT text)"
+            "it starts with bytes 67 61 72 62 61 67 65 0a, neither the wasm magic `\\0asm` nor WAT text"
         );
         assert!(check(b"", 1).unwrap_err().0.contains("empty"));
     }
 
     #[test]
     fn wat_behind_comments_is_wat() {
-        assert!(looks_like_wat(b"  ;; a comment\n(module)"));
-        assert!(looks_like_wat(b"(; block (; nested ;) ;) (module)"));
-        assert!(!looks_like_wat(b"module"));
-        assert!(!looks_like_wat(&[0xff, 0xfe]));
+        assert!(not_wasm(b"  ;; a comment\n(module)").is_none());
+        assert!(not_wasm(b"(; block (; nested ;) ;) (module)").is_none());
+        assert!(not_wasm(b"module").is_some());
+        assert!(not_wasm(&[0xff, 0xfe]).is_some());
         assert!(check(b";; hi\n(module)", 1 << 20).is_ok());
     }
 }

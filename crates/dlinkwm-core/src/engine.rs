@@ -330,7 +330,7 @@ impl Engine {
         bytes: &[u8],
         hash: ContentHash,
     ) -> Result<Arc<CompiledModule>> {
-        if let Some(reason) = Self::not_wasm(bytes) {
+        if let Some(reason) = crate::code_limits::not_wasm(bytes) {
             let plugin = plugin.to_owned();
             return Err(Error::InvalidModule { plugin, reason });
         }
@@ -404,48 +404,6 @@ impl Engine {
         modules.retain(|_, weak| weak.strong_count() > 0);
         modules.insert(hash, Arc::downgrade(&compiled));
         Ok(compiled)
-    }
-
-    /// Why `bytes` are not WebAssembly at all, or `None` when they may be: the binary format
-    /// starts with the magic `\0asm`, the text format (after white space, `;;` and nested `(; ;)`
-    /// comments) with `(`. Anything else would get the WAT parser's complaint about its first
-    /// character ("expected `(`"), which does not say that the file is no wasm.
-    fn not_wasm(bytes: &[u8]) -> Option<String> {
-        if bytes.starts_with(b"\0asm") {
-            return None;
-        }
-        let (mut rest, mut comments) = (bytes, 0_usize);
-        loop {
-            rest = match rest {
-                [b'(', b';', tail @ ..] => {
-                    comments += 1;
-                    tail
-                }
-                [b';', b')', tail @ ..] if comments > 0 => {
-                    comments -= 1;
-                    tail
-                }
-                [_, tail @ ..] if comments > 0 => tail,
-                // A comment left open: the WAT parser says so.
-                [] if comments > 0 => return None,
-                [b';', b';', tail @ ..] => {
-                    let end = tail.iter().position(|&b| b == b'\n' || b == b'\r');
-                    &tail[end.unwrap_or(tail.len())..]
-                }
-                [b' ' | b'\t' | b'\n' | b'\r', tail @ ..] => tail,
-                [b'(', ..] => return None,
-                _ => break,
-            };
-        }
-        let first: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let start = if first.is_empty() {
-            "it is empty".to_owned()
-        } else {
-            format!("it starts with bytes {}", first.join(" "))
-        };
-        Some(format!(
-            "{start}, neither the wasm magic `\\0asm` nor WAT text"
-        ))
     }
 
     fn cached(&self, hash: &ContentHash) -> Option<Arc<CompiledModule>> {

@@ -425,7 +425,8 @@ fn a_module_over_the_size_limit_is_refused_and_a_file_is_not_read_whole() {
 fn a_file_that_is_not_wasm_gets_one_plain_sentence() {
     match Plugin::from_bytes(&engine(), b"garbage\n", options(Default::default())) {
         Err(Error::InvalidModule { reason, .. }) => assert!(
-            reason.starts_with("not a WebAssembly module: it starts with the bytes 67 61 72"),
+            reason.starts_with("it starts with bytes 67 61 72")
+                && reason.ends_with("neither the wasm magic `\\0asm` nor WAT text"),
             "{reason}"
         ),
         other => panic!("expected the bytes refused, got {other:?}"),
