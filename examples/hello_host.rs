@@ -7,7 +7,7 @@
 
 use anyhow::Context as _;
 use dlinkwm_examples::{GreetParams, custom_greet};
-use dlinkwm_host::{Config, HostMethods, PluginHost, SerializationFormat, Stdio};
+use dlinkwm_host::{Config, Format, HostMethods, PluginHost, Stdio};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         let plugin = host
             .load(&path)
             .with_context(|| format!("cannot load {}", path.display()))?
-            .with_format(SerializationFormat::Json);
+            .with_format(Format::Json);
         let greeting: String = plugin.call(
             "greet",
             &GreetParams {

@@ -13,7 +13,7 @@ use anyhow::anyhow;
 use clap::Parser as _;
 use dlinkwm_examples::{CallMode, ExampleArgs, GreetParams, interactive};
 use dlinkwm_host::wasm_manager::WasmInstanceCache;
-use dlinkwm_host::{HostMethods, SerializationFormat};
+use dlinkwm_host::{Format, HostMethods};
 use serde::Deserialize;
 
 /// The original README's parameter wrapper for JSON host calls.
@@ -26,12 +26,9 @@ enum JsonParams<T> {
 
 /// Custom greeting method handler: returns a string to the plugin (the original README's shape:
 /// bytes and format in, bytes out).
-fn custom_greet_handler(
-    params_bytes: &[u8],
-    format: SerializationFormat,
-) -> anyhow::Result<Vec<u8>> {
+fn custom_greet_handler(params_bytes: &[u8], format: Format) -> anyhow::Result<Vec<u8>> {
     match format {
-        SerializationFormat::Json => {
+        Format::Json => {
             let params: JsonParams<GreetParams> = serde_json::from_slice(params_bytes)?;
             let (JsonParams::Wrapped { data: params } | JsonParams::Plain(params)) = params;
             let result = format!("Hello from custom handler, {}!", params.name);

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use arbitrary::Arbitrary;
 use dlinkwm_core::{
-    CallerInfo, Config, Engine, Error, Format, HostCallError, HostMethods, Plugin, PluginOptions,
+    CallerInfo, Config, Engine, Error, Format, HostCallError, HostCallHandler, Plugin, PluginOptions,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -69,7 +69,7 @@ const MAX_OUTPUT: usize = 4096;
 /// `echo` answers its input; everything else is unknown.
 struct Echo;
 
-impl HostMethods for Echo {
+impl HostCallHandler for Echo {
     fn call(&self, _: CallerInfo<'_>, method: &str, _: Format, input: &[u8], output: &mut Vec<u8>) -> Result<(), HostCallError> {
         match method {
             "echo" => {

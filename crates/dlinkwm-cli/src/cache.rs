@@ -4,8 +4,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use dlinkwm_host::core::EngineOptions;
-use dlinkwm_host::core::disk_cache::{cache_info, clear_cache};
+use dlinkwm_host::EngineOptions;
+use dlinkwm_host::disk_cache::{cache_info, clear_cache};
 use serde_json::json;
 
 use crate::call::load_config;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use dlinkwm_host::{Config, HostMethods, PluginHost, SerializationFormat, Stdio};
+use dlinkwm_host::{Config, Format, HostMethods, PluginHost, Stdio};
 
 use crate::escape;
 use crate::output::UsageError;
@@ -54,11 +54,11 @@ pub enum CliFormat {
 }
 
 impl CliFormat {
-    pub fn serialization(self) -> SerializationFormat {
+    pub fn serialization(self) -> Format {
         match self {
-            CliFormat::Json => SerializationFormat::Json,
-            CliFormat::Postcard => SerializationFormat::Postcard,
-            CliFormat::Raw => SerializationFormat::Raw,
+            CliFormat::Json => Format::Json,
+            CliFormat::Postcard => Format::Postcard,
+            CliFormat::Raw => Format::Raw,
         }
     }
 }
@@ -104,7 +104,7 @@ impl HostArgs {
     }
 
     /// The format calls use.
-    pub fn format(&self) -> SerializationFormat {
+    pub fn format(&self) -> Format {
         self.format.serialization()
     }
 
@@ -173,15 +173,10 @@ pub fn mocks(specs: &[String]) -> anyhow::Result<HostMethods> {
             .split_once('=')
             .ok_or_else(|| UsageError(format!("--mock `{spec}` is not METHOD=JSON")))?;
         let value = parse_json(json, &format!("the value of --mock {method}"))?;
-        methods.register_raw(
-            method,
-            move |_: &[u8], format: SerializationFormat| match format {
-                SerializationFormat::Postcard => {
-                    postcard::to_allocvec(&value).map_err(|error| error.to_string())
-                }
-                _ => serde_json::to_vec(&value).map_err(|error| error.to_string()),
-            },
-        );
+        methods.register_raw(method, move |_: &[u8], format: Format| match format {
+            Format::Postcard => postcard::to_allocvec(&value).map_err(|error| error.to_string()),
+            _ => serde_json::to_vec(&value).map_err(|error| error.to_string()),
+        });
     }
     Ok(methods)
 }
@@ -207,7 +202,7 @@ pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result
     let mut out = std::io::stdout().lock();
     if json {
         let result = match serde_json::from_slice::<serde_json::Value>(&output) {
-            Ok(value) if format == SerializationFormat::Json => value,
+            Ok(value) if format == Format::Json => value,
             _ if output.is_empty() => serde_json::Value::Null,
             _ => serde_json::Value::String(String::from_utf8_lossy(&output).into_owned()),
         };
@@ -218,7 +213,7 @@ pub fn run(args: &CallArgs, config: Option<&Path>, json: bool) -> anyhow::Result
             "result": result,
         });
         writeln!(out, "{report}")?;
-    } else if format != SerializationFormat::Json {
+    } else if format != Format::Json {
         // Bytes as they are for a pipe or a file; a terminal gets them as escaped text.
         if out.is_terminal() {
             write!(

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use dlinkwm_host::core::wasmtime::{ExternType, FuncType, Module};
-use dlinkwm_host::core::{ContentHash, Engine, EngineOptions, Error as CoreError, PluginKind};
+use dlinkwm_host::wasmtime::{ExternType, FuncType, Module};
 use dlinkwm_host::{Config, PluginHost, PluginSettings, Stdio};
+use dlinkwm_host::{ContentHash, Engine, EngineOptions, PluginError as CoreError, PluginKind};
 use serde_json::json;
 
 use crate::call::load_config;
@@ -43,7 +43,7 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
     let bytes = std::fs::read(&args.plugin)
         .with_context(|| format!("cannot read `{}`", args.plugin.display()))?;
     let hash = ContentHash::of(&bytes);
-    let is_component = dlinkwm_host::core::is_component(&bytes);
+    let is_component = dlinkwm_host::is_component(&bytes);
     let config: Config = load_config(config)?;
     let engine = Engine::new(EngineOptions::from_settings(&config.engine))?;
     let cached = engine.is_cached_on_disk(&bytes);
@@ -77,7 +77,7 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
         });
         match loaded {
             Ok(plugin) => {
-                value["abi_version"] = json!(dlinkwm_host::core::abi::ABI_VERSION);
+                value["abi_version"] = json!(dlinkwm_host::abi::ABI_VERSION);
                 value["entries"] = json!(
                     plugin
                         .entries()
@@ -142,10 +142,10 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
         .map(|import| import.name().to_owned())
         .collect();
     let (kind, abi, load_error) = match &loaded {
-        Ok(plugin) => match plugin.core().kind() {
+        Ok(plugin) => match plugin.kind() {
             PluginKind::Abi => (
                 "module (DlinkWM ABI)",
-                Some(dlinkwm_host::core::abi::ABI_VERSION),
+                Some(dlinkwm_host::abi::ABI_VERSION),
                 None,
             ),
             _ => ("module (plain: () -> () exports are entries)", None, None),

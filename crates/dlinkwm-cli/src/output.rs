@@ -10,7 +10,7 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
-use dlinkwm_host::core::Error as CoreError;
+use dlinkwm_host::PluginError;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -116,23 +116,20 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<UsageError>().is_some() {
         return exit::USAGE;
     }
-    let core = error
-        .downcast_ref::<dlinkwm_host::Error>()
-        .and_then(dlinkwm_host::Error::as_plugin_error)
-        .or_else(|| error.downcast_ref::<CoreError>());
-    match core {
-        Some(
-            CoreError::Timeout { .. }
-            | CoreError::OutOfFuel { .. }
-            | CoreError::MemoryLimit { .. }
-            | CoreError::InputTooLarge { .. }
-            | CoreError::OutputTooLarge { .. },
-        ) => exit::LIMIT,
-        Some(
-            CoreError::Trap { .. } | CoreError::GuestPanic { .. } | CoreError::GuestMemory { .. },
-        ) => exit::TRAP,
+    match plugin_error(error.as_ref()) {
+        // A limit first: output over its limit is also a guest fault.
+        Some(error) if error.is_limit() => exit::LIMIT,
+        Some(error) if error.is_guest_fault() => exit::TRAP,
         _ => exit::PLUGIN,
     }
+}
+
+/// The engine's error behind `error`, whether it came through a typed call or not.
+fn plugin_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a PluginError> {
+    error
+        .downcast_ref::<dlinkwm_host::Error>()
+        .and_then(dlinkwm_host::Error::as_plugin_error)
+        .or_else(|| error.downcast_ref::<PluginError>())
 }
 
 /// Whether `error` is a write to a closed pipe: the reader of stdout has gone away
@@ -151,13 +148,9 @@ pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
 /// that does not compile keeps the compiler's lines (the WAT parser points at the column under
 /// the line it quotes).
 pub fn message(error: &(dyn std::error::Error + 'static)) -> String {
-    let core = error
-        .downcast_ref::<dlinkwm_host::Error>()
-        .and_then(dlinkwm_host::Error::as_plugin_error)
-        .or_else(|| error.downcast_ref::<CoreError>());
     let text = error.to_string();
-    match core {
-        Some(CoreError::InvalidModule { .. }) => escape::keeping_lines(&text).into_owned(),
+    match plugin_error(error) {
+        Some(PluginError::InvalidModule { .. }) => escape::keeping_lines(&text).into_owned(),
         _ => escape::guest_text(&text).into_owned(),
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use dlinkwm_host::{PluginHost, SerializationFormat};
+use dlinkwm_host::{Format, PluginHost};
 
 use crate::call::{HostArgs, print_output};
 use crate::escape;
@@ -82,14 +82,14 @@ pub fn run(args: &RunArgs, config: Option<&Path>) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            ("reload", _, _) => match plugin.core().reload() {
+            ("reload", _, _) => match plugin.reload() {
                 Ok(outcome) => {
                     writeln!(out, "{outcome:?}; version {} answers", plugin.version())?;
                     Ok(None)
                 }
                 Err(error) => Err(anyhow::Error::from(error)),
             },
-            ("rollback", _, _) => match plugin.core().rollback() {
+            ("rollback", _, _) => match plugin.rollback() {
                 Ok(version) => {
                     writeln!(out, "version {version} answers")?;
                     Ok(None)
@@ -122,7 +122,7 @@ pub fn run(args: &RunArgs, config: Option<&Path>) -> anyhow::Result<()> {
                     }
                 };
                 plugin
-                    .call_bytes(entry, SerializationFormat::Json, &input)
+                    .call_bytes(entry, Format::Json, &input)
                     .map(Some)
                     .map_err(anyhow::Error::from)
             }

@@ -42,7 +42,7 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .load_watched(&args.plugin)
         .with_context(|| format!("cannot load `{}`", args.plugin.display()))?;
     drop(spinner);
-    let events = plugin.core().subscribe();
+    let events = plugin.subscribe();
     note(format_args!(
         "watching {} (Ctrl-C to stop); calling `{}` after each reload",
         args.plugin.display(),

@@ -312,6 +312,22 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether a configured limit ended the call: time, fuel, memory, input or output size,
+    /// or every instance busy past the queue deadline.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::OutOfFuel { .. }
+                | Error::MemoryLimit { .. }
+                | Error::InputTooLarge { .. }
+                | Error::OutputTooLarge { .. }
+                | Error::Busy { .. }
+        )
+    }
+}
+
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "none".to_owned()

@@ -38,8 +38,8 @@ pub struct CallerInfo<'a> {
 
 /// The host methods a plugin can reach through the ABI's `host_call`.
 ///
-/// Implemented by `dlinkwm_host::HostMethods`; core never interprets the bytes.
-pub trait HostMethods: Send + Sync + 'static {
+/// Implemented by the `dlinkwm_host::HostMethods` registry; core never interprets the bytes.
+pub trait HostCallHandler: Send + Sync + 'static {
     /// Runs `method` on `input` (in `format`), appending the answer to `output`, which is empty
     /// on entry.
     ///
@@ -59,7 +59,7 @@ pub trait HostMethods: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoHostMethods;
 
-impl HostMethods for NoHostMethods {
+impl HostCallHandler for NoHostMethods {
     fn call(
         &self,
         _caller: CallerInfo<'_>,

@@ -13,7 +13,7 @@ use crate::config::{ResolvedSettings, Stdio};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::exports::{EntryKind, ExportTable};
-use crate::host_methods::HostMethods;
+use crate::host_methods::HostCallHandler;
 use crate::limits::Limiter;
 use crate::linker::{GuestFault, guest_range};
 use crate::stdio::{LogBudget, LogStream, StreamKind};
@@ -22,7 +22,7 @@ use crate::stdio::{LogBudget, LogStream, StreamKind};
 /// current settings (replaced when the configuration changes).
 pub(crate) struct PluginContext {
     pub(crate) name: Arc<str>,
-    pub(crate) host: Arc<dyn HostMethods>,
+    pub(crate) host: Arc<dyn HostCallHandler>,
     pub(crate) settings: ArcSwap<ResolvedSettings>,
     /// Bumped after each replacement of `settings`, so instances notice it with one load.
     pub(crate) settings_generation: AtomicU64,

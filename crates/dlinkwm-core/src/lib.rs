@@ -59,7 +59,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use events::ReloadEvent;
 pub use exports::{EntryInfo, EntryKind, PluginKind, is_component};
-pub use host_methods::{CallerInfo, HostCallError, HostMethods, NoHostMethods};
+pub use host_methods::{CallerInfo, HostCallError, HostCallHandler, NoHostMethods};
 pub use instance::StoreState;
 pub use linker::register_host_functions;
 pub use plugin::{Metered, Plugin, PluginOptions, ReloadOutcome, WeakPlugin};

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::events::{EventBus, ReloadEvent};
 use crate::exports::{EntryInfo, PluginKind};
 use crate::held::InCall;
-use crate::host_methods::{HostMethods, NoHostMethods};
+use crate::host_methods::{HostCallHandler, NoHostMethods};
 use crate::instance::{CallSite, Fast, PluginContext};
 use crate::pool::{Pool, Pooled, lock};
 use crate::version::Version;
@@ -29,7 +29,7 @@ pub struct PluginOptions {
     /// The settings the plugin runs with.
     pub settings: ResolvedSettings,
     /// The host methods the plugin can call.
-    pub host: Arc<dyn HostMethods>,
+    pub host: Arc<dyn HostCallHandler>,
 }
 
 impl Default for PluginOptions {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dlinkwm_host::core::{Engine, EngineOptions};
-use dlinkwm_host::{Config, HostMethods, PluginHost, SerializationFormat};
+use dlinkwm_host::{Config, Format, HostMethods, PluginHost};
 use serde::{Deserialize, Serialize};
 use wasmtime::{Caller, Linker, Module, Store, TypedFunc};
 
@@ -270,7 +270,7 @@ fn bench(c: &mut Criterion) {
         || {
             guest
                 .core()
-                .call("noop", SerializationFormat::Raw, &[], <[u8]>::is_empty)
+                .call("noop", Format::Raw, &[], <[u8]>::is_empty)
                 .map(|empty| assert!(empty))
                 .unwrap()
         },
@@ -281,7 +281,7 @@ fn bench(c: &mut Criterion) {
         "no-arg call_bytes",
         || {
             guest
-                .call_bytes("noop", SerializationFormat::Raw, &[])
+                .call_bytes("noop", Format::Raw, &[])
                 .map(drop)
                 .unwrap()
         },
@@ -303,7 +303,7 @@ fn bench(c: &mut Criterion) {
                 assert_eq!(
                     guest
                         .core()
-                        .call("echo", SerializationFormat::Raw, &input, <[u8]>::len)
+                        .call("echo", Format::Raw, &input, <[u8]>::len)
                         .unwrap(),
                     size
                 )
@@ -312,7 +312,7 @@ fn bench(c: &mut Criterion) {
         );
     }
 
-    for format in [SerializationFormat::Postcard, SerializationFormat::Json] {
+    for format in [Format::Postcard, Format::Json] {
         let row = format!("small struct ({})", format.name());
         let raw_sdk = &mut raw_sdk;
         let expected = Point {
@@ -325,13 +325,13 @@ fn bench(c: &mut Criterion) {
             &row,
             || {
                 assert_eq!(
-                    sdk.call_with::<_, Point>(format, "flip", &point()).unwrap(),
+                    sdk.call_with::<_, Point>("flip", format, &point()).unwrap(),
                     expected
                 )
             },
             || {
                 let (input, decoded) = match format {
-                    SerializationFormat::Json => {
+                    Format::Json => {
                         let input = serde_json::to_vec(&point()).unwrap();
                         (
                             input.clone(),
@@ -364,7 +364,7 @@ fn bench(c: &mut Criterion) {
             assert_eq!(
                 guest
                     .core()
-                    .call("ping", SerializationFormat::Raw, &input, <[u8]>::len)
+                    .call("ping", Format::Raw, &input, <[u8]>::len)
                     .unwrap(),
                 16
             )
@@ -392,7 +392,7 @@ fn bench(c: &mut Criterion) {
         "instantiate + no-arg call",
         || {
             fresh
-                .call_bytes("noop", SerializationFormat::Raw, &[])
+                .call_bytes("noop", Format::Raw, &[])
                 .map(drop)
                 .unwrap()
         },
@@ -437,7 +437,7 @@ fn components(c: &mut Criterion) {
     });
     let host = PluginHost::builder()
         .host_methods(methods)
-        .format(SerializationFormat::Json)
+        .format(Format::Json)
         .build()
         .unwrap();
     let params = GreetParams {
@@ -489,9 +489,7 @@ fn knobs(c: &mut Criterion) {
     group.bench_function("no-arg call, fuel metered", |b| {
         b.iter_custom(|n| {
             timed("knob|no-arg call, fuel metered", n, || {
-                fuel.call_bytes("noop", SerializationFormat::Raw, &[])
-                    .map(drop)
-                    .unwrap()
+                fuel.call_bytes("noop", Format::Raw, &[]).map(drop).unwrap()
             })
         })
     });
@@ -506,7 +504,7 @@ fn knobs(c: &mut Criterion) {
                 n,
                 || {
                     fresh
-                        .call_bytes("noop", SerializationFormat::Raw, &[])
+                        .call_bytes("noop", Format::Raw, &[])
                         .map(drop)
                         .unwrap()
                 },
@@ -521,7 +519,7 @@ fn knobs(c: &mut Criterion) {
         b.iter_custom(|n| {
             timed("knob|fresh instance per call, pooling allocator", n, || {
                 pooled
-                    .call_bytes("noop", SerializationFormat::Raw, &[])
+                    .call_bytes("noop", Format::Raw, &[])
                     .map(drop)
                     .unwrap()
             })
@@ -608,9 +606,7 @@ fn threads(plugin: &dlinkwm_host::Plugin) {
             for _ in 0..threads {
                 scope.spawn(|| {
                     for _ in 0..CALLS / threads {
-                        plugin
-                            .call_bytes("noop", SerializationFormat::Raw, &[])
-                            .unwrap();
+                        plugin.call_bytes("noop", Format::Raw, &[]).unwrap();
                     }
                 });
             }

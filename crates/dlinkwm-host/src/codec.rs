@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::SerializationFormat;
+use crate::Format;
 
 /// Raw bytes carry a typed value only as text: nothing is `()` (or `None`), and bytes are a
 /// UTF-8 string. The guest SDK follows the same rule.
@@ -26,18 +26,15 @@ impl std::fmt::Display for CodecError {
     }
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(
-    bytes: &[u8],
-    format: SerializationFormat,
-) -> Result<T, CodecError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Result<T, CodecError> {
     match format {
-        SerializationFormat::Json => {
+        Format::Json => {
             serde_json::from_slice(bytes).map_err(|error| CodecError::Invalid(error.to_string()))
         }
-        SerializationFormat::Postcard => {
+        Format::Postcard => {
             postcard::from_bytes(bytes).map_err(|error| CodecError::Invalid(error.to_string()))
         }
-        SerializationFormat::Raw => {
+        Format::Raw => {
             let value = if bytes.is_empty() {
                 serde_json::Value::Null
             } else {
@@ -56,19 +53,19 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// Appends `value` encoded in `format` to `output`.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
-    format: SerializationFormat,
+    format: Format,
     output: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     match format {
-        SerializationFormat::Json => serde_json::to_writer(&mut *output, value)
+        Format::Json => serde_json::to_writer(&mut *output, value)
             .map_err(|error| CodecError::Invalid(error.to_string())),
-        SerializationFormat::Postcard => {
+        Format::Postcard => {
             let buffer = std::mem::take(output);
             *output = postcard::to_extend(value, buffer)
                 .map_err(|error| CodecError::Invalid(error.to_string()))?;
             Ok(())
         }
-        SerializationFormat::Raw => match serde_json::to_value(value) {
+        Format::Raw => match serde_json::to_value(value) {
             Ok(serde_json::Value::Null) => Ok(()),
             Ok(serde_json::Value::String(text)) => {
                 output.extend_from_slice(text.as_bytes());

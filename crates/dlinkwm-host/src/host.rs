@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use dlinkwm_core::{Config, DynamicConfig, Engine, EngineOptions, PluginOptions, PluginWatcher};
 
-use crate::{HostMethods, Plugin, Result, SerializationFormat};
+use crate::{Format, HostMethods, Plugin, Result};
 
 /// Loads plugins that share an engine, a configuration and the application's host methods.
 #[derive(Clone, Debug)]
@@ -13,7 +13,7 @@ pub struct PluginHost {
     engine: Engine,
     config: ConfigSource,
     methods: Arc<HostMethods>,
-    format: SerializationFormat,
+    format: Format,
     watcher: Arc<Mutex<Option<Arc<PluginWatcher>>>>,
 }
 
@@ -30,7 +30,7 @@ pub struct PluginHostBuilder {
     config: Option<Config>,
     dynamic: Option<DynamicConfig>,
     methods: HostMethods,
-    format: Option<SerializationFormat>,
+    format: Option<Format>,
     engine: Option<Engine>,
 }
 
@@ -57,7 +57,7 @@ impl PluginHostBuilder {
     }
 
     /// The format typed calls use. Default: postcard.
-    pub fn format(mut self, format: SerializationFormat) -> Self {
+    pub fn format(mut self, format: Format) -> Self {
         self.format = Some(format);
         self
     }
@@ -86,7 +86,7 @@ impl PluginHostBuilder {
             engine,
             config,
             methods: Arc::new(self.methods),
-            format: self.format.unwrap_or(SerializationFormat::Postcard),
+            format: self.format.unwrap_or(Format::Postcard),
             watcher: Arc::new(Mutex::new(None)),
         })
     }

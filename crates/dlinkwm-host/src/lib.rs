@@ -20,8 +20,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! This crate adds typed calls (postcard by default, JSON on request) and the host-method
-//! registry to `dlinkwm-core`, and re-exports what a host needs from it.
+//! This crate is the whole API a host needs: [`PluginHost`] loads plugins (and watches their
+//! files), [`Plugin`] calls them (typed, in postcard by default or JSON; or as bytes), reloads,
+//! rolls back, reports events and figures, and [`HostMethods`] is the registry of the methods
+//! plugins may call back. [`Error`] is the one error type to match on.
 #![deny(missing_docs)]
 
 mod codec;
@@ -34,19 +36,38 @@ mod plugin;
 pub mod wasm_manager;
 
 pub use directory::PluginDirectory;
-/// The engine layer, for what this crate does not re-export.
+/// The engine layer under this crate. Everything a host needs is re-exported here; this is for
+/// DlinkWM's own crates.
+#[doc(hidden)]
 pub use dlinkwm_core as core;
-/// The formats entries and host methods speak.
+/// The engine's error: what loading, validating, reloading and calling a plugin can end in.
+/// [`Error::Plugin`] carries it.
+pub use dlinkwm_core::Error as PluginError;
+/// The name the original DlinkWM API gave [`Format`].
+#[doc(hidden)]
 pub use dlinkwm_core::Format as SerializationFormat;
+/// The ABI constants (`dlinkwm-abi`): import and export names, status codes, limits.
+pub use dlinkwm_core::abi;
+/// The on-disk cache of compiled code: where it is, what it holds, clearing it.
+pub use dlinkwm_core::disk_cache;
+/// The wasmtime release DlinkWM runs on, for hosts that need its types (module introspection,
+/// their own engine configuration).
+pub use dlinkwm_core::wasmtime;
 pub use dlinkwm_core::{
     CallerInfo, Config, ConfigError, ConfigEvent, ContentHash, DEFAULT_CONFIG_FILE,
-    DEFAULT_CONFIG_TOML, DynamicConfig, Engine, EngineOptions, EntryInfo, EntryKind, HostCallError,
-    PluginKind, PluginSettings, ReloadEvent, ReloadOutcome, ResolvedSettings, Stdio,
-    create_default_config_if_missing,
+    DEFAULT_CONFIG_TOML, DynamicConfig, EPOCH_TICK, Engine, EngineOptions, EntryInfo, EntryKind,
+    Format, HostCallError, Metered, PluginKind, PluginSettings, ReloadEvent, ReloadOutcome,
+    ResolvedSettings, Stdio, create_default_config_if_missing, is_component,
 };
 pub use host::{PluginHost, PluginHostBuilder};
 pub use methods::HostMethods;
 pub use plugin::Plugin;
+
+/// The Rust snippets of the README, compiled as doctests so the documentation cannot drift from
+/// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,10 +103,23 @@ pub enum Error {
 
 impl Error {
     /// The engine-level error, when this is one.
-    pub fn as_plugin_error(&self) -> Option<&dlinkwm_core::Error> {
+    pub fn as_plugin_error(&self) -> Option<&PluginError> {
         match self {
             Error::Plugin(error) => Some(error),
             _ => None,
         }
+    }
+
+    /// Whether the guest misbehaved at run time (a trap, a panic, a limit, a bad pointer): the
+    /// instance that produced it was discarded, and the next call gets a fresh one.
+    pub fn is_guest_fault(&self) -> bool {
+        self.as_plugin_error()
+            .is_some_and(PluginError::is_guest_fault)
+    }
+
+    /// Whether a configured limit ended the call: time, fuel, memory, input or output size,
+    /// or every instance busy past the queue deadline.
+    pub fn is_limit(&self) -> bool {
+        self.as_plugin_error().is_some_and(PluginError::is_limit)
     }
 }

@@ -9,11 +9,10 @@ use dlinkwm_core::{CallerInfo, HostCallError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::SerializationFormat;
+use crate::Format;
 
-type Handler = dyn Fn(CallerInfo<'_>, SerializationFormat, &[u8], &mut Vec<u8>) -> Result<(), HostCallError>
-    + Send
-    + Sync;
+type Handler =
+    dyn Fn(CallerInfo<'_>, Format, &[u8], &mut Vec<u8>) -> Result<(), HostCallError> + Send + Sync;
 
 /// Host methods by name. Register them before building a [`crate::PluginHost`].
 ///
@@ -67,27 +66,26 @@ impl HostMethods {
     {
         let name = name.into();
         let method_name = name.clone();
-        let handler = move |_: CallerInfo<'_>,
-                            format: SerializationFormat,
-                            input: &[u8],
-                            output: &mut Vec<u8>| {
-            let params: P = crate::codec::decode(input, format).map_err(|reason| match reason {
-                crate::codec::CodecError::Unsupported => HostCallError::UnsupportedFormat {
-                    method: method_name.clone(),
-                    format: format.code(),
-                },
-                crate::codec::CodecError::Invalid(reason) => HostCallError::Failed(format!(
-                    "invalid parameters for host method `{method_name}`: {reason}"
-                )),
-            })?;
-            let answer =
-                method(params).map_err(|error| HostCallError::Failed(error.to_string()))?;
-            crate::codec::encode_into(&answer, format, output).map_err(|reason| {
-                HostCallError::Failed(format!(
-                    "cannot encode the answer of `{method_name}`: {reason}"
-                ))
-            })
-        };
+        let handler =
+            move |_: CallerInfo<'_>, format: Format, input: &[u8], output: &mut Vec<u8>| {
+                let params: P =
+                    crate::codec::decode(input, format).map_err(|reason| match reason {
+                        crate::codec::CodecError::Unsupported => HostCallError::UnsupportedFormat {
+                            method: method_name.clone(),
+                            format: format.code(),
+                        },
+                        crate::codec::CodecError::Invalid(reason) => HostCallError::Failed(
+                            format!("invalid parameters for host method `{method_name}`: {reason}"),
+                        ),
+                    })?;
+                let answer =
+                    method(params).map_err(|error| HostCallError::Failed(error.to_string()))?;
+                crate::codec::encode_into(&answer, format, output).map_err(|reason| {
+                    HostCallError::Failed(format!(
+                        "cannot encode the answer of `{method_name}`: {reason}"
+                    ))
+                })
+            };
         self.methods.insert(name, Arc::new(handler));
         self
     }
@@ -97,17 +95,15 @@ impl HostMethods {
     pub fn register_raw<E, F>(&mut self, name: impl Into<String>, method: F) -> &mut Self
     where
         E: fmt::Display,
-        F: Fn(&[u8], SerializationFormat) -> Result<Vec<u8>, E> + Send + Sync + 'static,
+        F: Fn(&[u8], Format) -> Result<Vec<u8>, E> + Send + Sync + 'static,
     {
-        let handler = move |_: CallerInfo<'_>,
-                            format: SerializationFormat,
-                            input: &[u8],
-                            output: &mut Vec<u8>| {
-            let answer =
-                method(input, format).map_err(|error| HostCallError::Failed(error.to_string()))?;
-            output.extend_from_slice(&answer);
-            Ok(())
-        };
+        let handler =
+            move |_: CallerInfo<'_>, format: Format, input: &[u8], output: &mut Vec<u8>| {
+                let answer = method(input, format)
+                    .map_err(|error| HostCallError::Failed(error.to_string()))?;
+                output.extend_from_slice(&answer);
+                Ok(())
+            };
         self.methods.insert(name.into(), Arc::new(handler));
         self
     }
@@ -115,19 +111,14 @@ impl HostMethods {
     /// Registers a method that also learns which plugin (and version) is calling.
     pub fn register_with_caller<F>(&mut self, name: impl Into<String>, method: F) -> &mut Self
     where
-        F: Fn(CallerInfo<'_>, &[u8], SerializationFormat) -> Result<Vec<u8>, String>
-            + Send
-            + Sync
-            + 'static,
+        F: Fn(CallerInfo<'_>, &[u8], Format) -> Result<Vec<u8>, String> + Send + Sync + 'static,
     {
-        let handler = move |caller: CallerInfo<'_>,
-                            format: SerializationFormat,
-                            input: &[u8],
-                            output: &mut Vec<u8>| {
-            let answer = method(caller, input, format).map_err(HostCallError::Failed)?;
-            output.extend_from_slice(&answer);
-            Ok(())
-        };
+        let handler =
+            move |caller: CallerInfo<'_>, format: Format, input: &[u8], output: &mut Vec<u8>| {
+                let answer = method(caller, input, format).map_err(HostCallError::Failed)?;
+                output.extend_from_slice(&answer);
+                Ok(())
+            };
         self.methods.insert(name.into(), Arc::new(handler));
         self
     }
@@ -145,12 +136,12 @@ impl HostMethods {
     }
 }
 
-impl dlinkwm_core::HostMethods for HostMethods {
+impl dlinkwm_core::HostCallHandler for HostMethods {
     fn call(
         &self,
         caller: CallerInfo<'_>,
         method: &str,
-        format: SerializationFormat,
+        format: Format,
         input: &[u8],
         output: &mut Vec<u8>,
     ) -> Result<(), HostCallError> {

@@ -5,8 +5,16 @@ use std::cell::Cell;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::Error;
 use crate::codec;
-use crate::{Error, Result, SerializationFormat};
+use crate::{
+    ContentHash, EntryInfo, Format, Metered, PluginKind, ReloadEvent, ReloadOutcome,
+    ResolvedSettings, Result,
+};
 
 thread_local! {
     /// The encoded input of the call in progress on this thread, reused so a call allocates
@@ -17,15 +25,21 @@ thread_local! {
 /// Buffers above this size are not kept between calls.
 const KEEP_BUFFER: usize = 1 << 20;
 
-/// A loaded plugin with typed calls. Cheap to clone, `Send + Sync`.
+/// A loaded plugin: typed and byte calls, versions, hot reload and rollback, events, settings
+/// and figures. Cheap to clone, `Send + Sync`: any number of threads can call it at once, each
+/// on its own instance from a bounded pool.
+///
+/// Calls take their arguments in one order: the entry, then (where it is chosen per call) the
+/// format, then the input. Reloading swaps in a new version in one step: calls that started
+/// before the swap finish on the version they started on.
 #[derive(Clone, Debug)]
 pub struct Plugin {
     inner: dlinkwm_core::Plugin,
-    format: SerializationFormat,
+    format: Format,
 }
 
 impl Plugin {
-    pub(crate) fn new(inner: dlinkwm_core::Plugin, format: SerializationFormat) -> Self {
+    pub(crate) fn new(inner: dlinkwm_core::Plugin, format: Format) -> Self {
         Self { inner, format }
     }
 
@@ -39,19 +53,14 @@ impl Plugin {
         In: Serialize + ?Sized,
         Out: DeserializeOwned,
     {
-        self.call_with(self.format, entry, input)
+        self.call_with(entry, self.format, input)
     }
 
     /// Calls `entry` in `format` (JSON or postcard).
     ///
     /// # Errors
     /// As [`Plugin::call`].
-    pub fn call_with<In, Out>(
-        &self,
-        format: SerializationFormat,
-        entry: &str,
-        input: &In,
-    ) -> Result<Out>
+    pub fn call_with<In, Out>(&self, entry: &str, format: Format, input: &In) -> Result<Out>
     where
         In: Serialize + ?Sized,
         Out: DeserializeOwned,
@@ -97,12 +106,7 @@ impl Plugin {
     /// # Errors
     /// [`Error::Plugin`].
     #[inline]
-    pub fn call_bytes(
-        &self,
-        entry: &str,
-        format: SerializationFormat,
-        input: &[u8],
-    ) -> Result<Vec<u8>> {
+    pub fn call_bytes(&self, entry: &str, format: Format, input: &[u8]) -> Result<Vec<u8>> {
         Ok(self.inner.call(entry, format, input, <[u8]>::to_vec)?)
     }
 
@@ -117,47 +121,164 @@ impl Plugin {
     }
 
     /// The format typed calls use.
-    pub fn format(&self) -> SerializationFormat {
+    pub fn format(&self) -> Format {
         self.format
     }
 
     /// This plugin with typed calls in `format`.
     #[must_use]
-    pub fn with_format(&self, format: SerializationFormat) -> Self {
+    pub fn with_format(&self, format: Format) -> Self {
         Self {
             inner: self.inner.clone(),
             format,
         }
     }
 
-    /// The engine-level plugin: versions, reload, rollback, events, settings.
-    pub fn core(&self) -> &dlinkwm_core::Plugin {
-        &self.inner
+    /// Calls `entry` with bytes in `format` and hands the output to `read` while it is still
+    /// in the instance's buffer (no copy), also reporting the fuel the call consumed when the
+    /// plugin's settings meter fuel.
+    ///
+    /// # Errors
+    /// [`Error::Plugin`].
+    pub fn call_metered<R>(
+        &self,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Metered<R>> {
+        Ok(self.inner.call_metered(entry, format, input, read)?)
     }
 
-    /// The plugin's name.
+    /// The plugin's name (its path as given, or the name it was loaded under).
     pub fn name(&self) -> &str {
         self.inner.name()
     }
 
-    /// The number of the version that answers calls now.
+    /// The file the plugin was loaded from.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path()
+    }
+
+    /// The number of the version that answers calls now (1 for the first load).
     pub fn version(&self) -> u64 {
         self.inner.version()
     }
 
-    /// The entries of the current version.
-    pub fn entries(&self) -> Vec<dlinkwm_core::EntryInfo> {
+    /// Numbers of the earlier versions kept for [`Plugin::rollback`], oldest first.
+    pub fn versions(&self) -> Vec<u64> {
+        self.inner.kept_versions()
+    }
+
+    /// The content hash of the current version.
+    pub fn content_hash(&self) -> ContentHash {
+        self.inner.content_hash()
+    }
+
+    /// Whether the current version is an ABI plugin, a plain module or a component.
+    pub fn kind(&self) -> PluginKind {
+        self.inner.kind()
+    }
+
+    /// The entries of the current version, in export order.
+    pub fn entries(&self) -> Vec<EntryInfo> {
         self.inner.entries()
+    }
+
+    /// When the current version was loaded, and how long loading it took.
+    pub fn loaded(&self) -> (SystemTime, Duration) {
+        self.inner.loaded()
+    }
+
+    /// Instances of the current version alive now (idle or in a call).
+    pub fn live_instances(&self) -> usize {
+        self.inner.live_instances()
+    }
+
+    /// The linear memory held by the current version's idle instances, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
+    /// The settings the plugin runs with now.
+    pub fn settings(&self) -> Arc<ResolvedSettings> {
+        self.inner.settings()
+    }
+
+    /// Replaces the settings; the next call uses them (see `dlinkwm_core::Plugin::set_settings`
+    /// for how grants are renewed).
+    ///
+    /// # Errors
+    /// [`Error::Plugin`] with a configuration error naming the key the engine cannot enforce;
+    /// the old settings stay.
+    pub fn set_settings(&self, settings: ResolvedSettings) -> Result<()> {
+        Ok(self.inner.set_settings(settings)?)
+    }
+
+    /// Re-reads the plugin's file and swaps it in if it is valid and different.
+    ///
+    /// # Errors
+    /// Why the file was refused; the current version keeps serving and a
+    /// [`ReloadEvent::Failed`] is sent.
+    pub fn reload(&self) -> Result<ReloadOutcome> {
+        Ok(self.inner.reload()?)
+    }
+
+    /// Swaps in `bytes` (a wasm binary or WAT text) as the new version if they are valid and
+    /// different.
+    ///
+    /// # Errors
+    /// As [`Plugin::reload`].
+    pub fn reload_from_bytes(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
+        Ok(self.inner.reload_from_bytes(bytes)?)
+    }
+
+    /// Swaps in the plugin file at `path` (another file than the one the plugin was loaded
+    /// from, such as a new build) as the new version if it is valid and different.
+    ///
+    /// # Errors
+    /// [`crate::core::Error::Read`] for a file that cannot be read, and as [`Plugin::reload`].
+    pub fn reload_from(&self, path: impl AsRef<Path>) -> Result<ReloadOutcome> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| {
+            Error::Plugin(dlinkwm_core::Error::Read {
+                path: path.to_owned(),
+                source: Arc::new(source),
+            })
+        })?;
+        self.reload_from_bytes(&bytes)
+    }
+
+    /// Makes the previous good version current again, at once; returns its number.
+    ///
+    /// # Errors
+    /// [`crate::core::Error::NoRollbackTarget`] when no earlier version is kept.
+    pub fn rollback(&self) -> Result<u64> {
+        Ok(self.inner.rollback()?)
+    }
+
+    /// Subscribes to this plugin's reload events (reloaded, refused, rolled back, file removed).
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<ReloadEvent> {
+        self.inner.subscribe()
+    }
+
+    /// Calls `callback` on the reloading thread for each reload event.
+    pub fn on_event(&self, callback: impl Fn(&ReloadEvent) + Send + Sync + 'static) {
+        self.inner.on_event(callback);
+    }
+
+    /// The engine-level plugin. Everything a host does with a plugin is on this type; this is
+    /// for DlinkWM's own crates.
+    #[doc(hidden)]
+    pub fn core(&self) -> &dlinkwm_core::Plugin {
+        &self.inner
     }
 }
 
 /// Decodes an entry's output; an empty JSON output (a plain entry, or an SDK entry returning
 /// `()` in postcard) reads as `null`, so `()` and `Option` work for every entry kind.
-fn decode_output<T: DeserializeOwned>(
-    bytes: &[u8],
-    format: SerializationFormat,
-) -> Result<T, String> {
-    let bytes = if bytes.is_empty() && format == SerializationFormat::Json {
+fn decode_output<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Result<T, String> {
+    let bytes = if bytes.is_empty() && format == Format::Json {
         b"null".as_slice()
     } else {
         bytes

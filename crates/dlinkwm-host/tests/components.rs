@@ -3,7 +3,7 @@
 //! source (`crates/test-programs/components/python_probe`).
 
 use dlinkwm_host::core::{Error as CoreError, Preopen};
-use dlinkwm_host::{Config, Error, HostMethods, PluginHost, ReloadOutcome, SerializationFormat};
+use dlinkwm_host::{Config, Error, Format, HostMethods, PluginHost, ReloadOutcome};
 use serde::{Deserialize, Serialize};
 use test_programs_languages::{PLUGINS, PYTHON_PROBE};
 
@@ -22,7 +22,7 @@ fn host(configure: impl FnOnce(&mut Config)) -> PluginHost {
     PluginHost::builder()
         .config(config)
         .host_methods(methods)
-        .format(SerializationFormat::Json)
+        .format(Format::Json)
         .build()
         .expect("host builds")
 }
@@ -143,18 +143,13 @@ fn a_component_hands_its_state_over_on_reload_and_rolls_back() -> anyhow::Result
     let bytes = std::fs::read(PYTHON_PROBE)?;
     let changed = test_programs_artifacts::with_custom_section(&bytes, b"second build");
     assert!(matches!(
-        plugin.core().reload_from_bytes(&changed)?,
+        plugin.reload_from_bytes(&changed)?,
         ReloadOutcome::Reloaded { version: 2, .. }
     ));
     assert_eq!(plugin.call::<_, u32>("count", &())?, 3);
-    assert_eq!(plugin.core().rollback()?, 1);
+    assert_eq!(plugin.rollback()?, 1);
     // Garbage never replaces a component that works.
-    assert!(
-        plugin
-            .core()
-            .reload_from_bytes(&bytes[..bytes.len() / 2])
-            .is_err()
-    );
+    assert!(plugin.reload_from_bytes(&bytes[..bytes.len() / 2]).is_err());
     assert!(plugin.call::<_, u32>("count", &()).is_ok());
     Ok(())
 }

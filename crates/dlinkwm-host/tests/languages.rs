@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use dlinkwm_host::core::Error as CoreError;
-use dlinkwm_host::{
-    Error, HostMethods, Plugin, PluginHost, PluginKind, ReloadEvent, SerializationFormat,
-};
+use dlinkwm_host::{Error, Format, HostMethods, Plugin, PluginHost, PluginKind, ReloadEvent};
 use serde::{Deserialize, Serialize};
 use test_programs_languages::PLUGINS;
 
@@ -29,7 +27,7 @@ fn host() -> PluginHost {
     });
     PluginHost::builder()
         .host_methods(methods)
-        .format(SerializationFormat::Json)
+        .format(Format::Json)
         .build()
         .expect("host builds")
 }
@@ -72,7 +70,7 @@ fn every_language_greets_like_the_rust_example() -> anyhow::Result<()> {
         } else {
             PluginKind::Abi
         };
-        assert_eq!(plugin.core().kind(), kind, "{language}");
+        assert_eq!(plugin.kind(), kind, "{language}");
     }
     Ok(())
 }
@@ -101,7 +99,7 @@ fn bad_input_is_an_error_from_every_plugin_not_a_trap() -> anyhow::Result<()> {
         let plugin = host.load(path)?;
         // (A missing field is not in the list: Go's encoding/json decodes it as the zero value.)
         for input in [&b"{\"name\":5}"[..], b"[1,2", b"\"just a string\"", b""] {
-            match plugin.call_bytes("greet", SerializationFormat::Json, input) {
+            match plugin.call_bytes("greet", Format::Json, input) {
                 Err(Error::Plugin(CoreError::Guest { .. })) => {}
                 other => panic!("{language} with {input:?}: {other:?}"),
             }
@@ -120,7 +118,7 @@ fn every_language_hot_reloads_to_its_second_build() -> anyhow::Result<()> {
         let path = dir.path().join(format!("hello_{language}.wasm"));
         std::fs::copy(plugin_files.path, &path)?;
         let plugin = host.load_watched(&path)?;
-        let events = plugin.core().subscribe();
+        let events = plugin.subscribe();
         assert!(greet(&plugin, "World")?.starts_with("hello plugin greets"));
 
         std::fs::copy(plugin_files.v2, dir.path().join("staging"))?;
@@ -148,7 +146,7 @@ fn every_language_keeps_its_memory_flat_over_5000_calls_of_64_kib() -> anyhow::R
     let mut methods = HostMethods::new();
     methods.register_raw("custom_greet", |_: &[u8], format| {
         Ok::<_, String>(match format {
-            SerializationFormat::Json => b"\"hi\"".to_vec(),
+            Format::Json => b"\"hi\"".to_vec(),
             // The Rust example asks in postcard: a string is its length, then its bytes.
             _ => b"\x02hi".to_vec(),
         })
@@ -166,15 +164,15 @@ fn every_language_keeps_its_memory_flat_over_5000_calls_of_64_kib() -> anyhow::R
     for (language, path) in core_modules {
         let plugin = host.load(path)?;
         let started = std::time::Instant::now();
-        let call = || plugin.call_bytes("greet", SerializationFormat::Json, &input);
+        let call = || plugin.call_bytes("greet", Format::Json, &input);
         for _ in 0..500 {
             call()?;
         }
-        let warm = plugin.core().memory_bytes();
+        let warm = plugin.memory_bytes();
         for _ in 0..5_000 {
             assert!(call()?.len() > 64 * 1024, "{language}");
         }
-        let after = plugin.core().memory_bytes();
+        let after = plugin.memory_bytes();
         eprintln!(
             "{language}: linear memory {warm} bytes after warm-up, {after} after 5,000 calls \
              ({:?})",

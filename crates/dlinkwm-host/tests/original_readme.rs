@@ -102,7 +102,7 @@ fn the_original_snippets_run_as_described() -> Result<()> {
     let reloader = WasmHotReloader::new(cache.clone(), config.clone());
     reloader.start_watching()?;
     let plugin = cache.get_or_load("wasm/wasm_test.wasm", &config)?;
-    let events = plugin.core().subscribe();
+    let events = plugin.subscribe();
     // A file without the configured entries is refused; the loaded version keeps serving.
     std::fs::copy(test_programs_artifacts::HELLO, "wasm/next.wasm")?;
     std::fs::rename("wasm/next.wasm", "wasm/wasm_test.wasm")?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dlinkwm_core::{
-    CallerInfo, Engine, EngineOptions, Error, Format, HostCallError, HostMethods, Plugin,
+    CallerInfo, Engine, EngineOptions, Error, Format, HostCallError, HostCallHandler, Plugin,
     ResolvedSettings,
 };
 
@@ -223,7 +223,7 @@ struct WaitsOnAnotherThread {
     seen: Mutex<Option<String>>,
 }
 
-impl HostMethods for WaitsOnAnotherThread {
+impl HostCallHandler for WaitsOnAnotherThread {
     fn call(
         &self,
         _: CallerInfo<'_>,
@@ -243,7 +243,7 @@ impl HostMethods for WaitsOnAnotherThread {
 
 struct Shared<T>(Arc<T>);
 
-impl<T: HostMethods> HostMethods for Shared<T> {
+impl<T: HostCallHandler> HostCallHandler for Shared<T> {
     fn call(
         &self,
         caller: CallerInfo<'_>,
@@ -296,7 +296,7 @@ struct ReloadsItself {
     seen: Mutex<Option<String>>,
 }
 
-impl HostMethods for ReloadsItself {
+impl HostCallHandler for ReloadsItself {
     fn call(
         &self,
         _: CallerInfo<'_>,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dlinkwm_core::{
-    CallerInfo, Error, Format, HostCallError, HostMethods, Plugin, ResolvedSettings,
+    CallerInfo, Error, Format, HostCallError, HostCallHandler, Plugin, ResolvedSettings,
 };
 
 use crate::{abi_module, engine, options, options_with_host};
@@ -99,7 +99,7 @@ fn an_error_status_without_a_message_still_says_so() {
 /// A host method that counts how often it ran.
 struct Counting(Arc<AtomicUsize>);
 
-impl HostMethods for Counting {
+impl HostCallHandler for Counting {
     fn call(
         &self,
         _: CallerInfo<'_>,

@@ -10,7 +10,7 @@ mod threads;
 
 use std::sync::Arc;
 
-use dlinkwm_core::{Engine, Format, HostMethods, Plugin, PluginOptions, ResolvedSettings};
+use dlinkwm_core::{Engine, Format, HostCallHandler, Plugin, PluginOptions, ResolvedSettings};
 
 pub fn engine() -> Engine {
     Engine::new(Default::default()).expect("engine")
@@ -24,7 +24,7 @@ pub fn options(settings: ResolvedSettings) -> PluginOptions {
     }
 }
 
-pub fn options_with_host(settings: ResolvedSettings, host: impl HostMethods) -> PluginOptions {
+pub fn options_with_host(settings: ResolvedSettings, host: impl HostCallHandler) -> PluginOptions {
     PluginOptions {
         name: None,
         settings,

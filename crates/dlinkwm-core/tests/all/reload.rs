@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use dlinkwm_core::{
-    CallerInfo, Config, ConfigEvent, DynamicConfig, Error, Format, HostCallError, HostMethods,
+    CallerInfo, Config, ConfigEvent, DynamicConfig, Error, Format, HostCallError, HostCallHandler,
     Plugin, PluginWatcher, ReloadEvent, ResolvedSettings,
 };
 use test_programs_artifacts::{HELLO, SDK_TEST_A, SDK_TEST_B};
@@ -252,7 +252,7 @@ struct Gate {
     release: Mutex<Receiver<()>>,
 }
 
-impl HostMethods for Gate {
+impl HostCallHandler for Gate {
     fn call(
         &self,
         _: CallerInfo<'_>,

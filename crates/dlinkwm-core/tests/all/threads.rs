@@ -4,7 +4,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use dlinkwm_core::{
-    CallerInfo, Error, Format, HostCallError, HostMethods, Plugin, ResolvedSettings,
+    CallerInfo, Error, Format, HostCallError, HostCallHandler, Plugin, ResolvedSettings,
 };
 use test_programs_artifacts::SDK_TEST_A;
 
@@ -26,7 +26,7 @@ struct Rendezvous {
     all_here: Condvar,
 }
 
-impl HostMethods for Rendezvous {
+impl HostCallHandler for Rendezvous {
     fn call(
         &self,
         _: CallerInfo<'_>,
@@ -117,7 +117,7 @@ fn many_threads_times_many_calls_all_answer_correctly_within_the_pool_bound() ->
 /// A host method that calls back into the plugin that called it.
 struct CallsBack(OnceLock<Plugin>);
 
-impl HostMethods for CallsBack {
+impl HostCallHandler for CallsBack {
     fn call(
         &self,
         _: CallerInfo<'_>,
@@ -140,7 +140,7 @@ impl HostMethods for CallsBack {
 fn a_host_method_calling_back_into_its_plugin_gets_an_error_not_a_deadlock() -> anyhow::Result<()> {
     let calls_back = Arc::new(CallsBack(OnceLock::new()));
     struct Shared(Arc<CallsBack>);
-    impl HostMethods for Shared {
+    impl HostCallHandler for Shared {
         fn call(
             &self,
             caller: CallerInfo<'_>,

@@ -1,5 +1,5 @@
 use dlinkwm_host::core::Error as CoreError;
-use dlinkwm_host::{Config, Error, PluginHost, SerializationFormat};
+use dlinkwm_host::{Config, Error, Format, PluginHost};
 use serde::{Deserialize, Serialize};
 use test_programs_artifacts::{HELLO, SDK_TEST_A, WASM_TEST};
 
@@ -17,7 +17,7 @@ fn hello_greets_through_the_host_method_in_both_formats() -> anyhow::Result<()> 
         greeting,
         "hello plugin greets World; the host said: Hello from custom handler, World!"
     );
-    let json: String = plugin.call_with(SerializationFormat::Json, "greet", &params)?;
+    let json: String = plugin.call_with("greet", Format::Json, &params)?;
     assert_eq!(json, greeting);
     Ok(())
 }
@@ -37,8 +37,8 @@ fn typed_struct_round_trip_and_zero_arg_entries() -> anyhow::Result<()> {
         y: -2,
         label: "p".into(),
     };
-    for format in [SerializationFormat::Postcard, SerializationFormat::Json] {
-        let flipped: Point = plugin.call_with(format, "flip", &point)?;
+    for format in [Format::Postcard, Format::Json] {
+        let flipped: Point = plugin.call_with("flip", format, &point)?;
         assert_eq!(
             flipped,
             Point {
@@ -47,9 +47,9 @@ fn typed_struct_round_trip_and_zero_arg_entries() -> anyhow::Result<()> {
                 label: "p".into()
             }
         );
-        let variant: String = plugin.call_with(format, "variant", &())?;
+        let variant: String = plugin.call_with("variant", format, &())?;
         assert_eq!(variant, "a");
-        let unit: () = plugin.call_with(format, "noop", &())?;
+        let unit: () = plugin.call_with("noop", format, &())?;
         assert_eq!(unit, ());
     }
     let sum: i64 = plugin.call("add", &(40i64, 2i64))?;
@@ -177,7 +177,7 @@ fn a_panicking_host_method_is_an_error_for_the_guest() -> anyhow::Result<()> {
 fn decoding_the_wrong_output_type_is_a_decode_error() -> anyhow::Result<()> {
     let plugin = host().load(SDK_TEST_A)?;
     let error = plugin
-        .call_with::<_, u64>(SerializationFormat::Json, "echo", "text")
+        .call_with::<_, u64>("echo", Format::Json, "text")
         .unwrap_err();
     assert!(
         matches!(error, Error::Decode { ref entry, .. } if entry == "echo"),

@@ -1,5 +1,5 @@
-use dlinkwm_host::core::{CallerInfo, HostCallError, HostMethods as _};
-use dlinkwm_host::{HostMethods, SerializationFormat};
+use dlinkwm_host::core::{CallerInfo, HostCallError, HostCallHandler as _};
+use dlinkwm_host::{Format, HostMethods};
 
 use crate::{GreetParams, methods};
 
@@ -13,7 +13,7 @@ fn caller() -> CallerInfo<'static> {
 fn call(
     methods: &HostMethods,
     name: &str,
-    format: SerializationFormat,
+    format: Format,
     input: &[u8],
 ) -> Result<Vec<u8>, HostCallError> {
     let mut output = Vec::new();
@@ -24,23 +24,13 @@ fn call(
 #[test]
 fn one_typed_method_serves_json_and_postcard() -> anyhow::Result<()> {
     let methods = methods();
-    let json = call(
-        &methods,
-        "custom_greet",
-        SerializationFormat::Json,
-        br#"{"name":"Ann"}"#,
-    )?;
+    let json = call(&methods, "custom_greet", Format::Json, br#"{"name":"Ann"}"#)?;
     assert_eq!(
         serde_json::from_slice::<String>(&json)?,
         "Hello from custom handler, Ann!"
     );
     let input = postcard::to_allocvec(&GreetParams { name: "Bo".into() })?;
-    let answer = call(
-        &methods,
-        "custom_greet",
-        SerializationFormat::Postcard,
-        &input,
-    )?;
+    let answer = call(&methods, "custom_greet", Format::Postcard, &input)?;
     assert_eq!(
         postcard::from_bytes::<String>(&answer)?,
         "Hello from custom handler, Bo!"
@@ -53,11 +43,11 @@ fn typed_methods_take_raw_text_and_refuse_bad_input_as_values() {
     let methods = methods();
     // Raw carries a string as its UTF-8 bytes: fine for a method taking a String...
     assert_eq!(
-        call(&methods, "greet_str", SerializationFormat::Raw, b"zed"),
+        call(&methods, "greet_str", Format::Raw, b"zed"),
         Ok(b"hi zed".to_vec())
     );
     // ...refused, as a value, for one taking a struct.
-    match call(&methods, "custom_greet", SerializationFormat::Raw, b"x") {
+    match call(&methods, "custom_greet", Format::Raw, b"x") {
         Err(HostCallError::Failed(message)) => {
             assert!(
                 message.contains("raw format carries only a string"),
@@ -66,12 +56,7 @@ fn typed_methods_take_raw_text_and_refuse_bad_input_as_values() {
         }
         other => panic!("{other:?}"),
     }
-    match call(
-        &methods,
-        "custom_greet",
-        SerializationFormat::Json,
-        b"{not json",
-    ) {
+    match call(&methods, "custom_greet", Format::Json, b"{not json") {
         Err(HostCallError::Failed(message)) => assert!(
             message.starts_with("invalid parameters for host method `custom_greet`"),
             "{message}"
@@ -79,7 +64,7 @@ fn typed_methods_take_raw_text_and_refuse_bad_input_as_values() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        call(&methods, "nope", SerializationFormat::Json, b"1"),
+        call(&methods, "nope", Format::Json, b"1"),
         Err(HostCallError::UnknownMethod("nope".into()))
     );
 }
@@ -87,18 +72,15 @@ fn typed_methods_take_raw_text_and_refuse_bad_input_as_values() {
 #[test]
 fn raw_methods_get_bytes_and_format() -> anyhow::Result<()> {
     let mut methods = HostMethods::new();
-    methods.register_raw("shout", |bytes: &[u8], format: SerializationFormat| {
-        if format != SerializationFormat::Raw {
+    methods.register_raw("shout", |bytes: &[u8], format: Format| {
+        if format != Format::Raw {
             return Err(format!("only raw, not {}", format.name()));
         }
         Ok(bytes.to_ascii_uppercase())
     });
+    assert_eq!(call(&methods, "shout", Format::Raw, b"hey")?, b"HEY");
     assert_eq!(
-        call(&methods, "shout", SerializationFormat::Raw, b"hey")?,
-        b"HEY"
-    );
-    assert_eq!(
-        call(&methods, "shout", SerializationFormat::Json, b"1"),
+        call(&methods, "shout", Format::Json, b"1"),
         Err(HostCallError::Failed("only raw, not json".into()))
     );
     assert_eq!(methods.names(), vec!["shout".to_owned()]);

@@ -53,7 +53,7 @@ fn a_directory_of_plugins_is_loaded_watched_and_grows() -> anyhow::Result<()> {
 
     // A known file changes: that plugin reloads.
     let a = directory.get("a.wasm").expect("loaded");
-    let events = a.core().subscribe();
+    let events = a.subscribe();
     std::fs::copy(SDK_TEST_B, dir.path().join("staging"))?;
     std::fs::rename(dir.path().join("staging"), dir.path().join("a.wasm"))?;
     assert!(matches!(
