@@ -17,8 +17,8 @@ pub fn custom_greet(params: GreetParams) -> Result<String, std::convert::Infalli
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
 
-use dlinkwm_host::config::{DynamicConfig, create_default_config_if_missing};
-use dlinkwm_host::wasm_manager::{WasmHotReloader, WasmInstanceCache, call_wasm_function};
+use dlink_wm::config::{DynamicConfig, create_default_config_if_missing};
+use dlink_wm::wasm_manager::{WasmHotReloader, WasmInstanceCache, call_wasm_function};
 
 /// Command-line arguments of the interactive examples.
 #[derive(Debug, clap::Parser)]

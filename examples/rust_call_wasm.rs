@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use clap::Parser as _;
+use dlink_wm::wasm_manager::WasmInstanceCache;
 use dlinkwm_examples::{CallMode, ExampleArgs, interactive};
-use dlinkwm_host::wasm_manager::WasmInstanceCache;
 
 fn main() -> anyhow::Result<()> {
     let args = ExampleArgs::parse();

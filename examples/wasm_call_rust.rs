@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::Parser as _;
+use dlink_wm::wasm_manager::WasmInstanceCache;
 use dlinkwm_examples::{CallMode, ExampleArgs, GreetParams, interactive};
-use dlinkwm_host::wasm_manager::WasmInstanceCache;
 use dlinkwm_host::{Format, HostMethods};
 use serde::Deserialize;
 

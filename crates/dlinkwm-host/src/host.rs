@@ -175,13 +175,17 @@ impl PluginHost {
         Ok(Plugin::new(plugin, self.format))
     }
 
-    /// Loads `path` with the given settings (for the original API, whose calls pass the
-    /// configuration in).
-    pub(crate) fn load_with(
+    /// Loads the plugin at `path` with `settings` instead of those the host's configuration
+    /// gives it (and without following that configuration).
+    ///
+    /// # Errors
+    /// As [`PluginHost::load`].
+    pub fn load_with_settings(
         &self,
-        path: &Path,
+        path: impl AsRef<Path>,
         settings: dlinkwm_core::ResolvedSettings,
     ) -> Result<Plugin> {
+        let path = path.as_ref();
         let mut options = self.options(&path.display().to_string());
         options.settings = settings;
         let plugin = dlinkwm_core::Plugin::load(&self.engine, path, options)?;

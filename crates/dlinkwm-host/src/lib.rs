@@ -27,13 +27,10 @@
 #![deny(missing_docs)]
 
 mod codec;
-pub mod config;
 mod directory;
 mod host;
-pub mod host_import;
 mod methods;
 mod plugin;
-pub mod wasm_manager;
 
 pub use directory::PluginDirectory;
 /// The engine layer under this crate. Everything a host needs is re-exported here; this is for

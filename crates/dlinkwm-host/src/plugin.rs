@@ -267,6 +267,21 @@ impl Plugin {
         self.inner.on_event(callback);
     }
 
+    /// Keeps this plugin's settings in step with `config` (by the plugin's name), with `adjust`
+    /// applied to what each version of the configuration gives it (an application's own
+    /// defaults, for example).
+    ///
+    /// # Errors
+    /// [`Error::Plugin`] when the plugin's engine cannot enforce its settings in the current
+    /// configuration; the plugin is not followed then.
+    pub fn follow(
+        &self,
+        config: &crate::DynamicConfig,
+        adjust: impl Fn(&crate::Config, ResolvedSettings) -> ResolvedSettings + Send + Sync + 'static,
+    ) -> Result<()> {
+        Ok(config.follow_with(&self.inner, adjust)?)
+    }
+
     /// The engine-level plugin. Everything a host does with a plugin is on this type; this is
     /// for DlinkWM's own crates.
     #[doc(hidden)]

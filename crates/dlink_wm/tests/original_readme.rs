@@ -1,18 +1,17 @@
-//! The original DlinkWM README's Quick Start and Hot Reload snippets, with only the crate path
-//! changed, run for real. One test in its own binary: the snippets use paths relative to the
+//! The original DlinkWM README's Quick Start and Hot Reload snippets, verbatim (`dlink_wm`
+//! paths and all), run for real. One test in its own binary: the snippets use paths relative to the
 //! current directory, which this test sets.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use dlinkwm_host::config::{DynamicConfig, create_default_config_if_missing};
-use dlinkwm_host::core::Error as CoreError;
-use dlinkwm_host::wasm_manager::{WasmHotReloader, WasmInstanceCache, call_wasm_function};
-use dlinkwm_host::{HostMethods, ReloadEvent};
+use dlink_wm::config::{DynamicConfig, create_default_config_if_missing};
+use dlink_wm::wasm_manager::{WasmHotReloader, WasmInstanceCache, call_wasm_function};
+use dlinkwm_host::{HostMethods, PluginError as CoreError, ReloadEvent};
 use serde::Deserialize;
 
-/// The Quick Start's `main`, verbatim but for the crate path.
+/// The Quick Start's `main`, verbatim.
 fn quick_start() -> Result<()> {
     // Initialize configuration
     create_default_config_if_missing()?;

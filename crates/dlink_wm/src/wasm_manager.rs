@@ -1,13 +1,12 @@
 //! The original DlinkWM API: `WasmInstanceCache`, `WasmHotReloader` and `call_wasm_function`.
 //!
-//! A thin layer over [`PluginHost`] and [`Plugin`], kept so code written for
-//! the original README works with only the crate path changed (`dlink_wm` → `dlinkwm_host`).
-//! Differences: `get_or_load` and `reload` return a [`Plugin`] (the original returned a wasmtime
+//! A thin layer over [`PluginHost`] and [`Plugin`]. Differences from the original:
+//! `get_or_load` and `reload` return a [`Plugin`] (the original returned a wasmtime
 //! `Instance`), and errors are typed ([`crate::Error`]) rather than `anyhow`.
 //!
 //! ```no_run
-//! use dlinkwm_host::config::{DynamicConfig, create_default_config_if_missing};
-//! use dlinkwm_host::wasm_manager::{WasmInstanceCache, call_wasm_function};
+//! use dlink_wm::config::{DynamicConfig, create_default_config_if_missing};
+//! use dlink_wm::wasm_manager::{WasmInstanceCache, call_wasm_function};
 //! use std::sync::Arc;
 //!
 //! create_default_config_if_missing()?;
@@ -22,9 +21,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use dlinkwm_core::{Config, DynamicConfig, Stdio};
-
-use crate::{HostMethods, Plugin, PluginHost, Result};
+use dlinkwm_host::{
+    Config, DynamicConfig, HostMethods, Plugin, PluginHost, ResolvedSettings, Result, Stdio,
+};
 
 /// Loaded plugins by path, sharing one engine and one set of host methods.
 #[derive(Debug)]
@@ -71,15 +70,12 @@ impl WasmInstanceCache {
 
     /// The settings `config` gives `wasm_path`; unless `[defaults]` chooses otherwise, plugin
     /// output goes to this process's stdout, as it did in the original DlinkWM.
-    fn settings(config: &DynamicConfig, wasm_path: &str) -> dlinkwm_core::ResolvedSettings {
+    fn settings(config: &DynamicConfig, wasm_path: &str) -> ResolvedSettings {
         let current = config.current();
         Self::original_stdio(&current, current.settings_for(wasm_path))
     }
 
-    fn original_stdio(
-        config: &Config,
-        mut settings: dlinkwm_core::ResolvedSettings,
-    ) -> dlinkwm_core::ResolvedSettings {
+    fn original_stdio(config: &Config, mut settings: ResolvedSettings) -> ResolvedSettings {
         if config.defaults.stdio.is_none() && settings.stdio == Stdio::Log {
             settings.stdio = Stdio::Inherit;
         }
@@ -102,8 +98,8 @@ impl WasmInstanceCache {
         }
         let plugin = self
             .host
-            .load_with(Path::new(wasm_path), Self::settings(config, wasm_path))?;
-        config.follow_with(plugin.core(), Self::original_stdio)?;
+            .load_with_settings(Path::new(wasm_path), Self::settings(config, wasm_path))?;
+        plugin.follow(config, Self::original_stdio)?;
         if *self.watching.lock().unwrap_or_else(|p| p.into_inner()) {
             self.host.watch(&plugin)?;
         }
@@ -121,7 +117,7 @@ impl WasmInstanceCache {
     /// The reason the file was refused.
     pub fn reload(&self, wasm_path: &str, config: &DynamicConfig) -> Result<Plugin> {
         let plugin = self.get_or_load(wasm_path, config)?;
-        plugin.core().reload()?;
+        plugin.reload()?;
         Ok(plugin)
     }
 
@@ -177,7 +173,7 @@ impl WasmHotReloader {
 /// must be allowed by `config` (when `config` lists entries for that plugin).
 ///
 /// # Errors
-/// [`dlinkwm_core::Error::EntryNotAllowed`] and every loading and calling error.
+/// [`dlinkwm_host::PluginError::EntryNotAllowed`] and every loading and calling error.
 pub fn call_wasm_function(
     wasm_path: &str,
     entry: &str,
