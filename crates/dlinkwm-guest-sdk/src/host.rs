@@ -63,53 +63,18 @@ pub fn call_raw(method: &str, format: Format, input: &[u8]) -> Result<Vec<u8>, E
     ))
 }
 
-/// Raw bytes carry a typed value only as text: nothing is `()` (or `None`), and bytes are a
-/// UTF-8 string. Everything else needs JSON or postcard. The host follows the same rule.
-const RAW_RULE: &str = "the raw format carries only a string or nothing; use json or postcard";
-
+/// Encodes a value for the host, by the rule the host decodes with (`dlinkwm-codec`).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, format: Format) -> Result<Vec<u8>, Error> {
-    let encoded = match format {
-        Format::Json => serde_json::to_vec(value).map_err(|error| error.to_string()),
-        Format::Postcard => postcard::to_allocvec(value).map_err(|error| error.to_string()),
-        Format::Raw => match serde_json::to_value(value) {
-            Ok(serde_json::Value::Null) => Ok(Vec::new()),
-            Ok(serde_json::Value::String(text)) => Ok(text.into_bytes()),
-            Ok(_) => Err(RAW_RULE.to_owned()),
-            Err(error) => Err(error.to_string()),
-        },
-        _ => Err(format!(
-            "format `{}` cannot carry a typed value",
-            format.name()
-        )),
-    };
-    encoded.map_err(|message| Error::new(ErrorKind::Encode, message))
+    dlinkwm_codec::encode(value, format)
+        .map_err(|error| Error::new(ErrorKind::Encode, error.to_string()))
 }
 
+/// Decodes what the host sent, by the rule the host encodes with (`dlinkwm-codec`).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Result<T, Error> {
-    let decoded = match format {
-        Format::Json => serde_json::from_slice(bytes).map_err(|error| error.to_string()),
-        Format::Postcard => postcard::from_bytes(bytes).map_err(|error| error.to_string()),
-        Format::Raw => {
-            let value = if bytes.is_empty() {
-                Ok(serde_json::Value::Null)
-            } else {
-                std::str::from_utf8(bytes)
-                    .map(|text| serde_json::Value::String(text.to_owned()))
-                    .map_err(|_| format!("{RAW_RULE} (the input is not UTF-8)"))
-            };
-            value.and_then(|value| {
-                serde_json::from_value(value).map_err(|error| format!("{RAW_RULE}: {error}"))
-            })
-        }
-        _ => Err(format!(
-            "format `{}` cannot carry a typed value",
-            format.name()
-        )),
-    };
-    decoded.map_err(|message| {
+    dlinkwm_codec::decode(bytes, format).map_err(|error| {
         Error::new(
             ErrorKind::Decode,
-            format!("cannot decode {} input: {message}", format.name()),
+            format!("cannot decode {} input: {error}", format.name()),
         )
     })
 }

@@ -26,7 +26,6 @@
 //! plugins may call back. [`Error`] is the one error type to match on.
 #![deny(missing_docs)]
 
-mod codec;
 mod directory;
 mod host;
 mod methods;

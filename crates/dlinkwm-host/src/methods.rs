@@ -69,18 +69,18 @@ impl HostMethods {
         let handler =
             move |_: CallerInfo<'_>, format: Format, input: &[u8], output: &mut Vec<u8>| {
                 let params: P =
-                    crate::codec::decode(input, format).map_err(|reason| match reason {
-                        crate::codec::CodecError::Unsupported => HostCallError::UnsupportedFormat {
+                    dlinkwm_codec::decode(input, format).map_err(|reason| match reason {
+                        dlinkwm_codec::CodecError::Invalid(reason) => HostCallError::Failed(
+                            format!("invalid parameters for host method `{method_name}`: {reason}"),
+                        ),
+                        _ => HostCallError::UnsupportedFormat {
                             method: method_name.clone(),
                             format: format.code(),
                         },
-                        crate::codec::CodecError::Invalid(reason) => HostCallError::Failed(
-                            format!("invalid parameters for host method `{method_name}`: {reason}"),
-                        ),
                     })?;
                 let answer =
                     method(params).map_err(|error| HostCallError::Failed(error.to_string()))?;
-                crate::codec::encode_into(&answer, format, output).map_err(|reason| {
+                dlinkwm_codec::encode_into(&answer, format, output).map_err(|reason| {
                     HostCallError::Failed(format!(
                         "cannot encode the answer of `{method_name}`: {reason}"
                     ))

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::Error;
-use crate::codec;
 use crate::{
     ContentHash, EntryInfo, Format, Metered, PluginKind, ReloadEvent, ReloadOutcome,
     ResolvedSettings, Result,
 };
+use dlinkwm_codec as codec;
 
 thread_local! {
     /// The encoded input of the call in progress on this thread, reused so a call allocates
