@@ -36,7 +36,6 @@ const (
 	StatusUnknownMethod     Status = 2
 	StatusPermissionDenied  Status = 3
 	StatusUnsupportedFormat Status = 4
-	StatusBadArguments      Status = 5
 )
 
 // LogLevel is the level of a log line.

@@ -21,7 +21,6 @@ pub const Status = enum(i32) {
     unknown_method = 2,
     permission_denied = 3,
     unsupported_format = 4,
-    bad_arguments = 5,
     _,
 };
 

@@ -119,9 +119,6 @@ pub enum Status {
     PermissionDenied = 3,
     /// The method does not speak the requested [`Format`], or the format code is unknown.
     UnsupportedFormat = 4,
-    /// The arguments of the host call were invalid (a pointer outside memory, a name that is not
-    /// UTF-8).
-    BadArguments = 5,
 }
 
 impl Status {
@@ -133,7 +130,6 @@ impl Status {
             2 => Self::UnknownMethod,
             3 => Self::PermissionDenied,
             4 => Self::UnsupportedFormat,
-            5 => Self::BadArguments,
             _ => return None,
         })
     }
@@ -224,10 +220,11 @@ mod tests {
         for format in [Format::Raw, Format::Json, Format::Postcard] {
             assert_eq!(Format::from_code(format.code()), Some(format));
         }
-        for code in 0..6 {
+        for code in 0..5 {
             assert_eq!(Status::from_code(code).map(Status::code), Some(code));
         }
-        assert_eq!(Status::from_code(6), None);
+        // Code 5 (once `BadArguments`) was never returned: bad arguments are a trap.
+        assert_eq!(Status::from_code(5), None);
         assert_eq!(Format::from_code(-1), None);
         assert_eq!(LogLevel::from_code(99), LogLevel::Info);
     }

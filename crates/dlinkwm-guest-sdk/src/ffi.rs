@@ -71,7 +71,7 @@ pub(crate) fn host_call(method: &str, format: i32, input: &[u8]) -> (i32, Vec<u8
         let status =
             unsafe { imports::host_call(name_ptr, name_len, format, input_ptr, input_len) };
         // SAFETY: no arguments.
-        let len = unsafe { imports::host_result_len() }.max(0) as usize;
+        let len = unsafe { imports::host_result_len() } as u32 as usize;
         let mut result = vec![0u8; len];
         // SAFETY: `result` has room for exactly `len` bytes, as the ABI requires.
         unsafe { imports::host_result_read(result.as_mut_ptr() as usize as i32) };

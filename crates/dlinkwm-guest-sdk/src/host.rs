@@ -49,6 +49,12 @@ pub fn call_with<In: Serialize + ?Sized, Out: DeserializeOwned>(
 /// # Errors
 /// As [`call`], without decoding.
 pub fn call_raw(method: &str, format: Format, input: &[u8]) -> Result<Vec<u8>, Error> {
+    if cfg!(not(target_family = "wasm")) {
+        return Err(Error::new(
+            ErrorKind::NotInHost,
+            format!("cannot call host method `{method}`: not running inside a DlinkWM host"),
+        ));
+    }
     let (status, result) = ffi::host_call(method, format.code(), input);
     let kind = match Status::from_code(status) {
         Some(Status::Ok) => return Ok(result),
@@ -86,7 +92,7 @@ mod tests {
     #[test]
     fn outside_a_host_calls_fail_with_not_in_host_message() {
         let error = call::<_, String>("custom_greet", "x").unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::UnknownMethod);
+        assert_eq!(error.kind(), ErrorKind::NotInHost);
         assert!(
             error
                 .message()

@@ -17,7 +17,6 @@ export const STATUS_ERROR: i32 = 1;
 export const STATUS_UNKNOWN_METHOD: i32 = 2;
 export const STATUS_PERMISSION_DENIED: i32 = 3;
 export const STATUS_UNSUPPORTED_FORMAT: i32 = 4;
-export const STATUS_BAD_ARGUMENTS: i32 = 5;
 
 export const LOG_ERROR: i32 = 0;
 export const LOG_WARN: i32 = 1;
