@@ -381,8 +381,10 @@ impl DiskCache {
         // wasmtime checks its own header again (a module's entry does not deserialize as a
         // component).
         let code = if component {
+            // SAFETY: as above.
             unsafe { Component::deserialize(engine, payload) }.map(Code::Component)
         } else {
+            // SAFETY: as above.
             unsafe { Module::deserialize(engine, payload) }.map(Code::Module)
         };
         match code {
