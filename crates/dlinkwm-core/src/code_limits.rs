@@ -23,8 +23,8 @@ pub const MAX_NESTING: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct Refused(pub(crate) String);
 
-/// Checks `bytes` (a binary or WAT text) and returns the wasm binary to compile.
-pub(crate) fn check(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>, Refused> {
+/// Checks the size of `bytes` (a binary or WAT text) and returns them as a wasm binary.
+pub(crate) fn to_binary(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>, Refused> {
     if bytes.len() > max_bytes {
         return Err(Refused(format!(
             "{} bytes is over the engine's max_module_mib of {} MiB",
@@ -47,6 +47,13 @@ pub(crate) fn check(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>, Ref
         }
         Cow::Owned(binary.into_owned())
     };
+    Ok(binary)
+}
+
+/// Checks `bytes` (a binary or WAT text) and returns the wasm binary to compile.
+#[cfg(test)]
+fn check(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>, Refused> {
+    let binary = to_binary(bytes, max_bytes)?;
     check_nesting(&binary)?;
     Ok(binary)
 }
@@ -93,7 +100,8 @@ pub(crate) fn not_wasm(bytes: &[u8]) -> Option<String> {
     ))
 }
 
-fn check_nesting(binary: &[u8]) -> Result<(), Refused> {
+/// Refuses a function whose blocks nest deeper than [`MAX_NESTING`].
+pub(crate) fn check_nesting(binary: &[u8]) -> Result<(), Refused> {
     let mut function = 0usize;
     for payload in Parser::new(0).parse_all(binary) {
         // Malformed bytes are left to wasmtime's validator, which says what is wrong.

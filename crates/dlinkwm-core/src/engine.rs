@@ -330,6 +330,16 @@ impl Engine {
         bytes: &[u8],
         hash: ContentHash,
     ) -> Result<Arc<CompiledModule>> {
+        if bytes.len() > self.inner.options.max_module_bytes {
+            return Err(Error::InvalidModule {
+                plugin: plugin.to_owned(),
+                reason: format!(
+                    "{} bytes is over the engine's max_module_mib of {} MiB",
+                    bytes.len(),
+                    self.inner.options.max_module_bytes >> 20
+                ),
+            });
+        }
         if let Some(reason) = crate::code_limits::not_wasm(bytes) {
             let plugin = plugin.to_owned();
             return Err(Error::InvalidModule { plugin, reason });
@@ -360,12 +370,16 @@ impl Engine {
         hash: ContentHash,
     ) -> Result<Arc<CompiledModule>> {
         let started = std::time::Instant::now();
-        let component = crate::exports::is_component(bytes);
-        let cached = self
-            .inner
-            .disk
-            .as_ref()
-            .and_then(|disk| disk.load(&self.inner.wasmtime, &hash, component));
+        let refused = |crate::code_limits::Refused(reason)| Error::InvalidModule {
+            plugin: plugin.to_owned(),
+            reason,
+        };
+        // WAT text becomes a binary first: its kind (module or component) is known only then.
+        let binary = crate::code_limits::to_binary(bytes, self.inner.options.max_module_bytes)
+            .map_err(refused)?;
+        let component = crate::exports::is_component(&binary);
+        let disk = self.inner.disk.as_ref();
+        let cached = disk.and_then(|disk| disk.load(&self.inner.wasmtime, &hash, component));
         let code = match cached {
             Some(code) => {
                 self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
@@ -373,12 +387,8 @@ impl Engine {
                 code
             }
             None => {
-                let binary = crate::code_limits::check(bytes, self.inner.options.max_module_bytes)
-                    .map_err(|crate::code_limits::Refused(reason)| Error::InvalidModule {
-                        plugin: plugin.to_owned(),
-                        reason,
-                    })?;
-                let code = if crate::exports::is_component(&binary) {
+                crate::code_limits::check_nesting(&binary).map_err(refused)?;
+                let code = if component {
                     Component::from_binary(&self.inner.wasmtime, &binary).map(Code::Component)
                 } else {
                     Module::from_binary(&self.inner.wasmtime, &binary).map(Code::Module)
@@ -389,7 +399,7 @@ impl Engine {
                 })?;
                 self.inner.compiles.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(plugin, %hash, component, elapsed = ?started.elapsed(), "compiled");
-                if let Some(disk) = &self.inner.disk {
+                if let Some(disk) = disk {
                     disk.store(&hash, &code);
                 }
                 code

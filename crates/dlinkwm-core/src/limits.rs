@@ -24,10 +24,12 @@ pub(crate) struct Limiter {
     pub(crate) max_memory_bytes: usize,
     /// The largest single table, in elements.
     pub(crate) max_table_elements: usize,
-    /// What the instance's memories and tables hold now, in bytes.
+    /// What the instance's memories and tables hold now, in bytes. A growth the limiter
+    /// allowed and wasmtime then failed stays counted: wasmtime may report a failure without
+    /// asking first (a table64 size overflow), so giving bytes back on a failure report could be
+    /// played to grow past the budget. The budget errs on the strict side instead (failures
+    /// after an allowed growth are rare: the pool's slot size is checked against the budget).
     used: usize,
-    /// The bytes of the last growth allowed, given back if wasmtime then fails it.
-    pending: usize,
     /// The largest size refused during the current call, in bytes (the instance's total).
     pub(crate) memory_refused: Option<usize>,
 }
@@ -38,7 +40,6 @@ impl Limiter {
             max_memory_bytes,
             max_table_elements,
             used: 0,
-            pending: 0,
             memory_refused: None,
         }
     }
@@ -54,7 +55,6 @@ impl Limiter {
         match self.used.checked_add(delta) {
             Some(total) if total <= self.max_memory_bytes => {
                 self.used = total;
-                self.pending = delta;
                 true
             }
             total => {
@@ -63,10 +63,6 @@ impl Limiter {
                 false
             }
         }
-    }
-
-    fn grow_failed(&mut self) {
-        self.used = self.used.saturating_sub(std::mem::take(&mut self.pending));
     }
 }
 
@@ -79,14 +75,13 @@ impl ResourceLimiter for Limiter {
     ) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|maximum| desired > maximum) {
             // wasmtime fails this growth itself; nothing to count.
-            self.pending = 0;
             return Ok(true);
         }
         Ok(self.grow(desired.saturating_sub(current)))
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.grow_failed();
+        // Still counted: see `used`.
         Ok(())
     }
 
@@ -97,7 +92,6 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|maximum| desired > maximum) {
-            self.pending = 0;
             return Ok(true);
         }
         if desired > self.max_table_elements {
@@ -110,7 +104,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.grow_failed();
+        // Still counted: see `used`.
         Ok(())
     }
 
@@ -145,14 +139,20 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_growth_is_given_back() {
+    fn failure_reports_give_nothing_back() {
+        // wasmtime can report a failed table growth it never asked about (a table64 size
+        // overflow): if failure reports gave bytes back, a guest could alternate real growths
+        // and such reports to grow without bound.
         let mut limiter = Limiter::new(10 * MIB, 1000);
         assert!(limiter.memory_growing(0, 8 * MIB, None).unwrap());
         limiter
+            .table_grow_failed(wasmtime::Error::msg("table size overflow"))
+            .unwrap();
+        limiter
             .memory_grow_failed(wasmtime::Error::msg("no memory"))
             .unwrap();
-        assert_eq!(limiter.used(), 0);
-        assert!(limiter.memory_growing(0, 8 * MIB, None).unwrap());
+        assert_eq!(limiter.used(), 8 * MIB);
+        assert!(!limiter.memory_growing(0, 8 * MIB, None).unwrap());
     }
 
     #[test]

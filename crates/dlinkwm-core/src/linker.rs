@@ -337,7 +337,9 @@ fn add_legacy(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
                     "string at {start:#x} has no NUL terminator within {MAX_PRINT} bytes"
                 ))
             })?;
-            if !state.log_budget.take(&state.context.name, end) {
+            // Printing to an inherited stdout is like a guest's own WASI write there: the
+            // operator's grant, not a log line, so it is not counted.
+            if state.stdio == Stdio::Log && !state.log_budget.take(&state.context.name, end) {
                 return Ok(());
             }
             let text = String::from_utf8_lossy(&window[..end]);

@@ -738,7 +738,16 @@ impl Plugin {
             tracing::debug!(plugin = self.name(), %hash, "file changed while it was being loaded");
             return;
         }
-        *lock(&self.inner.last_refused) = result.is_err().then_some((hash, generation));
+        // Only a refusal the bytes themselves cause is remembered: a busy pool or a failed
+        // hand-over may pass, and the same bytes must then be tried again.
+        let caused_by_bytes = matches!(
+            result,
+            Err(Error::InvalidModule { .. }
+                | Error::ExportMissing { .. }
+                | Error::EntryNotFound { .. }
+                | Error::AbiVersionUnsupported { .. })
+        );
+        *lock(&self.inner.last_refused) = caused_by_bytes.then_some((hash, generation));
         let _ = self.report(result, Some(path));
     }
 
@@ -747,34 +756,43 @@ impl Plugin {
     /// coalesce into one more reload after it; outcomes arrive as events.
     pub(crate) fn reload_in_background(&self) {
         let requests = &self.inner.reload_requests;
-        let before = requests
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+        let (Ok(before) | Err(before)) =
+            requests.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
                 Some((now + 1).min(2))
-            })
-            .unwrap_or(2);
+            });
         if before != 0 {
             return;
         }
         let plugin = self.clone();
-        let work = move || {
-            loop {
-                plugin.reload_watched();
-                if plugin.inner.reload_requests.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    break;
-                }
-                // Asked again while it ran: the file changed after it was read. The request came
-                // from a settled change, but the file may be in the middle of yet another write
-                // now; like the watcher, act once it has been quiet for a settle window.
-                plugin.wait_until_quiet();
-            }
-        };
         let spawned = std::thread::Builder::new()
             .name("dlinkwm-reload".to_owned())
-            .spawn(work);
+            .spawn(move || plugin.serve_reload_requests());
         if let Err(error) = spawned {
             tracing::warn!(plugin = self.name(), %error, "cannot start a reload thread; reloading on this one");
-            self.reload_watched();
-            requests.store(0, Ordering::Release);
+            self.serve_reload_requests();
+        }
+    }
+
+    /// Reloads until no request is left (see [`Plugin::reload_in_background`]). A panic in a
+    /// reload (a host method's, during state hand-over) is logged and the requests are still
+    /// served, so the plugin never stops following its file.
+    fn serve_reload_requests(&self) {
+        loop {
+            let reloaded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload_watched()));
+            if reloaded.is_err() {
+                tracing::error!(
+                    plugin = self.name(),
+                    "a reload panicked; the current version keeps serving"
+                );
+            }
+            if self.inner.reload_requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+                break;
+            }
+            // Asked again while it ran: the file changed after it was read. The request came
+            // from a settled change, but the file may be in the middle of yet another write
+            // now; like the watcher, act once it has been quiet for a settle window.
+            self.wait_until_quiet();
         }
     }
 

@@ -52,6 +52,11 @@ impl LogBudget {
                 left.checked_sub(bytes)
             })
             .is_ok();
+        if !taken {
+            // Nothing more this call, not even a smaller line, and the next call's `reset`
+            // sees the budget used.
+            self.remaining.store(0, Ordering::Relaxed);
+        }
         if !taken && !self.noticed.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 target: "dlinkwm::guest",

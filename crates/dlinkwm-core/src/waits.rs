@@ -35,9 +35,6 @@ pub(crate) const MAX_POLL_SUBSCRIPTIONS: usize = 1024;
 
 const SUBSCRIPTION_SIZE: usize = 48;
 const EVENT_SIZE: usize = 32;
-/// The userdata of the deadline's own subscription; a guest's identical userdata is told apart
-/// by its index, not by this value.
-const DEADLINE_USERDATA: u64 = u64::MAX;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
 const CLOCK_MONOTONIC: u32 = 1;
@@ -45,7 +42,7 @@ const CLOCK_MONOTONIC: u32 = 1;
 /// The engine's epoch count as the ticker advances it, shared with every store.
 pub(crate) type Ticks = Arc<AtomicU64>;
 
-/// Where the current call's deadline is, in ticks; `None` outside calls with a deadline.
+/// Where the current call's deadline is, in ticks of [`Ticks`] (set by each call's preparation).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Deadline {
     pub(crate) tick: u64,
@@ -123,8 +120,11 @@ fn poll_oneoff(
     let mut words = vec![0u64; written_at / 8 + 1];
     let scratch: &mut [u8] = bytes_of(&mut words);
     scratch[..source.len()].copy_from_slice(&data[source]);
+    // The deadline's own subscription gets a userdata no guest subscription has, so its event
+    // is told apart from every guest event.
+    let userdata = unused_userdata(&scratch[..count * SUBSCRIPTION_SIZE]);
     let deadline = &mut scratch[count * SUBSCRIPTION_SIZE..events_at];
-    deadline[..8].copy_from_slice(&DEADLINE_USERDATA.to_le_bytes());
+    deadline[..8].copy_from_slice(&userdata.to_le_bytes());
     // Tag 0 (clock) at 8; the clock at 16; a relative timeout at 24.
     deadline[16..20].copy_from_slice(&CLOCK_MONOTONIC.to_le_bytes());
     let nanos = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
@@ -152,7 +152,7 @@ fn poll_oneoff(
         .min(all);
     let mut kept = Vec::with_capacity(fired * EVENT_SIZE);
     for event in scratch[events_at..events_at + fired * EVENT_SIZE].chunks_exact(EVENT_SIZE) {
-        if is_deadline(event, &scratch[..events_at], count) {
+        if userdata_of(event) == userdata {
             return Err(interrupted());
         }
         kept.extend_from_slice(event);
@@ -169,15 +169,26 @@ fn poll_oneoff(
     Ok(0)
 }
 
-/// Whether `event` answers the deadline's own subscription: its userdata is the deadline's
-/// and no guest subscription (of the `count` before it) has that userdata and a clock tag.
-fn is_deadline(event: &[u8], subscriptions: &[u8], count: usize) -> bool {
-    let userdata = u64::from_le_bytes(event[..8].try_into().unwrap_or_default());
-    userdata == DEADLINE_USERDATA
-        && !subscriptions
-            .chunks_exact(SUBSCRIPTION_SIZE)
-            .take(count)
-            .any(|guest| guest[..8] == DEADLINE_USERDATA.to_le_bytes() && guest[8] == 0)
+/// The userdata of a subscription or an event (both start with it).
+fn userdata_of(record: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&record[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// A userdata that none of `subscriptions` has: the largest free one (at most 1,024 are taken,
+/// so one of the 1,025 largest values is free).
+fn unused_userdata(subscriptions: &[u8]) -> u64 {
+    let mut taken: Vec<u64> = subscriptions
+        .chunks_exact(SUBSCRIPTION_SIZE)
+        .map(userdata_of)
+        .collect();
+    taken.sort_unstable();
+    let mut candidate = u64::MAX;
+    while taken.binary_search(&candidate).is_ok() {
+        candidate -= 1;
+    }
+    candidate
 }
 
 /// `words` as bytes.
@@ -219,6 +230,10 @@ fn bounded_poll(
 ) -> wasmtime::Result<Vec<u32>> {
     use wasmtime_wasi::WasiView as _;
     use wasmtime_wasi::p2::bindings::sync::clocks::monotonic_clock::Host as _;
+    if pollables.is_empty() {
+        // wasmtime-wasi's own answer (a trap): an empty poll must not become a sleep.
+        return p2_poll::Host::poll(state.ctx().table, pollables);
+    }
     let Some(left) = time_left(state) else {
         return Err(interrupted());
     };
@@ -275,6 +290,30 @@ mod tests {
             (with "clock" (instance (export "subscribe" (func $subscribe))))
             (with "poll" (instance (export "block" (func $block))))))
         (func (export "run") (param "ns" u64) (canon lift (core func $i "run"))))"#;
+
+    #[test]
+    fn the_deadline_takes_a_userdata_no_guest_subscription_has() {
+        let subscriptions = |userdatas: &[u64]| -> Vec<u8> {
+            userdatas
+                .iter()
+                .flat_map(|userdata| {
+                    let mut record = [0u8; super::SUBSCRIPTION_SIZE];
+                    record[..8].copy_from_slice(&userdata.to_le_bytes());
+                    record
+                })
+                .collect()
+        };
+        assert_eq!(super::unused_userdata(&subscriptions(&[1, 2])), u64::MAX);
+        assert_eq!(
+            super::unused_userdata(&subscriptions(&[u64::MAX, u64::MAX - 1, 7])),
+            u64::MAX - 2
+        );
+        let all: Vec<u64> = (0..1024).map(|back| u64::MAX - back).collect();
+        assert_eq!(
+            super::unused_userdata(&subscriptions(&all)),
+            u64::MAX - 1024
+        );
+    }
 
     #[test]
     fn a_component_sleep_past_the_timeout_ends_at_the_timeout() {

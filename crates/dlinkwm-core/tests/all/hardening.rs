@@ -445,8 +445,9 @@ const SLEEPER: &str = r#"(module
     (func (export "dlinkwm_alloc") (param i32) (result i32) i32.const 1024)
     (func (export "dlinkwm_free") (param i32 i32))
     (func (export "sleep") (param $ptr i32) (param $len i32) (param i32) (result i32)
-        ;; subscription at 0: userdata 42, tag 0 (clock), monotonic, timeout in ns, relative
-        (i64.store (i32.const 0) (i64.const 42))
+        ;; subscription at 0: userdata -1 (the host's own deadline must not be confused with
+        ;; it), tag 0 (clock), monotonic, timeout in ns, relative
+        (i64.store (i32.const 0) (i64.const -1))
         (i32.store8 (i32.const 8) (i32.const 0))
         (i32.store (i32.const 16) (i32.const 1))
         (i64.store (i32.const 24)
@@ -470,7 +471,10 @@ fn a_wasi_sleep_past_the_timeout_ends_at_the_timeout() {
     // Sleeps shorter than the timeout answer as WASI does.
     let output = plugin.call_raw("sleep", &20u32.to_le_bytes()).unwrap();
     assert_eq!(u32::from_le_bytes(output[..4].try_into().unwrap()), 1);
-    assert_eq!(u64::from_le_bytes(output[4..].try_into().unwrap()), 42);
+    assert_eq!(
+        u64::from_le_bytes(output[4..].try_into().unwrap()),
+        u64::MAX
+    );
     // 20 s and "forever" (u32::MAX ms, 50 days) both end at the 200 ms timeout.
     for millis in [20_000u32, u32::MAX] {
         let started = Instant::now();
