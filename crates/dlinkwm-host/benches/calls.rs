@@ -10,8 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dlinkwm_host::core::{Engine, EngineOptions};
-use dlinkwm_host::{Config, Format, HostMethods, PluginHost};
+use dlinkwm_host::{Config, Engine, EngineOptions, Format, HostMethods, PluginHost};
 use serde::{Deserialize, Serialize};
 use wasmtime::{Caller, Linker, Module, Store, TypedFunc};
 
