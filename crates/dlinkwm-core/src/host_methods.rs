@@ -55,6 +55,21 @@ pub trait HostCallHandler: Send + Sync + 'static {
     ) -> Result<(), HostCallError>;
 }
 
+/// A shared handler serves calls too, so one handler can be given to several plugins and kept
+/// by the application.
+impl<T: HostCallHandler + ?Sized> HostCallHandler for std::sync::Arc<T> {
+    fn call(
+        &self,
+        caller: CallerInfo<'_>,
+        method: &str,
+        format: Format,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<(), HostCallError> {
+        (**self).call(caller, method, format, input, output)
+    }
+}
+
 /// No host methods at all: every call is answered with [`HostCallError::UnknownMethod`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoHostMethods;

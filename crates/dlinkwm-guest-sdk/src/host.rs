@@ -102,31 +102,19 @@ mod tests {
     }
 
     #[test]
-    fn formats_round_trip() {
-        for format in [Format::Json, Format::Postcard] {
-            let bytes = encode(&("a", 7u32), format).unwrap();
-            let back: (String, u32) = decode(&bytes, format).unwrap();
-            assert_eq!(back, ("a".to_owned(), 7));
-        }
+    fn codec_failures_keep_their_kind() {
+        // The rule itself is dlinkwm-codec's (and tested there); this side maps its failures.
         assert_eq!(
             decode::<u32>(b"{", Format::Json).unwrap_err().kind(),
             ErrorKind::Decode
         );
-        // Raw: a string is its UTF-8 bytes, nothing is `()`; numbers and structs are refused.
-        assert_eq!(encode("hé", Format::Raw).unwrap(), "hé".as_bytes());
-        assert_eq!(encode(&(), Format::Raw).unwrap(), b"");
-        assert_eq!(
-            decode::<String>("hé".as_bytes(), Format::Raw).unwrap(),
-            "hé"
-        );
-        decode::<()>(b"", Format::Raw).unwrap();
         assert_eq!(
             encode(&1u8, Format::Raw).unwrap_err().kind(),
             ErrorKind::Encode
         );
         assert_eq!(
-            decode::<u8>(b"1", Format::Raw).unwrap_err().kind(),
-            ErrorKind::Decode
+            decode::<String>("hé".as_bytes(), Format::Raw).unwrap(),
+            "hé"
         );
     }
 }

@@ -241,21 +241,6 @@ impl HostCallHandler for WaitsOnAnotherThread {
     }
 }
 
-struct Shared<T>(Arc<T>);
-
-impl<T: HostCallHandler> HostCallHandler for Shared<T> {
-    fn call(
-        &self,
-        caller: CallerInfo<'_>,
-        method: &str,
-        format: Format,
-        input: &[u8],
-        output: &mut Vec<u8>,
-    ) -> Result<(), HostCallError> {
-        self.0.call(caller, method, format, input, output)
-    }
-}
-
 #[test]
 fn waiting_for_an_instance_ends_at_the_queue_deadline() {
     let host = Arc::new(WaitsOnAnotherThread {
@@ -275,7 +260,7 @@ fn waiting_for_an_instance_ends_at_the_queue_deadline() {
     let plugin = Plugin::from_bytes(
         &engine(),
         wat.as_bytes(),
-        options_with_host(settings, Shared(host.clone())),
+        options_with_host(settings, host.clone()),
     )
     .unwrap();
     host.plugin.set(plugin.clone()).ok();
@@ -337,7 +322,7 @@ fn a_reload_from_inside_a_call_never_waits_for_that_call() {
     let plugin = Plugin::from_bytes(
         &engine(),
         v1.as_bytes(),
-        options_with_host(settings, Shared(host.clone())),
+        options_with_host(settings, host.clone()),
     )
     .unwrap();
     host.plugin.set(plugin.clone()).ok();

@@ -139,19 +139,6 @@ impl HostCallHandler for CallsBack {
 #[test]
 fn a_host_method_calling_back_into_its_plugin_gets_an_error_not_a_deadlock() -> anyhow::Result<()> {
     let calls_back = Arc::new(CallsBack(OnceLock::new()));
-    struct Shared(Arc<CallsBack>);
-    impl HostCallHandler for Shared {
-        fn call(
-            &self,
-            caller: CallerInfo<'_>,
-            method: &str,
-            format: Format,
-            input: &[u8],
-            output: &mut Vec<u8>,
-        ) -> Result<(), HostCallError> {
-            self.0.call(caller, method, format, input, output)
-        }
-    }
     let settings = ResolvedSettings {
         max_instances: 1,
         ..Default::default()
@@ -159,7 +146,7 @@ fn a_host_method_calling_back_into_its_plugin_gets_an_error_not_a_deadlock() -> 
     let plugin = Plugin::load(
         &engine(),
         SDK_TEST_A,
-        options_with_host(settings, Shared(calls_back.clone())),
+        options_with_host(settings, calls_back.clone()),
     )?;
     assert!(calls_back.0.set(plugin.clone()).is_ok(), "set once");
     #[derive(serde::Serialize)]
