@@ -24,45 +24,32 @@
 //! The ABI plugins speak is described in `docs/abi.md`; its constants are in `dlinkwm-abi`.
 #![deny(missing_docs)]
 
-mod code_limits;
-mod component;
 mod config;
-pub mod disk_cache;
-mod dynamic;
 mod engine;
 mod error;
-mod events;
-mod exports;
-mod held;
-mod host_methods;
-mod instance;
-mod limits;
-mod linker;
 mod plugin;
-mod pool;
-mod stdio;
-mod version;
-mod waits;
+mod runtime;
 mod watch;
 
-pub use code_limits::MAX_NESTING;
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
     PluginSettings, Preopen, ResolvedSettings, Stdio, create_default_config_if_missing, defaults,
 };
 pub use dlinkwm_abi as abi;
 pub use dlinkwm_abi::Format;
-pub use dynamic::{ConfigEvent, DynamicConfig};
-pub use engine::{
+pub use engine::code_limits::MAX_NESTING;
+pub use engine::disk_cache;
+pub use engine::handle::{
     ContentHash, DEFAULT_CACHE_MAX_MIB, DEFAULT_MAX_MODULE_MIB, EPOCH_TICK, Engine, EngineOptions,
 };
 pub use error::{Error, Result};
-pub use events::ReloadEvent;
-pub use exports::{EntryInfo, EntryKind, PluginKind, is_component};
-pub use host_methods::{CallerInfo, HostCallError, HostCallHandler, NoHostMethods};
-pub use instance::StoreState;
-pub use linker::register_host_functions;
-pub use plugin::{Metered, Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
+pub use plugin::events::ReloadEvent;
+pub use plugin::handle::{Metered, Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
+pub use runtime::exports::{EntryInfo, EntryKind, PluginKind, is_component};
+pub use runtime::host_methods::{CallerInfo, HostCallError, HostCallHandler, NoHostMethods};
+pub use runtime::instance::StoreState;
+pub use runtime::linker::register_host_functions;
 /// The wasmtime this crate is built on, for hosts that need its types.
 pub use wasmtime;
-pub use watch::{PluginWatcher, SETTLE_TICK, SETTLE_TIME};
+pub use watch::dynamic::{ConfigEvent, DynamicConfig};
+pub use watch::watcher::{PluginWatcher, SETTLE_TICK, SETTLE_TIME};

@@ -17,9 +17,9 @@ use crossbeam_utils::atomic::AtomicCell;
 
 use crate::config::ResolvedSettings;
 use crate::error::Result;
-use crate::exports::NameKey;
-use crate::instance::{Instance, PluginContext};
-use crate::version::Version;
+use crate::plugin::version::Version;
+use crate::runtime::exports::NameKey;
+use crate::runtime::instance::{Instance, PluginContext};
 
 /// An instance with what a call needs beside it: the version it belongs to (its exports), and
 /// the plugin's settings as of its last call. Holding the version here means a call reads

@@ -10,13 +10,13 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::config::{ResolvedSettings, Stdio};
-use crate::engine::Engine;
+use crate::engine::handle::Engine;
 use crate::error::{Error, Result};
-use crate::exports::{EntryKind, ExportTable};
-use crate::host_methods::HostCallHandler;
-use crate::limits::Limiter;
-use crate::linker::{GuestFault, guest_range};
-use crate::stdio::{LogBudget, LogStream, StreamKind};
+use crate::runtime::exports::{EntryKind, ExportTable};
+use crate::runtime::host_methods::HostCallHandler;
+use crate::runtime::limits::Limiter;
+use crate::runtime::linker::{GuestFault, guest_range};
+use crate::runtime::stdio::{LogBudget, LogStream, StreamKind};
 
 /// What every store of one plugin shares: its name, the host methods it may call and its
 /// current settings (replaced when the configuration changes).
@@ -48,7 +48,7 @@ pub(crate) struct CallState {
     /// Host calls refused by the allowlist in this call: the first is logged, the rest counted.
     pub(crate) host_calls_denied: u32,
     /// When the current call must end, for host functions that wait.
-    pub(crate) deadline: crate::waits::Deadline,
+    pub(crate) deadline: crate::runtime::waits::Deadline,
 }
 
 /// The data of every store.
@@ -68,7 +68,7 @@ pub struct StoreState {
     /// The log text the current call may still write (shared with the WASI log streams).
     pub(crate) log_budget: Arc<LogBudget>,
     /// The engine's epoch count, which the current call's deadline is measured in.
-    pub(crate) ticks: crate::waits::Ticks,
+    pub(crate) ticks: crate::runtime::waits::Ticks,
 }
 
 impl StoreState {
@@ -101,7 +101,7 @@ pub(crate) struct Instance {
 )]
 enum Calls {
     Core(Funcs),
-    Component(Box<crate::component::Bindings>),
+    Component(Box<crate::runtime::component::Bindings>),
 }
 
 /// The exports an instance's calls use, resolved once at instantiation. Calls borrow them:
@@ -290,7 +290,7 @@ impl Instance {
     /// Instantiates a component plugin in a new store with the same limits and grants.
     pub(crate) fn new_component(
         engine: &Engine,
-        pre: &crate::component::BindingsPre<StoreState>,
+        pre: &crate::runtime::component::BindingsPre<StoreState>,
         context: &Arc<PluginContext>,
         version: u64,
     ) -> Result<Self> {
@@ -546,7 +546,7 @@ fn input_too_large(site: CallSite<'_>, size: usize, limit: usize) -> Error {
 /// Calls a component's entry through its `call` export, by name; its output replaces the
 /// call's output buffer.
 fn call_component(
-    bindings: &crate::component::Bindings,
+    bindings: &crate::runtime::component::Bindings,
     store: &mut Store<StoreState>,
     site: CallSite<'_>,
     format: Format,
@@ -555,7 +555,7 @@ fn call_component(
 ) -> Result<()> {
     check_input(site, input, settings)?;
     prepare(store);
-    let answer = crate::component::call(bindings, store, site.entry, format, input)
+    let answer = crate::runtime::component::call(bindings, store, site.entry, format, input)
         .map_err(|error| classify(store, error, site, settings))?;
     match answer {
         Ok(output) if output.len() > settings.max_output_bytes => Err(Error::OutputTooLarge {
@@ -571,7 +571,7 @@ fn call_component(
         Err(message) => Err(Error::Guest {
             plugin: site.plugin.to_owned(),
             entry: site.entry.to_owned(),
-            message: crate::linker::bounded_message(message.as_bytes()),
+            message: crate::runtime::linker::bounded_message(message.as_bytes()),
         }),
     }
 }

@@ -10,15 +10,15 @@ use arc_swap::ArcSwap;
 use dlinkwm_abi::Format;
 
 use crate::config::ResolvedSettings;
-use crate::engine::{ContentHash, Engine};
+use crate::engine::handle::{ContentHash, Engine};
 use crate::error::{Error, Result};
-use crate::events::{EventBus, ReloadEvent};
-use crate::exports::{EntryInfo, PluginKind};
-use crate::held::InCall;
-use crate::host_methods::{HostCallHandler, NoHostMethods};
-use crate::instance::{CallSite, Fast, PluginContext};
-use crate::pool::{Pool, Pooled, lock};
-use crate::version::Version;
+use crate::plugin::events::{EventBus, ReloadEvent};
+use crate::plugin::held::InCall;
+use crate::plugin::pool::{Pool, Pooled, lock};
+use crate::plugin::version::Version;
+use crate::runtime::exports::{EntryInfo, PluginKind};
+use crate::runtime::host_methods::{HostCallHandler, NoHostMethods};
+use crate::runtime::instance::{CallSite, Fast, PluginContext};
 
 /// How a plugin is loaded: its name, settings and host methods.
 #[derive(Clone)]
@@ -871,7 +871,7 @@ impl Plugin {
     fn hand_over(
         &self,
         new: &mut Version,
-        first: &mut crate::instance::Instance,
+        first: &mut crate::runtime::instance::Instance,
         settings: &ResolvedSettings,
     ) -> Result<bool> {
         let plugin = self.name();

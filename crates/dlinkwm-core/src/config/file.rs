@@ -224,7 +224,7 @@ impl ResolvedSettings {
         self.entries.as_deref().is_none_or(|entries| {
             entries
                 .iter()
-                .any(|allowed| crate::exports::same_name(allowed, entry))
+                .any(|allowed| crate::runtime::exports::same_name(allowed, entry))
         })
     }
 

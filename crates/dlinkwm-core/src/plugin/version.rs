@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::config::ResolvedSettings;
-use crate::engine::{Code, CompiledModule, ContentHash, Engine};
+use crate::engine::handle::{Code, CompiledModule, ContentHash, Engine};
 use crate::error::{Error, Result};
-use crate::exports::{ExportTable, PluginKind};
-use crate::instance::{Instance, PluginContext, StoreState};
+use crate::runtime::exports::{ExportTable, PluginKind};
+use crate::runtime::instance::{Instance, PluginContext, StoreState};
 
 /// A compiled, validated plugin version. Each of its instances holds an `Arc` to it, so a version
 /// lives until its last call ends; its idle instances wait in the plugin's pool.
@@ -30,7 +30,7 @@ pub(crate) struct Version {
 /// How a version makes instances: a core module's `InstancePre`, or a component's.
 enum Pre {
     Module(wasmtime::InstancePre<StoreState>),
-    Component(crate::component::BindingsPre<StoreState>),
+    Component(crate::runtime::component::BindingsPre<StoreState>),
 }
 
 impl Version {
@@ -68,7 +68,7 @@ impl Version {
                     .component_linker
                     .instantiate_pre(code)
                     .map_err(instantiate_error)?;
-                let pre = crate::component::BindingsPre::new(pre).map_err(|error| {
+                let pre = crate::runtime::component::BindingsPre::new(pre).map_err(|error| {
                     Error::Instantiate {
                         plugin: plugin.to_owned(),
                         reason: format!(

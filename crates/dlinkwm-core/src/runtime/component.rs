@@ -7,7 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::instance::StoreState;
+use crate::runtime::instance::StoreState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -42,7 +42,8 @@ impl bindings::PluginImports for StoreState {
                 dlinkwm_abi::MAX_HOST_METHOD_NAME
             )));
         }
-        let status = crate::linker::host_call(self, &method, to_format(format).code(), &input);
+        let status =
+            crate::runtime::linker::host_call(self, &method, to_format(format).code(), &input);
         let answer = std::mem::take(&mut self.call.host_result);
         if status == Status::Ok {
             return Ok(answer);
@@ -65,7 +66,7 @@ impl bindings::PluginImports for StoreState {
             types::LogLevel::Trace => LogLevel::Trace,
         };
         if self.log_budget.take(&self.context.name, message.len()) {
-            crate::linker::guest_log(&self.context.name, level, message.as_bytes());
+            crate::runtime::linker::guest_log(&self.context.name, level, message.as_bytes());
         }
     }
 }
@@ -91,7 +92,7 @@ pub(crate) fn from_format(format: Format) -> types::Format {
 pub(crate) fn build_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    crate::waits::add_p2(&mut linker)?;
+    crate::runtime::waits::add_p2(&mut linker)?;
     Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }

@@ -25,9 +25,9 @@ use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::sync::io::poll as p2_poll;
 
-use crate::engine::EPOCH_TICK;
-use crate::instance::StoreState;
-use crate::linker::{guest_len, guest_range};
+use crate::engine::handle::EPOCH_TICK;
+use crate::runtime::instance::StoreState;
+use crate::runtime::linker::{guest_len, guest_range};
 
 /// The most subscriptions one `poll_oneoff` may pass: what the host copies is bounded by this,
 /// not by the guest's memory.
@@ -261,8 +261,8 @@ mod tests {
     use wasmtime::component::Component;
 
     use crate::config::ResolvedSettings;
-    use crate::engine::Engine;
-    use crate::instance::{PluginContext, new_store, prepare};
+    use crate::engine::handle::Engine;
+    use crate::runtime::instance::{PluginContext, new_store, prepare};
 
     /// A component whose `run(ns)` sleeps through `wasi:clocks` and `wasi:io/poll`, as every
     /// component's `sleep` does.

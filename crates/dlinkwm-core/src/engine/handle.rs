@@ -13,10 +13,10 @@ use wasmtime::component::Component;
 use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
 use crate::config::EngineSettings;
-use crate::disk_cache::DiskCache;
+use crate::engine::disk_cache::DiskCache;
 use crate::error::{Error, Result};
-use crate::instance::StoreState;
-use crate::pool::lock;
+use crate::plugin::pool::lock;
+use crate::runtime::instance::StoreState;
 
 /// How often the ticker advances the epoch. Time limits are rounded up to whole ticks, so a call
 /// is interrupted between `timeout` and `timeout + EPOCH_TICK` after it started.
@@ -146,7 +146,7 @@ impl EngineOptions {
             settings
                 .cache_dir
                 .clone()
-                .or_else(crate::disk_cache::default_cache_dir)
+                .or_else(crate::engine::disk_cache::default_cache_dir)
         } else {
             None
         };
@@ -221,8 +221,8 @@ pub(crate) struct EngineInner {
     disk_hits: AtomicU64,
     disk: Option<DiskCache>,
     /// The epoch count, advanced with the engine's epoch: what call deadlines inside host calls
-    /// are measured against (see [`crate::waits`]).
-    pub(crate) ticks: crate::waits::Ticks,
+    /// are measured against (see [`crate::runtime::waits`]).
+    pub(crate) ticks: crate::runtime::waits::Ticks,
     // Held for its `Drop`, which stops the ticker thread with the engine.
     _ticker: Ticker,
 }
@@ -258,14 +258,14 @@ impl Engine {
         let wasmtime = wasmtime::Engine::new(&config).map_err(|error| Error::Engine {
             reason: format!("{error:#}"),
         })?;
-        let linker = crate::linker::build(&wasmtime).map_err(|error| Error::Engine {
+        let linker = crate::runtime::linker::build(&wasmtime).map_err(|error| Error::Engine {
             reason: format!("{error:#}"),
         })?;
         let component_linker =
-            crate::component::build_linker(&wasmtime).map_err(|error| Error::Engine {
+            crate::runtime::component::build_linker(&wasmtime).map_err(|error| Error::Engine {
                 reason: format!("{error:#}"),
             })?;
-        let ticks = crate::waits::Ticks::default();
+        let ticks = crate::runtime::waits::Ticks::default();
         let ticker = Ticker::start(wasmtime.clone(), ticks.clone())?;
         let disk = options
             .cache_dir
@@ -340,7 +340,7 @@ impl Engine {
                 ),
             });
         }
-        if let Some(reason) = crate::code_limits::not_wasm(bytes) {
+        if let Some(reason) = crate::engine::code_limits::not_wasm(bytes) {
             let plugin = plugin.to_owned();
             return Err(Error::InvalidModule { plugin, reason });
         }
@@ -370,14 +370,14 @@ impl Engine {
         hash: ContentHash,
     ) -> Result<Arc<CompiledModule>> {
         let started = std::time::Instant::now();
-        let refused = |crate::code_limits::Refused(reason)| Error::InvalidModule {
+        let refused = |crate::engine::code_limits::Refused(reason)| Error::InvalidModule {
             plugin: plugin.to_owned(),
             reason,
         };
         // WAT text becomes a binary first: its kind (module or component) is known only then.
-        let binary = crate::code_limits::to_binary(bytes, self.inner.options.max_module_bytes)
+        let binary = crate::engine::code_limits::to_binary(bytes, self.inner.options.max_module_bytes)
             .map_err(refused)?;
-        let component = crate::exports::is_component(&binary);
+        let component = crate::runtime::exports::is_component(&binary);
         let disk = self.inner.disk.as_ref();
         let cached = disk.and_then(|disk| disk.load(&self.inner.wasmtime, &hash, component));
         let code = match cached {
@@ -387,7 +387,7 @@ impl Engine {
                 code
             }
             None => {
-                crate::code_limits::check_nesting(&binary).map_err(refused)?;
+                crate::engine::code_limits::check_nesting(&binary).map_err(refused)?;
                 let code = if component {
                     Component::from_binary(&self.inner.wasmtime, &binary).map(Code::Component)
                 } else {
@@ -441,7 +441,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: wasmtime::Engine, ticks: crate::waits::Ticks) -> Result<Self> {
+    fn start(engine: wasmtime::Engine, ticks: crate::runtime::waits::Ticks) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("dlinkwm-epoch".to_owned())

@@ -9,8 +9,8 @@ use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::error::{Error, Result};
-use crate::events::ReloadEvent;
-use crate::plugin::{Plugin, WeakPlugin};
+use crate::plugin::events::ReloadEvent;
+use crate::plugin::handle::{Plugin, WeakPlugin};
 
 /// How long a file must be quiet before its change is acted on. Editors and cargo write in
 /// several steps (truncate, write, rename); they all land inside this window and give one reload.

@@ -13,8 +13,8 @@ use dlinkwm_abi::{Format, LogLevel, Status, import, legacy};
 use wasmtime::{Caller, Linker};
 
 use crate::config::Stdio;
-use crate::host_methods::{CallerInfo, HostCallError};
-use crate::instance::StoreState;
+use crate::runtime::host_methods::{CallerInfo, HostCallError};
+use crate::runtime::instance::StoreState;
 
 /// A guest handed the host something invalid. Raised as a trap, it ends the call and becomes
 /// [`crate::Error::GuestMemory`].
@@ -82,7 +82,7 @@ fn memory_and_state<'a>(
 /// When a function of the same name is already defined in `linker`.
 pub fn register_host_functions(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut StoreState| &mut state.wasi)?;
-    crate::waits::add_p1(linker)?;
+    crate::runtime::waits::add_p1(linker)?;
     add_abi(linker)?;
     add_legacy(linker)?;
     Ok(())

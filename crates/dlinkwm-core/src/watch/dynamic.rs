@@ -9,9 +9,9 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 
 use crate::config::{Config, ConfigError, ResolvedSettings};
 use crate::error::{Error, Result};
-use crate::events::Subscribers;
-use crate::plugin::{Plugin, WeakPlugin};
-use crate::watch::{SETTLE_TICK, SETTLE_TIME, absolute};
+use crate::plugin::events::Subscribers;
+use crate::plugin::handle::{Plugin, WeakPlugin};
+use crate::watch::watcher::{SETTLE_TICK, SETTLE_TIME, absolute};
 
 /// What happened to a watched configuration file.
 #[derive(Debug, Clone)]

@@ -1,0 +1,5 @@
+//! Configuration.
+
+mod file;
+
+pub use file::*;

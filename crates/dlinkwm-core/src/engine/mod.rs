@@ -1,0 +1,5 @@
+//! The engine.
+
+pub(crate) mod code_limits;
+pub mod disk_cache;
+pub(crate) mod handle;

@@ -1,0 +1,4 @@
+//! Watching.
+
+pub(crate) mod dynamic;
+pub(crate) mod watcher;
