@@ -6,6 +6,10 @@ use std::time::Duration;
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The result of the functions on a call's success path: the error boxed, so that a success
+/// travels in registers (an [`Error`] is 80 bytes) and the box is made only on failure.
+pub(crate) type Fast<T> = std::result::Result<T, Box<Error>>;
+
 /// Everything that can go wrong while loading, validating or calling a plugin.
 ///
 /// Every variant names the plugin it is about; callers match on the variant, never on the

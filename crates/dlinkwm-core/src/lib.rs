@@ -27,8 +27,10 @@
 mod config;
 mod engine;
 mod error;
+mod names;
 mod plugin;
 mod runtime;
+mod sync;
 mod watch;
 
 pub use config::{

@@ -19,12 +19,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::config::settings::{PluginSettings, ResolvedSettings};
 
 /// The prefix of environment variables that override the configuration file.
 pub const ENV_PREFIX: &str = "DLINKWM_";
@@ -56,230 +56,6 @@ fn file_part(file: Option<&Path>) -> String {
 fn key_part(key: Option<&str>) -> String {
     key.map(|key| format!(" at key `{key}`"))
         .unwrap_or_default()
-}
-
-/// How a plugin's standard output and error are handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stdio {
-    /// Each line becomes a `tracing` event with target `dlinkwm::guest` (the default).
-    #[default]
-    Log,
-    /// The host process's stdout and stderr.
-    Inherit,
-    /// Discarded.
-    Null,
-}
-
-/// A host directory made visible to a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Preopen {
-    /// The directory on the host.
-    pub host: PathBuf,
-    /// The path the plugin sees.
-    pub guest: String,
-    /// Whether the plugin may only read (the default) or also write.
-    #[serde(default = "yes")]
-    pub read_only: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Per-plugin settings as written in `[defaults]` or `[plugins."path"]`: every field optional,
-/// a plugin's own table overriding the defaults field by field.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginSettings {
-    /// Maximum linear memory in MiB.
-    pub max_memory_mib: Option<u64>,
-    /// Maximum elements of one table.
-    pub max_table_elements: Option<u64>,
-    /// Time limit of one call in milliseconds (epoch interruption).
-    pub timeout_ms: Option<u64>,
-    /// Fuel given to each call; absent means fuel is not metered.
-    pub fuel: Option<u64>,
-    /// Maximum input of one call in bytes.
-    pub max_input_bytes: Option<u64>,
-    /// Maximum output of one call in bytes.
-    pub max_output_bytes: Option<u64>,
-    /// Maximum instances of one plugin version alive at once (concurrent calls).
-    pub max_instances: Option<u64>,
-    /// The longest a call waits for a free instance when `max_instances` are busy, in ms.
-    pub queue_timeout_ms: Option<u64>,
-    /// Whether instances are reused across calls (the default) or made fresh for every call.
-    pub reuse_instances: Option<bool>,
-    /// The host methods the plugin may call; absent means every method the host registered.
-    pub host_methods: Option<Vec<String>>,
-    /// Where the plugin's stdout and stderr go.
-    pub stdio: Option<Stdio>,
-    /// Environment variables passed through from the host, by name.
-    pub env: Option<Vec<String>>,
-    /// Arguments the plugin sees (WASI `args_get`).
-    pub args: Option<Vec<String>>,
-    /// Host directories the plugin may open.
-    pub preopens: Option<Vec<Preopen>>,
-    /// How many earlier good versions are kept for rollback.
-    pub keep_versions: Option<u64>,
-}
-
-impl PluginSettings {
-    fn overlay(&self, over: &PluginSettings) -> PluginSettings {
-        macro_rules! pick {
-            ($($field:ident),*) => {
-                PluginSettings { $($field: over.$field.clone().or_else(|| self.$field.clone())),* }
-            };
-        }
-        pick!(
-            max_memory_mib,
-            max_table_elements,
-            timeout_ms,
-            fuel,
-            max_input_bytes,
-            max_output_bytes,
-            max_instances,
-            queue_timeout_ms,
-            reuse_instances,
-            host_methods,
-            stdio,
-            env,
-            args,
-            preopens,
-            keep_versions
-        )
-    }
-}
-
-/// The documented defaults of every per-plugin setting.
-pub mod defaults {
-    /// 256 MiB of linear memory: room for an interpreter-based plugin (Python), far below the
-    /// 4 GiB a wasm32 memory can reach.
-    pub const MAX_MEMORY_MIB: u64 = 256;
-    /// Ten thousand table elements.
-    pub const MAX_TABLE_ELEMENTS: u64 = 10_000;
-    /// Five seconds per call.
-    pub const TIMEOUT_MS: u64 = 5_000;
-    /// 16 MiB of input per call.
-    pub const MAX_INPUT_BYTES: u64 = 16 << 20;
-    /// 16 MiB of output per call.
-    pub const MAX_OUTPUT_BYTES: u64 = 16 << 20;
-    /// Eight instances of one version alive at once.
-    pub const MAX_INSTANCES: u64 = 8;
-    /// Five seconds of waiting for a free instance.
-    pub const QUEUE_TIMEOUT_MS: u64 = 5_000;
-    /// Three earlier versions kept for rollback.
-    pub const KEEP_VERSIONS: u64 = 3;
-}
-
-/// Settings with every default applied: what a plugin actually runs with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedSettings {
-    /// The entries the configuration lists for this plugin, in order; `None` when it lists none,
-    /// in which case every entry may be called.
-    pub entries: Option<Arc<[String]>>,
-    /// Maximum linear memory in bytes.
-    pub max_memory_bytes: usize,
-    /// Maximum elements of one table.
-    pub max_table_elements: usize,
-    /// Time limit of one call.
-    pub timeout: Duration,
-    /// Fuel per call, when metered.
-    pub fuel: Option<u64>,
-    /// Maximum input of one call in bytes.
-    pub max_input_bytes: usize,
-    /// Maximum output of one call in bytes.
-    pub max_output_bytes: usize,
-    /// Maximum instances alive at once.
-    pub max_instances: usize,
-    /// The longest a call waits for a free instance.
-    pub queue_timeout: Duration,
-    /// Whether instances are reused across calls.
-    pub reuse_instances: bool,
-    /// Host methods the plugin may call (`None`: all registered).
-    pub host_methods: Option<Arc<[String]>>,
-    /// Where stdout and stderr go.
-    pub stdio: Stdio,
-    /// Environment variable names passed through.
-    pub env: Vec<String>,
-    /// WASI arguments.
-    pub args: Vec<String>,
-    /// Directories made visible.
-    pub preopens: Vec<Preopen>,
-    /// Earlier good versions kept for rollback.
-    pub keep_versions: usize,
-}
-
-impl Default for ResolvedSettings {
-    fn default() -> Self {
-        PluginSettings::default().resolve(None)
-    }
-}
-
-impl ResolvedSettings {
-    /// Whether `entry` may be called under these settings.
-    #[inline]
-    pub fn allows_entry(&self, entry: &str) -> bool {
-        self.entries.as_deref().is_none_or(|entries| {
-            entries
-                .iter()
-                .any(|allowed| crate::runtime::exports::same_name(allowed, entry))
-        })
-    }
-
-    /// Whether `other` grants exactly what these settings grant (stdio, environment, arguments,
-    /// preopened directories): what an instance's WASI context is built from.
-    pub fn same_grants(&self, other: &ResolvedSettings) -> bool {
-        self.stdio == other.stdio
-            && self.env == other.env
-            && self.args == other.args
-            && self.preopens == other.preopens
-    }
-
-    /// Whether the plugin may call host method `method`.
-    pub fn allows_host_method(&self, method: &str) -> bool {
-        self.host_methods
-            .as_deref()
-            .is_none_or(|methods| methods.iter().any(|allowed| allowed == method))
-    }
-}
-
-fn clamp(value: u64) -> usize {
-    usize::try_from(value).unwrap_or(usize::MAX)
-}
-
-impl PluginSettings {
-    /// Applies the documented defaults.
-    pub fn resolve(&self, entries: Option<&[String]>) -> ResolvedSettings {
-        ResolvedSettings {
-            entries: entries.map(Arc::from),
-            max_memory_bytes: clamp(
-                self.max_memory_mib
-                    .unwrap_or(defaults::MAX_MEMORY_MIB)
-                    .saturating_mul(1 << 20),
-            ),
-            max_table_elements: clamp(
-                self.max_table_elements
-                    .unwrap_or(defaults::MAX_TABLE_ELEMENTS),
-            ),
-            timeout: Duration::from_millis(self.timeout_ms.unwrap_or(defaults::TIMEOUT_MS)),
-            fuel: self.fuel,
-            max_input_bytes: clamp(self.max_input_bytes.unwrap_or(defaults::MAX_INPUT_BYTES)),
-            max_output_bytes: clamp(self.max_output_bytes.unwrap_or(defaults::MAX_OUTPUT_BYTES)),
-            max_instances: clamp(self.max_instances.unwrap_or(defaults::MAX_INSTANCES)).max(1),
-            queue_timeout: Duration::from_millis(
-                self.queue_timeout_ms.unwrap_or(defaults::QUEUE_TIMEOUT_MS),
-            ),
-            reuse_instances: self.reuse_instances.unwrap_or(true),
-            host_methods: self.host_methods.as_deref().map(Arc::from),
-            stdio: self.stdio.unwrap_or_default(),
-            env: self.env.clone().unwrap_or_default(),
-            args: self.args.clone().unwrap_or_default(),
-            preopens: self.preopens.clone().unwrap_or_default(),
-            keep_versions: clamp(self.keep_versions.unwrap_or(defaults::KEEP_VERSIONS)),
-        }
-    }
 }
 
 /// Engine-wide settings, `[engine]`.
@@ -554,6 +330,8 @@ pub fn create_default_config_if_missing(path: impl AsRef<Path>) -> Result<bool, 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -633,17 +411,5 @@ mod tests {
             assert_eq!(error.key.as_deref(), Some("defaults.timeout_ms"));
             Ok(())
         });
-    }
-
-    #[test]
-    fn allowlists() {
-        let mut settings = ResolvedSettings::default();
-        assert!(settings.allows_entry("anything"));
-        assert!(settings.allows_host_method("anything"));
-        settings.entries = Some(Arc::from(vec!["a".to_owned()]));
-        settings.host_methods = Some(Arc::from(Vec::<String>::new()));
-        assert!(settings.allows_entry("a"));
-        assert!(!settings.allows_entry("b"));
-        assert!(!settings.allows_host_method("anything"));
     }
 }

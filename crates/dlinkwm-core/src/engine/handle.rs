@@ -15,8 +15,8 @@ use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConf
 use crate::config::EngineSettings;
 use crate::engine::disk_cache::DiskCache;
 use crate::error::{Error, Result};
-use crate::plugin::pool::lock;
 use crate::runtime::instance::StoreState;
+use crate::sync::lock;
 
 /// How often the ticker advances the epoch. Time limits are rounded up to whole ticks, so a call
 /// is interrupted between `timeout` and `timeout + EPOCH_TICK` after it started.

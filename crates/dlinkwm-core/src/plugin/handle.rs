@@ -11,14 +11,15 @@ use dlinkwm_abi::Format;
 
 use crate::config::ResolvedSettings;
 use crate::engine::handle::{ContentHash, Engine};
-use crate::error::{Error, Result};
+use crate::error::{Error, Fast, Result};
 use crate::plugin::events::{EventBus, ReloadEvent};
 use crate::plugin::held::InCall;
-use crate::plugin::pool::{Pool, Pooled, lock};
+use crate::plugin::pool::{Pool, Pooled};
 use crate::plugin::version::Version;
 use crate::runtime::exports::{EntryInfo, PluginKind};
 use crate::runtime::host_methods::{HostCallHandler, NoHostMethods};
-use crate::runtime::instance::{CallSite, Fast, PluginContext};
+use crate::runtime::instance::{CallSite, PluginContext};
+use crate::sync::lock;
 
 /// How a plugin is loaded: its name, settings and host methods.
 #[derive(Clone)]

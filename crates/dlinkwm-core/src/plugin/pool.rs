@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -17,9 +17,10 @@ use crossbeam_utils::atomic::AtomicCell;
 
 use crate::config::ResolvedSettings;
 use crate::error::Result;
+use crate::names::NameKey;
 use crate::plugin::version::Version;
-use crate::runtime::exports::NameKey;
 use crate::runtime::instance::{Instance, PluginContext};
+use crate::sync::lock;
 
 /// An instance with what a call needs beside it: the version it belongs to (its exports), and
 /// the plugin's settings as of its last call. Holding the version here means a call reads
@@ -150,10 +151,6 @@ fn home_shard(shards: usize) -> usize {
 #[cold]
 fn push_rest(shard: &Shard, pooled: Box<Pooled>) {
     lock(&shard.rest).push(pooled);
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl Pool {

@@ -11,7 +11,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::config::{ResolvedSettings, Stdio};
 use crate::engine::handle::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, Fast, Result};
 use crate::runtime::exports::{EntryKind, ExportTable};
 use crate::runtime::host_methods::HostCallHandler;
 use crate::runtime::limits::Limiter;
@@ -113,10 +113,6 @@ struct Funcs {
     state_save: Option<TypedFunc<(i32, i32, i32), i32>>,
     state_restore: Option<TypedFunc<(i32, i32, i32), i32>>,
 }
-
-/// The result of the functions on a call's success path: the error boxed, so that a success
-/// travels in registers (an [`Error`] is 80 bytes) and the box is made only on failure.
-pub(crate) type Fast<T> = std::result::Result<T, Box<Error>>;
 
 /// Which call an error happened in, for messages.
 #[derive(Clone, Copy)]
