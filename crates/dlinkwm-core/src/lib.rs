@@ -39,18 +39,17 @@ pub use config::{
 };
 pub use dlinkwm_abi as abi;
 pub use dlinkwm_abi::Format;
-pub use engine::code_limits::MAX_NESTING;
-pub use engine::disk_cache;
-pub use engine::handle::{
-    ContentHash, DEFAULT_CACHE_MAX_MIB, DEFAULT_MAX_MODULE_MIB, EPOCH_TICK, Engine, EngineOptions,
+pub use engine::{
+    ContentHash, DEFAULT_CACHE_MAX_MIB, DEFAULT_MAX_MODULE_MIB, Engine, EngineOptions, MAX_NESTING,
+    disk_cache, is_component,
 };
 pub use error::{Error, Result};
 pub use plugin::events::ReloadEvent;
 pub use plugin::handle::{Metered, Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
-pub use runtime::exports::{EntryInfo, EntryKind, PluginKind, is_component};
-pub use runtime::host_methods::{CallerInfo, HostCallError, HostCallHandler, NoHostMethods};
-pub use runtime::instance::StoreState;
-pub use runtime::linker::register_host_functions;
+pub use runtime::{
+    CallerInfo, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallHandler, NoHostMethods,
+    PluginKind, StoreState, register_host_functions,
+};
 /// The wasmtime this crate is built on, for hosts that need its types.
 pub use wasmtime;
 pub use watch::dynamic::{ConfigEvent, DynamicConfig};

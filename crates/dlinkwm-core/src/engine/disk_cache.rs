@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::Module;
 use wasmtime::component::Component;
 
-use crate::engine::handle::{Code, ContentHash};
+use crate::engine::code::{Code, ContentHash};
 
 const MAGIC: &[u8; 8] = b"DLWMC002";
 /// Where the content hash ends and the engine hash begins.

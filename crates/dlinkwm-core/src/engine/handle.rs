@@ -1,200 +1,24 @@
-//! The shared engine: one wasmtime engine, one linker, the in-memory compiled-module cache and
-//! the epoch ticker that enforces time limits.
+//! The shared engine: one wasmtime engine, the linkers plugins are instantiated with, the
+//! in-memory compiled-module cache in front of the disk cache, and the epoch ticker that enforces
+//! time limits.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use wasmtime::component::Component;
 use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
-use crate::config::EngineSettings;
+use crate::engine::code::{Code, CompiledModule, ContentHash, is_component};
+use crate::engine::code_limits;
 use crate::engine::disk_cache::DiskCache;
+use crate::engine::options::EngineOptions;
+use crate::engine::ticker::Ticker;
 use crate::error::{Error, Result};
-use crate::runtime::instance::StoreState;
+use crate::runtime::{StoreState, Ticks};
 use crate::sync::lock;
-
-/// How often the ticker advances the epoch. Time limits are rounded up to whole ticks, so a call
-/// is interrupted between `timeout` and `timeout + EPOCH_TICK` after it started.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// The BLAKE3 hash of a plugin's bytes: the key of every compiled-code cache.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContentHash([u8; 32]);
-
-impl ContentHash {
-    /// Hashes `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(*blake3::hash(bytes).as_bytes())
-    }
-
-    /// The raw hash.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl fmt::Display for ContentHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in &self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for ContentHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ContentHash({self})")
-    }
-}
-
-/// Options fixed when an engine is created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EngineOptions {
-    /// Use wasmtime's pooling instance allocator.
-    pub pooling: bool,
-    /// Meter fuel, so plugins with a `fuel` setting can be limited by it.
-    pub consume_fuel: bool,
-    /// The on-disk cache of compiled code (`None`: off). See [`crate::disk_cache`].
-    pub cache_dir: Option<PathBuf>,
-    /// Bound of the disk cache in bytes.
-    pub cache_max_bytes: u64,
-    /// The largest plugin file (binary or WAT text) this engine compiles, in bytes.
-    pub max_module_bytes: usize,
-    /// Linear memory of one instance with the pooling allocator, in bytes: every slot is this
-    /// size, and a plugin whose `max_memory_mib` is larger is refused.
-    pub pool_max_memory_bytes: usize,
-    /// Accept the WebAssembly GC proposal (`struct`, `array`, `i31`). Off by default: no plugin
-    /// DlinkWM's SDKs build needs it. When on, the GC heap counts in the instance's memory
-    /// budget (wasmtime grows it through the same limiter as linear memories).
-    pub wasm_gc: bool,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self {
-            pooling: false,
-            consume_fuel: false,
-            cache_dir: None,
-            cache_max_bytes: DEFAULT_CACHE_MAX_MIB << 20,
-            max_module_bytes: DEFAULT_MAX_MODULE_MIB << 20,
-            pool_max_memory_bytes: (crate::config::defaults::MAX_MEMORY_MIB as usize) << 20,
-            wasm_gc: false,
-        }
-    }
-}
-
-/// The default of `[engine] max_module_mib`: the largest plugin file compiled, in MiB.
-pub const DEFAULT_MAX_MODULE_MIB: usize = 256;
-
-/// The default bound of the disk cache, in MiB.
-pub const DEFAULT_CACHE_MAX_MIB: u64 = 1024;
-
-impl EngineOptions {
-    /// These options with the pooling allocator on or off.
-    #[must_use]
-    pub fn with_pooling(mut self, pooling: bool) -> Self {
-        self.pooling = pooling;
-        self
-    }
-
-    /// These options with the disk cache of compiled code in `dir` (or off, with `None`).
-    #[must_use]
-    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
-        self.cache_dir = dir;
-        self
-    }
-
-    /// These options with the largest plugin file compiled set to `bytes`.
-    #[must_use]
-    pub fn with_max_module_bytes(mut self, bytes: usize) -> Self {
-        self.max_module_bytes = bytes;
-        self
-    }
-
-    /// These options with the WebAssembly GC proposal accepted or refused.
-    #[must_use]
-    pub fn with_wasm_gc(mut self, enable: bool) -> Self {
-        self.wasm_gc = enable;
-        self
-    }
-
-    /// These options with the pooling allocator's memory per instance set to `bytes`.
-    #[must_use]
-    pub fn with_pool_max_memory_bytes(mut self, bytes: usize) -> Self {
-        self.pool_max_memory_bytes = bytes;
-        self
-    }
-
-    /// These options with fuel metering on or off.
-    #[must_use]
-    pub fn with_consume_fuel(mut self, consume_fuel: bool) -> Self {
-        self.consume_fuel = consume_fuel;
-        self
-    }
-
-    /// The options `[engine]` of a configuration asks for.
-    /// The disk cache is on unless `cache = false`, in `cache_dir` or the per-user default.
-    pub fn from_settings(settings: &EngineSettings) -> Self {
-        let cache_dir = if settings.cache.unwrap_or(true) {
-            settings
-                .cache_dir
-                .clone()
-                .or_else(crate::engine::disk_cache::default_cache_dir)
-        } else {
-            None
-        };
-        Self {
-            pooling: settings.pooling.unwrap_or(false),
-            consume_fuel: settings.consume_fuel.unwrap_or(false),
-            cache_dir,
-            cache_max_bytes: settings
-                .cache_max_mib
-                .unwrap_or(DEFAULT_CACHE_MAX_MIB)
-                .saturating_mul(1 << 20),
-            max_module_bytes: mib_to_bytes(settings.max_module_mib, DEFAULT_MAX_MODULE_MIB),
-            pool_max_memory_bytes: mib_to_bytes(
-                settings.pool_max_memory_mib,
-                crate::config::defaults::MAX_MEMORY_MIB as usize,
-            ),
-            wasm_gc: settings.gc.unwrap_or(false),
-        }
-    }
-}
-
-fn mib_to_bytes(mib: Option<u64>, default: usize) -> usize {
-    mib.map_or(default, |mib| usize::try_from(mib).unwrap_or(usize::MAX))
-        .saturating_mul(1 << 20)
-}
-
-/// Compiled code: a core module, or a component (WASI preview 2).
-#[derive(Clone)]
-pub(crate) enum Code {
-    Module(Module),
-    Component(Component),
-}
-
-impl Code {
-    /// wasmtime's serialized form, for the disk cache.
-    pub(crate) fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
-        match self {
-            Code::Module(module) => module.serialize(),
-            Code::Component(component) => component.serialize(),
-        }
-    }
-}
-
-/// Code compiled once for its content hash and shared by every plugin version with those bytes.
-pub(crate) struct CompiledModule {
-    pub(crate) code: Code,
-    pub(crate) hash: ContentHash,
-}
 
 /// The engine every plugin of a host shares. Cheap to clone.
 ///
@@ -222,7 +46,7 @@ pub(crate) struct EngineInner {
     disk: Option<DiskCache>,
     /// The epoch count, advanced with the engine's epoch: what call deadlines inside host calls
     /// are measured against (see [`crate::runtime::waits`]).
-    pub(crate) ticks: crate::runtime::waits::Ticks,
+    pub(crate) ticks: Ticks,
     // Held for its `Drop`, which stops the ticker thread with the engine.
     _ticker: Ticker,
 }
@@ -258,14 +82,15 @@ impl Engine {
         let wasmtime = wasmtime::Engine::new(&config).map_err(|error| Error::Engine {
             reason: format!("{error:#}"),
         })?;
-        let linker = crate::runtime::linker::build(&wasmtime).map_err(|error| Error::Engine {
-            reason: format!("{error:#}"),
-        })?;
-        let component_linker =
-            crate::runtime::component::build_linker(&wasmtime).map_err(|error| Error::Engine {
+        let linker =
+            crate::runtime::build_core_linker(&wasmtime).map_err(|error| Error::Engine {
                 reason: format!("{error:#}"),
             })?;
-        let ticks = crate::runtime::waits::Ticks::default();
+        let component_linker =
+            crate::runtime::build_component_linker(&wasmtime).map_err(|error| Error::Engine {
+                reason: format!("{error:#}"),
+            })?;
+        let ticks = Ticks::default();
         let ticker = Ticker::start(wasmtime.clone(), ticks.clone())?;
         let disk = options
             .cache_dir
@@ -340,7 +165,7 @@ impl Engine {
                 ),
             });
         }
-        if let Some(reason) = crate::engine::code_limits::not_wasm(bytes) {
+        if let Some(reason) = code_limits::not_wasm(bytes) {
             let plugin = plugin.to_owned();
             return Err(Error::InvalidModule { plugin, reason });
         }
@@ -370,14 +195,14 @@ impl Engine {
         hash: ContentHash,
     ) -> Result<Arc<CompiledModule>> {
         let started = std::time::Instant::now();
-        let refused = |crate::engine::code_limits::Refused(reason)| Error::InvalidModule {
+        let refused = |code_limits::Refused(reason)| Error::InvalidModule {
             plugin: plugin.to_owned(),
             reason,
         };
         // WAT text becomes a binary first: its kind (module or component) is known only then.
-        let binary = crate::engine::code_limits::to_binary(bytes, self.inner.options.max_module_bytes)
+        let binary = code_limits::to_binary(bytes, self.inner.options.max_module_bytes)
             .map_err(refused)?;
-        let component = crate::runtime::exports::is_component(&binary);
+        let component = is_component(&binary);
         let disk = self.inner.disk.as_ref();
         let cached = disk.and_then(|disk| disk.load(&self.inner.wasmtime, &hash, component));
         let code = match cached {
@@ -387,7 +212,7 @@ impl Engine {
                 code
             }
             None => {
-                crate::engine::code_limits::check_nesting(&binary).map_err(refused)?;
+                code_limits::check_nesting(&binary).map_err(refused)?;
                 let code = if component {
                     Component::from_binary(&self.inner.wasmtime, &binary).map(Code::Component)
                 } else {
@@ -424,54 +249,96 @@ impl Engine {
             .get(hash)
             .and_then(Weak::upgrade)
     }
-
-    /// Epoch ticks that make up `timeout`, rounded up, plus one for the tick in progress.
-    pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-        const TICK_MS: u64 = EPOCH_TICK.as_millis() as u64;
-        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX / 2);
-        millis.div_ceil(TICK_MS).saturating_add(1)
-    }
 }
 
-/// One thread per engine that advances the epoch every [`EPOCH_TICK`]. Calls only set their
-/// deadline in their own store; nobody is woken per call.
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
 
-impl Ticker {
-    fn start(engine: wasmtime::Engine, ticks: crate::runtime::waits::Ticks) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("dlinkwm-epoch".to_owned())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    while !stop.load(Ordering::Acquire) {
-                        std::thread::park_timeout(EPOCH_TICK);
-                        engine.increment_epoch();
-                        ticks.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .map_err(|error| Error::Engine {
-                reason: format!("cannot start the epoch ticker thread: {error}"),
-            })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
+    use arc_swap::ArcSwap;
+    use wasmtime::component::Component;
 
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            // The ticker never panics, and an engine dropped during a panic must not panic again.
-            let _ = thread.join();
-        }
+    use super::Engine;
+    use crate::config::ResolvedSettings;
+    use crate::runtime::{NoHostMethods, PluginContext, new_store, prepare};
+
+    // The bounded waits of `runtime::waits` are shadowed into the engine's component linker:
+    // checked here, on the linker every component plugin is instantiated with.
+
+    /// A component whose `run(ns)` sleeps through `wasi:clocks` and `wasi:io/poll`, as every
+    /// component's `sleep` does.
+    const SLEEPING_COMPONENT: &str = r#"(component
+        (type $poll-type (instance
+            (export "pollable" (type $pollable (sub resource)))
+            (type $block (func (param "self" (borrow $pollable))))
+            (export "[method]pollable.block" (func (type $block)))))
+        (import "wasi:io/poll@0.2.12" (instance $poll (type $poll-type)))
+        (alias export $poll "pollable" (type $pollable))
+        (type $clock-type (instance
+            (alias outer 1 $pollable (type $outer-pollable))
+            (export "pollable" (type $p (eq $outer-pollable)))
+            (type $subscribe (func (param "when" u64) (result (own $p))))
+            (export "subscribe-duration" (func (type $subscribe)))))
+        (import "wasi:clocks/monotonic-clock@0.2.12" (instance $clock (type $clock-type)))
+        (core func $subscribe (canon lower (func $clock "subscribe-duration")))
+        (core func $block (canon lower (func $poll "[method]pollable.block")))
+        (core module $m
+            (import "clock" "subscribe" (func $subscribe (param i64) (result i32)))
+            (import "poll" "block" (func $block (param i32)))
+            (func (export "run") (param i64)
+                (call $block (call $subscribe (local.get 0)))))
+        (core instance $i (instantiate $m
+            (with "clock" (instance (export "subscribe" (func $subscribe))))
+            (with "poll" (instance (export "block" (func $block))))))
+        (func (export "run") (param "ns" u64) (canon lift (core func $i "run"))))"#;
+
+    #[test]
+    fn a_component_sleep_past_the_timeout_ends_at_the_timeout() {
+        let engine = Engine::new(Default::default()).unwrap();
+        let component = Component::new(engine.wasmtime(), SLEEPING_COMPONENT).unwrap();
+        let settings = ResolvedSettings {
+            timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let context = Arc::new(PluginContext {
+            name: Arc::from("sleeper"),
+            host: Arc::new(NoHostMethods),
+            settings: ArcSwap::from_pointee(settings.clone()),
+            settings_generation: AtomicU64::new(0),
+        });
+        let mut store = new_store(
+            engine.wasmtime(),
+            &engine.inner.ticks,
+            &context,
+            1,
+            &settings,
+        )
+        .unwrap();
+        prepare(&mut store);
+        let instance = engine
+            .inner
+            .component_linker
+            .instantiate(&mut store, &component)
+            .unwrap();
+        let run = instance
+            .get_typed_func::<(u64,), ()>(&mut store, "run")
+            .unwrap();
+        // A short sleep answers.
+        prepare(&mut store);
+        run.call(&mut store, (10_000_000,)).unwrap();
+        // A sleep of a minute ends at the 200 ms deadline, as an interrupt.
+        prepare(&mut store);
+        let started = Instant::now();
+        let error = run.call(&mut store, (60_000_000_000,)).unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt),
+            "{error:?}"
+        );
+        assert!(took >= Duration::from_millis(190), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::engine::handle::ContentHash;
+use crate::engine::ContentHash;
 use crate::error::Error;
 
 /// Something that happened to a plugin's loaded version.

@@ -10,15 +10,15 @@ use arc_swap::ArcSwap;
 use dlinkwm_abi::Format;
 
 use crate::config::ResolvedSettings;
-use crate::engine::handle::{ContentHash, Engine};
+use crate::engine::{ContentHash, Engine};
 use crate::error::{Error, Fast, Result};
 use crate::plugin::events::{EventBus, ReloadEvent};
 use crate::plugin::held::InCall;
 use crate::plugin::pool::{Pool, Pooled};
 use crate::plugin::version::Version;
-use crate::runtime::exports::{EntryInfo, PluginKind};
-use crate::runtime::host_methods::{HostCallHandler, NoHostMethods};
-use crate::runtime::instance::{CallSite, PluginContext};
+use crate::runtime::{
+    CallSite, EntryInfo, HostCallHandler, Instance, NoHostMethods, PluginContext, PluginKind,
+};
 use crate::sync::lock;
 
 /// How a plugin is loaded: its name, settings and host methods.
@@ -872,7 +872,7 @@ impl Plugin {
     fn hand_over(
         &self,
         new: &mut Version,
-        first: &mut crate::runtime::instance::Instance,
+        first: &mut Instance,
         settings: &ResolvedSettings,
     ) -> Result<bool> {
         let plugin = self.name();

@@ -19,7 +19,7 @@ use crate::config::ResolvedSettings;
 use crate::error::Result;
 use crate::names::NameKey;
 use crate::plugin::version::Version;
-use crate::runtime::instance::{Instance, PluginContext};
+use crate::runtime::{Instance, PluginContext};
 use crate::sync::lock;
 
 /// An instance with what a call needs beside it: the version it belongs to (its exports), and

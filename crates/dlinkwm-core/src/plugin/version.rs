@@ -5,10 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::config::ResolvedSettings;
-use crate::engine::handle::{Code, CompiledModule, ContentHash, Engine};
+use crate::engine::{Code, CompiledModule, ContentHash, Engine};
 use crate::error::{Error, Result};
-use crate::runtime::exports::{ExportTable, PluginKind};
-use crate::runtime::instance::{Instance, PluginContext, StoreState};
+use crate::runtime::{BindingsPre, ExportTable, Instance, PluginContext, PluginKind, StoreState};
 
 /// A compiled, validated plugin version. Each of its instances holds an `Arc` to it, so a version
 /// lives until its last call ends; its idle instances wait in the plugin's pool.
@@ -30,7 +29,7 @@ pub(crate) struct Version {
 /// How a version makes instances: a core module's `InstancePre`, or a component's.
 enum Pre {
     Module(wasmtime::InstancePre<StoreState>),
-    Component(crate::runtime::component::BindingsPre<StoreState>),
+    Component(BindingsPre<StoreState>),
 }
 
 impl Version {
@@ -59,7 +58,14 @@ impl Version {
                     .linker
                     .instantiate_pre(code)
                     .map_err(instantiate_error)?;
-                let first = Instance::new(engine, &pre, &exports, context, number)?;
+                let first = Instance::new(
+                    engine.wasmtime(),
+                    &engine.inner.ticks,
+                    &pre,
+                    &exports,
+                    context,
+                    number,
+                )?;
                 (Pre::Module(pre), exports, first)
             }
             Code::Component(code) => {
@@ -68,16 +74,20 @@ impl Version {
                     .component_linker
                     .instantiate_pre(code)
                     .map_err(instantiate_error)?;
-                let pre = crate::runtime::component::BindingsPre::new(pre).map_err(|error| {
-                    Error::Instantiate {
-                        plugin: plugin.to_owned(),
-                        reason: format!(
-                            "this component does not implement the DlinkWM world \
+                let pre = BindingsPre::new(pre).map_err(|error| Error::Instantiate {
+                    plugin: plugin.to_owned(),
+                    reason: format!(
+                        "this component does not implement the DlinkWM world \
                              dlinkwm:plugin/plugin@0.1.0 (wit/plugin.wit): {error:#}"
-                        ),
-                    }
+                    ),
                 })?;
-                let mut first = Instance::new_component(engine, &pre, context, number)?;
+                let mut first = Instance::new_component(
+                    engine.wasmtime(),
+                    &engine.inner.ticks,
+                    &pre,
+                    context,
+                    number,
+                )?;
                 // The entries come from the component itself, asked once per version.
                 let names = first.component_entries(plugin)?;
                 (
@@ -155,12 +165,21 @@ impl Version {
     /// A new instance, in a place already reserved, with the state handed over to this version.
     pub(crate) fn instantiate(&self, settings: &ResolvedSettings) -> Result<Instance> {
         let mut instance = match &self.pre {
-            Pre::Module(pre) => {
-                Instance::new(&self.engine, pre, &self.exports, &self.context, self.number)?
-            }
-            Pre::Component(pre) => {
-                Instance::new_component(&self.engine, pre, &self.context, self.number)?
-            }
+            Pre::Module(pre) => Instance::new(
+                self.engine.wasmtime(),
+                &self.engine.inner.ticks,
+                pre,
+                &self.exports,
+                &self.context,
+                self.number,
+            )?,
+            Pre::Component(pre) => Instance::new_component(
+                self.engine.wasmtime(),
+                &self.engine.inner.ticks,
+                pre,
+                &self.context,
+                self.number,
+            )?,
         };
         if let Some(state) = &self.handover {
             instance.restore_state(&self.context.name, state, settings)?;

@@ -7,7 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::runtime::instance::StoreState;
+use crate::runtime::store::StoreState;
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -8,17 +8,6 @@ use wasmtime::{ExternType, FuncType, Module, ModuleExport, ValType};
 use crate::error::{Error, Result};
 use crate::names::NameKey;
 
-/// Whether `bytes` are a WebAssembly component (binary header with layer 1) rather than a core
-/// module (layer 0).
-///
-/// ```
-/// assert!(!dlinkwm_core::is_component(b"\0asm\x01\0\0\0"));
-/// assert!(dlinkwm_core::is_component(b"\0asm\x0d\0\x01\0"));
-/// ```
-pub fn is_component(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
-}
-
 /// How a plugin is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

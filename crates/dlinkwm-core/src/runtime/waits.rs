@@ -15,8 +15,7 @@
 //! directory the operator granted, and an inherited stdout or stderr whose reader stops
 //! reading.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use wasmtime::component::{Linker as ComponentLinker, Resource};
@@ -25,9 +24,9 @@ use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::sync::io::poll as p2_poll;
 
-use crate::engine::handle::EPOCH_TICK;
-use crate::runtime::instance::StoreState;
-use crate::runtime::linker::{guest_len, guest_range};
+use crate::runtime::deadline::EPOCH_TICK;
+use crate::runtime::guest::{guest_len, guest_range};
+use crate::runtime::store::StoreState;
 
 /// The most subscriptions one `poll_oneoff` may pass: what the host copies is bounded by this,
 /// not by the guest's memory.
@@ -38,15 +37,6 @@ const EVENT_SIZE: usize = 32;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
 const CLOCK_MONOTONIC: u32 = 1;
-
-/// The engine's epoch count as the ticker advances it, shared with every store.
-pub(crate) type Ticks = Arc<AtomicU64>;
-
-/// Where the current call's deadline is, in ticks of [`Ticks`] (set by each call's preparation).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Deadline {
-    pub(crate) tick: u64,
-}
 
 /// The time left until the current call's deadline, or `None` once it has passed.
 fn time_left(state: &StoreState) -> Option<Duration> {
@@ -205,7 +195,8 @@ fn bytes_of(words: &mut [u64]) -> &mut [u8] {
 pub(crate) fn add_p2(linker: &mut ComponentLinker<StoreState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     // The exact version wasmtime-wasi 48 defines: another one would add a second instance
-    // instead of replacing these functions (a test checks that a component's sleep is bounded).
+    // instead of replacing these functions (a test of the engine's component linker checks that a
+    // component's sleep is bounded).
     let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
     poll.func_wrap(
         "poll",
@@ -261,8 +252,8 @@ mod tests {
     use wasmtime::component::Component;
 
     use crate::config::ResolvedSettings;
-    use crate::engine::handle::Engine;
-    use crate::runtime::instance::{PluginContext, new_store, prepare};
+    use crate::runtime::deadline::{EPOCH_TICK, Ticks};
+    use crate::runtime::store::{PluginContext, new_store, prepare};
 
     /// A component whose `run(ns)` sleeps through `wasi:clocks` and `wasi:io/poll`, as every
     /// component's `sleep` does.
@@ -317,8 +308,24 @@ mod tests {
 
     #[test]
     fn a_component_sleep_past_the_timeout_ends_at_the_timeout() {
-        let engine = Engine::new(Default::default()).unwrap();
-        let component = Component::new(engine.wasmtime(), SLEEPING_COMPONENT).unwrap();
+        // The engine's epoch ticker, as `engine::Ticker` runs it (runtime/ sits below engine/).
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let ticks = Ticks::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = std::thread::spawn({
+            let (engine, ticks, stop) = (engine.clone(), ticks.clone(), stop.clone());
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let linker = crate::runtime::build_component_linker(&engine).unwrap();
+        let component = Component::new(&engine, SLEEPING_COMPONENT).unwrap();
         let settings = ResolvedSettings {
             timeout: Duration::from_millis(200),
             ..Default::default()
@@ -329,13 +336,9 @@ mod tests {
             settings: ArcSwap::from_pointee(settings.clone()),
             settings_generation: AtomicU64::new(0),
         });
-        let mut store = new_store(&engine, &context, 1, &settings).unwrap();
+        let mut store = new_store(&engine, &ticks, &context, 1, &settings).unwrap();
         prepare(&mut store);
-        let instance = engine
-            .inner
-            .component_linker
-            .instantiate(&mut store, &component)
-            .unwrap();
+        let instance = linker.instantiate(&mut store, &component).unwrap();
         let run = instance
             .get_typed_func::<(u64,), ()>(&mut store, "run")
             .unwrap();
@@ -354,5 +357,7 @@ mod tests {
         );
         assert!(took >= Duration::from_millis(190), "{took:?}");
         assert!(took < Duration::from_secs(10), "{took:?}");
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        ticker.join().unwrap();
     }
 }
