@@ -44,13 +44,11 @@ pub use engine::{
     disk_cache, is_component,
 };
 pub use error::{Error, Result};
-pub use plugin::events::ReloadEvent;
-pub use plugin::handle::{Metered, Plugin, PluginOptions, ReloadOutcome, WeakPlugin};
+pub use plugin::{Metered, Plugin, PluginOptions, ReloadEvent, ReloadOutcome, WeakPlugin};
 pub use runtime::{
     CallerInfo, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallHandler, NoHostMethods,
     PluginKind, StoreState, register_host_functions,
 };
 /// The wasmtime this crate is built on, for hosts that need its types.
 pub use wasmtime;
-pub use watch::dynamic::{ConfigEvent, DynamicConfig};
-pub use watch::watcher::{PluginWatcher, SETTLE_TICK, SETTLE_TIME};
+pub use watch::{ConfigEvent, DynamicConfig, PluginWatcher, SETTLE_TICK, SETTLE_TIME};

@@ -1,10 +1,11 @@
-//! The plugin handle: the current version, swapped atomically on reload, and the calls.
+//! The plugin handle, what applications hold: loading, the call path (take an instance from the
+//! pool policy, run the entry, let the caller read the output in place, give the instance back),
+//! settings, and the public face of reloads, rollback and events (`reload`, `events`).
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use dlinkwm_abi::Format;
@@ -12,14 +13,15 @@ use dlinkwm_abi::Format;
 use crate::config::ResolvedSettings;
 use crate::engine::{ContentHash, Engine};
 use crate::error::{Error, Fast, Result};
-use crate::plugin::events::{EventBus, ReloadEvent};
-use crate::plugin::held::InCall;
-use crate::plugin::pool::{Pool, Pooled};
+use crate::plugin::events::ReloadEvent;
+use crate::plugin::held::{InCall, reentrant};
+use crate::plugin::policy::Serving;
+use crate::plugin::pool::Pooled;
+use crate::plugin::reload::{ReloadOutcome, Reloads, read_file};
 use crate::plugin::version::Version;
 use crate::runtime::{
-    CallSite, EntryInfo, HostCallHandler, Instance, NoHostMethods, PluginContext, PluginKind,
+    CallSite, EntryInfo, HostCallHandler, NoHostMethods, PluginContext, PluginKind,
 };
-use crate::sync::lock;
 
 /// How a plugin is loaded: its name, settings and host methods.
 #[derive(Clone)]
@@ -90,21 +92,6 @@ impl WeakPlugin {
     }
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReloadOutcome {
-    /// A new version is current.
-    Reloaded {
-        /// Its number.
-        version: u64,
-        /// Its content hash.
-        hash: ContentHash,
-    },
-    /// The bytes are those of the current version: nothing happened and no event was sent.
-    Unchanged,
-}
-
 /// A loaded plugin. Cheap to clone, `Send + Sync`: any number of threads can call it at once,
 /// each on its own instance from a bounded pool.
 ///
@@ -117,26 +104,10 @@ pub struct Plugin {
 
 struct PluginInner {
     engine: Engine,
-    context: Arc<PluginContext>,
-    path: Option<PathBuf>,
-    current: ArcSwap<Version>,
-    /// The number of `current`, which calls compare their instance's version with: one plain
-    /// load instead of a shared-pointer read.
-    current_number: AtomicU64,
-    /// Idle instances, of the current version (instances of a version that stopped serving
-    /// are dropped when seen).
-    pool: Pool,
-    /// Earlier good versions, newest last, for rollback.
-    history: Mutex<VecDeque<Arc<Version>>>,
-    /// Serialises reloads and rollbacks; calls never take it.
-    reload_lock: Mutex<()>,
-    next_number: AtomicU64,
-    events: EventBus,
-    /// Background reloads asked for: 0 none, 1 one running, 2 one running and another asked
-    /// for while it ran (any number of requests meanwhile coalesce into that one).
-    reload_requests: AtomicU8,
-    /// The content hash and settings generation of the last file the watcher saw refused.
-    last_refused: Mutex<Option<(ContentHash, u64)>>,
+    /// The current version and the pool: what calls are served from.
+    serving: Serving,
+    /// The file, the versions kept for rollback, the events.
+    reloads: Reloads,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -146,29 +117,6 @@ impl std::fmt::Debug for Plugin {
             .field("version", &self.version())
             .finish_non_exhaustive()
     }
-}
-
-/// Reads a file that a writer may still be writing: if its size or modification time changes
-/// while it is read, it is read again (a few times), so a reload never compiles half a file when
-/// the writer is merely slow.
-fn read_settled(path: &Path, max: usize) -> Result<Vec<u8>> {
-    let stamp = |path: &Path| {
-        std::fs::metadata(path)
-            .map(|meta| (meta.len(), meta.modified().ok()))
-            .map_err(|source| Error::Read {
-                path: path.to_owned(),
-                source: Arc::new(source),
-            })
-    };
-    let mut bytes = Vec::new();
-    for _ in 0..5 {
-        let before = stamp(path)?;
-        bytes = read_file(path, max)?;
-        if stamp(path)? == before && before.0 == bytes.len() as u64 {
-            break;
-        }
-    }
-    Ok(bytes)
 }
 
 /// Refuses settings this engine cannot enforce, naming the key: a limit that would silently not
@@ -201,32 +149,6 @@ fn check_enforceable(engine: &Engine, plugin: &str, settings: &ResolvedSettings)
         );
     }
     Ok(())
-}
-
-/// Reads the plugin file at `path`, at most `max` bytes of it: a file over the engine's
-/// `max_module_bytes` is refused without being read whole.
-fn read_file(path: &Path, max: usize) -> Result<Vec<u8>> {
-    use std::io::Read as _;
-    let read_error = |source| Error::Read {
-        path: path.to_owned(),
-        source: Arc::new(source),
-    };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut bytes = Vec::new();
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(limit)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() > max {
-        return Err(Error::InvalidModule {
-            plugin: path.display().to_string(),
-            reason: format!(
-                "the file is over the engine's max_module_mib of {} MiB",
-                max >> 20
-            ),
-        });
-    }
-    Ok(bytes)
 }
 
 impl Plugin {
@@ -274,29 +196,19 @@ impl Plugin {
         let (version, first) = Version::load(engine, &context, 1, bytes, ContentHash::of(bytes))?;
         tracing::info!(plugin = %context.name, hash = %version.hash(), elapsed = ?version.load_time, "plugin loaded");
         let version = Arc::new(version);
-        let pool = Pool::new();
-        pool.put_back(Pooled::new(
-            first,
-            version.clone(),
-            0,
-            context.settings.load_full(),
-        ));
         Ok(Self {
             inner: Arc::new(PluginInner {
                 engine: engine.clone(),
-                context,
-                path,
-                current_number: AtomicU64::new(version.number),
-                current: ArcSwap::new(version),
-                pool,
-                history: Mutex::new(VecDeque::new()),
-                reload_lock: Mutex::new(()),
-                next_number: AtomicU64::new(2),
-                events: EventBus::new(),
-                reload_requests: AtomicU8::new(0),
-                last_refused: Mutex::new(None),
+                serving: Serving::new(context, version, first),
+                reloads: Reloads::new(path),
             }),
         })
+    }
+
+    /// What identifies this plugin to the re-entrancy check: the address of its shared state.
+    #[inline(always)]
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// A handle that does not keep the plugin alive (what watchers hold).
@@ -308,37 +220,37 @@ impl Plugin {
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.inner.context.name
+        &self.inner.serving.context.name
     }
 
     /// The file the plugin was loaded from.
     pub fn path(&self) -> Option<&Path> {
-        self.inner.path.as_deref()
+        self.inner.reloads.path()
     }
 
     /// The number of the version that answers calls now (1 for the first load).
     pub fn version(&self) -> u64 {
-        self.inner.current.load().number
+        self.inner.serving.current().number
     }
 
     /// The content hash of the current version.
     pub fn content_hash(&self) -> ContentHash {
-        self.inner.current.load().hash()
+        self.inner.serving.current().hash()
     }
 
     /// Whether the current version is an ABI plugin or a plain module.
     pub fn kind(&self) -> PluginKind {
-        self.inner.current.load().exports.kind
+        self.inner.serving.current().exports.kind
     }
 
     /// The entries of the current version, in export order.
     pub fn entries(&self) -> Vec<EntryInfo> {
-        self.inner.current.load().exports.entry_infos()
+        self.inner.serving.current().exports.entry_infos()
     }
 
     /// When the current version was loaded, and how long loading it took.
     pub fn loaded(&self) -> (SystemTime, Duration) {
-        let version = self.inner.current.load();
+        let version = self.inner.serving.current();
         (version.loaded_at, version.load_time)
     }
 
@@ -349,7 +261,7 @@ impl Plugin {
 
     /// The settings the plugin runs with now.
     pub fn settings(&self) -> Arc<ResolvedSettings> {
-        self.inner.context.settings.load_full()
+        self.inner.serving.context.settings.load_full()
     }
 
     /// Replaces the settings; the next call uses them. Limits of instances already alive are
@@ -363,27 +275,27 @@ impl Plugin {
     /// settings stay.
     pub fn set_settings(&self, settings: ResolvedSettings) -> Result<()> {
         check_enforceable(&self.inner.engine, self.name(), &settings)?;
-        let context = &self.inner.context;
+        let context = &self.inner.serving.context;
         let regrant = !context.settings.load().same_grants(&settings);
         context.set_settings(settings);
         if regrant {
-            self.inner.pool.retain(|_| false);
+            self.inner.serving.pool.retain(|_| false);
         }
         Ok(())
     }
 
     /// Instances of the current version alive now (idle or in a call).
     pub fn live_instances(&self) -> usize {
-        self.inner.current.load().live_instances()
+        self.inner.serving.current().live_instances()
     }
 
     /// The linear memory held by the current version's idle instances, in bytes: what the
     /// plugin's instances keep between calls (instances in a call are not counted). A plugin
     /// whose memory keeps growing over calls leaks.
     pub fn memory_bytes(&self) -> usize {
-        let current = self.inner.current_number.load(Ordering::Acquire);
+        let current = self.inner.serving.current_number();
         let mut bytes = 0;
-        self.inner.pool.for_each_idle(|pooled| {
+        self.inner.serving.pool.for_each_idle(|pooled| {
             if pooled.number == current {
                 bytes += pooled.instance.memory_bytes();
             }
@@ -436,15 +348,16 @@ impl Plugin {
     /// there is one copy of the call path whatever the caller reads the output into.
     fn run(&self, entry: &str, format: Format, input: &[u8]) -> Fast<Running> {
         // Marked until the output is read: `read` runs while this thread holds the instance.
-        let Some(in_call) = InCall::enter(Arc::as_ptr(&self.inner) as usize) else {
-            return Err(Box::new(self.reentrant(entry)));
+        let Some(in_call) = InCall::enter(self.id()) else {
+            return Err(Box::new(reentrant(self.name(), entry)));
         };
-        let context = &self.inner.context;
+        let serving = &self.inner.serving;
+        let context = &serving.context;
         // The instance carries its version and the settings of its last call: the call reads
         // no shared pointer, only the current version's number and the settings' generation.
-        let mut pooled = self.acquire()?;
+        let mut pooled = serving.acquire()?;
         if !pooled.refresh(context) {
-            pooled = self.regranted(pooled)?;
+            pooled = serving.regranted(pooled)?;
         }
         let site = CallSite {
             plugin: &context.name,
@@ -469,7 +382,7 @@ impl Plugin {
             }),
             Err(error) => {
                 let keep = *reuse && !error.is_guest_fault();
-                self.release(pooled, keep);
+                serving.release(pooled, keep);
                 Err(error)
             }
         }
@@ -481,132 +394,8 @@ impl Plugin {
         let Running { pooled, _in_call } = running;
         let fuel_consumed = pooled.instance.fuel_consumed();
         let keep = pooled.reuse;
-        self.release(pooled, keep);
+        self.inner.serving.release(pooled, keep);
         fuel_consumed
-    }
-
-    /// Drops an instance whose grants were revoked or changed, and gets one built with the
-    /// current grants.
-    #[cold]
-    fn regranted(&self, retired: Box<Pooled>) -> Fast<Box<Pooled>> {
-        self.discard(retired);
-        loop {
-            let mut pooled = self.acquire()?;
-            if pooled.refresh(&self.inner.context) {
-                return Ok(pooled);
-            }
-            self.discard(pooled);
-        }
-    }
-
-    #[cold]
-    fn reentrant(&self, entry: &str) -> Error {
-        Error::Reentrant {
-            plugin: self.name().to_owned(),
-            entry: entry.to_owned(),
-        }
-    }
-
-    /// An idle instance of the current version, a new one while fewer than `max_instances` are
-    /// alive, or the next one released.
-    #[inline(always)]
-    fn acquire(&self) -> Fast<Box<Pooled>> {
-        let inner = &*self.inner;
-        if let Some(pooled) = inner.pool.take_idle() {
-            if pooled.number == inner.current_number.load(Ordering::Acquire) {
-                return Ok(pooled);
-            }
-            inner.pool.discard(pooled);
-        }
-        self.acquire_slow().map_err(Box::new)
-    }
-
-    #[cold]
-    fn acquire_slow(&self) -> Result<Box<Pooled>> {
-        let inner = &*self.inner;
-        let pool = &inner.pool;
-        let started = Instant::now();
-        loop {
-            while let Some(pooled) = pool.take_idle() {
-                if pooled.number == inner.current_number.load(Ordering::Acquire) {
-                    return Ok(pooled);
-                }
-                // An instance of a version that stopped serving while it was idle.
-                pool.discard(pooled);
-            }
-            let version = inner.current.load_full();
-            let generation = inner.context.settings_generation.load(Ordering::Acquire);
-            let settings = inner.context.settings.load_full();
-            if version.reserve(settings.max_instances) {
-                return match version.instantiate(&settings) {
-                    Ok(instance) => Ok(Pooled::new(instance, version, generation, settings)),
-                    Err(error) => {
-                        version.forget_one();
-                        Err(error)
-                    }
-                };
-            }
-            // Every instance is busy: wait for one to be released, up to the queue deadline.
-            let waited = started.elapsed();
-            let Some(left) = settings
-                .queue_timeout
-                .checked_sub(waited)
-                .filter(|left| !left.is_zero())
-            else {
-                return Err(Error::Busy {
-                    plugin: self.name().to_owned(),
-                    waited,
-                    max_instances: settings.max_instances,
-                });
-            };
-            let busy = || version.live_instances() >= settings.max_instances;
-            if let Some(pooled) = pool.wait(busy, left) {
-                if pooled.number == inner.current_number.load(Ordering::Acquire) {
-                    return Ok(pooled);
-                }
-                pool.discard(pooled);
-            }
-        }
-    }
-
-    /// Returns an instance after a call. One of a version that no longer serves, after a guest
-    /// fault, or not meant for reuse is dropped, and the next call gets a fresh one.
-    #[inline(always)]
-    fn release(&self, pooled: Box<Pooled>, keep: bool) {
-        let inner = &*self.inner;
-        let number = pooled.number;
-        if keep && number == inner.current_number.load(Ordering::Acquire) {
-            inner.pool.put_back(pooled);
-            // A swap may have happened between the check and the put, after it dropped the
-            // idle instances of the old version: look again, so none is left behind idle.
-            if number != inner.current_number.load(Ordering::Acquire) {
-                self.drop_stale();
-            }
-        } else {
-            self.discard(pooled);
-        }
-    }
-
-    #[cold]
-    fn discard(&self, pooled: Box<Pooled>) {
-        self.inner.pool.discard(pooled);
-    }
-
-    /// Drops the idle instances (their memory) of versions that no longer serve calls.
-    #[cold]
-    fn drop_stale(&self) {
-        let current = self.inner.current_number.load(Ordering::Acquire);
-        self.inner.pool.retain(|pooled| pooled.number == current);
-    }
-
-    /// Makes `version` the one that serves calls, drops the idle instances of the one it
-    /// replaces and returns that one. Calls that hold an instance of it finish on it.
-    fn make_current(&self, version: Arc<Version>) -> Arc<Version> {
-        let number = version.number;
-        let old = self.inner.current.swap(version);
-        self.inner.current_number.store(number, Ordering::Release);
-        self.drop_stale();
-        old
     }
 
     /// Calls `entry` with raw bytes and returns its output.
@@ -624,7 +413,7 @@ impl Plugin {
     /// [`Error::NoEntriesConfigured`] when the configuration lists none,
     /// [`Error::AllEntriesFailed`] with every attempt's error when none succeeds.
     pub fn call_configured(&self, format: Format, input: &[u8]) -> Result<(String, Vec<u8>)> {
-        let settings = self.inner.context.settings.load_full();
+        let settings = self.inner.serving.context.settings.load_full();
         let entries = settings
             .entries
             .as_deref()
@@ -649,16 +438,16 @@ impl Plugin {
 
     /// Subscribes to this plugin's reload events.
     pub fn subscribe(&self) -> crossbeam_channel::Receiver<ReloadEvent> {
-        self.inner.events.subscribe()
+        self.inner.reloads.events.subscribe()
     }
 
     /// Calls `callback` on the reloading thread for each reload event.
     pub fn on_event(&self, callback: impl Fn(&ReloadEvent) + Send + Sync + 'static) {
-        self.inner.events.on_event(Arc::new(callback));
+        self.inner.reloads.events.on_event(Arc::new(callback));
     }
 
     pub(crate) fn emit(&self, event: ReloadEvent) {
-        self.inner.events.emit(event);
+        self.inner.reloads.events.emit(event);
     }
 
     /// Re-reads the plugin's file and swaps it in if it is valid and different.
@@ -667,133 +456,36 @@ impl Plugin {
     /// The reason the new file was refused; the current version keeps serving and a
     /// [`ReloadEvent::Failed`] is sent.
     pub fn reload(&self) -> Result<ReloadOutcome> {
-        let Some(path) = self.inner.path.clone() else {
-            return Ok(ReloadOutcome::Unchanged);
-        };
-        let max = self.inner.engine.options().max_module_bytes;
-        let result = read_settled(&path, max).and_then(|bytes| {
-            // Hashed once: for the unchanged check and as the compiled-code cache key.
-            let hash = ContentHash::of(&bytes);
-            self.swap_in(&bytes, hash)
-        });
-        self.report(result, Some(path))
-    }
-
-    /// Waits until the plugin's file has not changed for [`crate::SETTLE_TIME`] (at most a
-    /// second: a file written without pause is read as it is then).
-    fn wait_until_quiet(&self) {
-        let Some(path) = &self.inner.path else {
-            return;
-        };
-        let stamp = || {
-            std::fs::metadata(path)
-                .ok()
-                .map(|meta| (meta.len(), meta.modified().ok()))
-        };
-        let mut last = stamp();
-        for _ in 0..25 {
-            std::thread::sleep(crate::SETTLE_TIME);
-            let now = stamp();
-            if now == last {
-                return;
-            }
-            last = now;
-        }
-    }
-
-    /// [`Plugin::reload`] for the file watcher: a file whose bytes were just refused, under
-    /// the same settings, is not compiled and reported again (one write often raises several
-    /// file events; they must not turn into a stream of identical refusals).
-    fn reload_watched(&self) {
-        let Some(path) = self.inner.path.clone() else {
-            return;
-        };
-        let max = self.inner.engine.options().max_module_bytes;
-        let stamp = |path: &Path| {
-            std::fs::metadata(path)
-                .ok()
-                .map(|meta| (meta.len(), meta.modified().ok()))
-        };
-        let before = stamp(&path);
-        let bytes = match read_settled(&path, max) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                let _ = self.report(Err(error), Some(path));
-                return;
-            }
-        };
-        let hash = ContentHash::of(&bytes);
-        let generation = self
-            .inner
-            .context
-            .settings_generation
-            .load(Ordering::Acquire);
-        if *lock(&self.inner.last_refused) == Some((hash, generation)) {
-            tracing::debug!(plugin = self.name(), %hash, "file unchanged since it was refused");
-            return;
-        }
-        let result = self.swap_in(&bytes, hash);
-        if result.is_err() && stamp(&path) != before {
-            // Refused bytes of a file that has changed since: a write in progress (a
-            // truncation, then the new content). Its own file event reloads it again.
-            tracing::debug!(plugin = self.name(), %hash, "file changed while it was being loaded");
-            return;
-        }
-        // Only a refusal the bytes themselves cause is remembered: a busy pool or a failed
-        // hand-over may pass, and the same bytes must then be tried again.
-        let caused_by_bytes = matches!(
-            result,
-            Err(Error::InvalidModule { .. }
-                | Error::ExportMissing { .. }
-                | Error::EntryNotFound { .. }
-                | Error::AbiVersionUnsupported { .. })
-        );
-        *lock(&self.inner.last_refused) = caused_by_bytes.then_some((hash, generation));
-        let _ = self.report(result, Some(path));
+        let inner = &*self.inner;
+        inner
+            .reloads
+            .reload(&inner.engine, &inner.serving, self.id())
     }
 
     /// Reloads the plugin's file on a thread of its own, so a slow compile never holds up the
     /// caller (the file watcher, which serves every plugin). Requests made while one runs
-    /// coalesce into one more reload after it; outcomes arrive as events.
-    pub(crate) fn reload_in_background(&self) {
-        let requests = &self.inner.reload_requests;
-        let (Ok(before) | Err(before)) =
-            requests.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                Some((now + 1).min(2))
-            });
-        if before != 0 {
+    /// coalesce into one more reload after it, once the file has been quiet for `settle`; outcomes
+    /// arrive as events.
+    pub(crate) fn reload_in_background(&self, settle: Duration) {
+        let inner = &*self.inner;
+        if !inner.reloads.request_background() {
             return;
         }
         let plugin = self.clone();
+        let work = move || {
+            let inner = &*plugin.inner;
+            inner
+                .reloads
+                .run_requested(&inner.engine, &inner.serving, plugin.id(), settle);
+        };
         let spawned = std::thread::Builder::new()
             .name("dlinkwm-reload".to_owned())
-            .spawn(move || plugin.serve_reload_requests());
+            .spawn(work);
         if let Err(error) = spawned {
             tracing::warn!(plugin = self.name(), %error, "cannot start a reload thread; reloading on this one");
-            self.serve_reload_requests();
-        }
-    }
-
-    /// Reloads until no request is left (see [`Plugin::reload_in_background`]). A panic in a
-    /// reload (a host method's, during state hand-over) is logged and the requests are still
-    /// served, so the plugin never stops following its file.
-    fn serve_reload_requests(&self) {
-        loop {
-            let reloaded =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload_watched()));
-            if reloaded.is_err() {
-                tracing::error!(
-                    plugin = self.name(),
-                    "a reload panicked; the current version keeps serving"
-                );
-            }
-            if self.inner.reload_requests.fetch_sub(1, Ordering::AcqRel) == 1 {
-                break;
-            }
-            // Asked again while it ran: the file changed after it was read. The request came
-            // from a settled change, but the file may be in the middle of yet another write
-            // now; like the watcher, act once it has been quiet for a settle window.
-            self.wait_until_quiet();
+            inner
+                .reloads
+                .run_requested(&inner.engine, &inner.serving, self.id(), settle);
         }
     }
 
@@ -802,108 +494,10 @@ impl Plugin {
     /// # Errors
     /// As [`Plugin::reload`].
     pub fn reload_from_bytes(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
-        let result = self.swap_in(bytes, ContentHash::of(bytes));
-        self.report(result, None)
-    }
-
-    fn report(
-        &self,
-        result: Result<ReloadOutcome>,
-        path: Option<PathBuf>,
-    ) -> Result<ReloadOutcome> {
-        result.inspect_err(|error| {
-            tracing::warn!(plugin = self.name(), %error, "reload refused, the current version keeps serving");
-            self.emit(ReloadEvent::Failed {
-                plugin: self.name().to_owned(),
-                path,
-                error: error.clone(),
-            });
-        })
-    }
-
-    /// Loads and validates `bytes` off the call path, hands the state over, then swaps.
-    fn swap_in(&self, bytes: &[u8], hash: ContentHash) -> Result<ReloadOutcome> {
-        let started = Instant::now();
-        let _reloading = lock(&self.inner.reload_lock);
-        let old = self.inner.current.load_full();
-        if hash == old.hash() {
-            return Ok(ReloadOutcome::Unchanged);
-        }
-        // Reloads are serialised by `reload_lock`, so the number is only taken when the new
-        // version is swapped in: refused files do not use up version numbers.
-        let number = self.inner.next_number.load(Ordering::Relaxed);
-        let context = &self.inner.context;
-        let (mut new, mut first) = Version::load(&self.inner.engine, context, number, bytes, hash)?;
-        let generation = context.settings_generation.load(Ordering::Acquire);
-        let settings = context.settings.load_full();
-        let handed_over = self.hand_over(&mut new, &mut first, &settings)?;
-        self.inner.next_number.store(number + 1, Ordering::Relaxed);
-        let new = Arc::new(new);
-        // The old version stops taking calls; the calls it is running finish on it.
-        self.make_current(new.clone());
-        self.inner
-            .pool
-            .put_back(Pooled::new(first, new, generation, settings.clone()));
-        {
-            let mut history = lock(&self.inner.history);
-            history.push_back(old.clone());
-            while history.len() > settings.keep_versions {
-                history.pop_front();
-            }
-        }
-        let elapsed = started.elapsed();
-        tracing::info!(plugin = self.name(), version = number, %hash, ?elapsed, "plugin reloaded");
-        self.emit(ReloadEvent::Reloaded {
-            plugin: self.name().to_owned(),
-            version: number,
-            previous: old.number,
-            hash,
-            elapsed,
-            state_handed_over: handed_over,
-        });
-        Ok(ReloadOutcome::Reloaded {
-            version: number,
-            hash,
-        })
-    }
-
-    /// Gives the new version the state of the current one (reloads are serialised, so the
-    /// current version is the one being replaced).
-    fn hand_over(
-        &self,
-        new: &mut Version,
-        first: &mut Instance,
-        settings: &ResolvedSettings,
-    ) -> Result<bool> {
-        let plugin = self.name();
-        if !new.exports.restores_state() || !self.inner.current.load().exports.saves_state() {
-            return Ok(false);
-        }
-        let wrap = |error: Error| Error::StateHandover {
-            plugin: plugin.to_owned(),
-            source: Box::new(error),
-        };
-        // A reload started from inside one of this plugin's own calls (a host method) must not
-        // wait for the instance that very call holds.
-        let Some(_in_call) = InCall::enter(Arc::as_ptr(&self.inner) as usize) else {
-            return Err(wrap(self.reentrant(dlinkwm_abi::export::STATE_SAVE)));
-        };
-        let mut pooled = self.acquire().map_err(|error| wrap(*error))?;
-        if !pooled.refresh(&self.inner.context) {
-            pooled = self.regranted(pooled).map_err(|error| wrap(*error))?;
-        }
-        let Pooled {
-            instance,
-            settings: old_settings,
-            ..
-        } = &mut *pooled;
-        let saved = instance.save_state(plugin, old_settings);
-        let healthy = !matches!(&saved, Err(error) if error.is_guest_fault());
-        self.release(pooled, healthy);
-        let Some(state) = saved.map_err(wrap)? else {
-            return Ok(false);
-        };
-        new.adopt_state(first, state, settings).map_err(wrap)
+        let inner = &*self.inner;
+        inner
+            .reloads
+            .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes)
     }
 
     /// Makes the previous good version current again, at once (it is still compiled).
@@ -911,36 +505,11 @@ impl Plugin {
     /// # Errors
     /// [`Error::NoRollbackTarget`] when no earlier version is kept.
     pub fn rollback(&self) -> Result<u64> {
-        let _reloading = lock(&self.inner.reload_lock);
-        let target =
-            lock(&self.inner.history)
-                .pop_back()
-                .ok_or_else(|| Error::NoRollbackTarget {
-                    plugin: self.name().to_owned(),
-                })?;
-        let to = target.number;
-        let hash = target.hash();
-        let from = self.make_current(target);
-        tracing::info!(
-            plugin = self.name(),
-            from = from.number,
-            to,
-            "plugin rolled back"
-        );
-        self.emit(ReloadEvent::RolledBack {
-            plugin: self.name().to_owned(),
-            from: from.number,
-            to,
-            hash,
-        });
-        Ok(to)
+        self.inner.reloads.rollback(&self.inner.serving)
     }
 
     /// Numbers of the earlier versions kept for rollback, oldest first.
     pub fn kept_versions(&self) -> Vec<u64> {
-        lock(&self.inner.history)
-            .iter()
-            .map(|version| version.number)
-            .collect()
+        self.inner.reloads.kept_versions()
     }
 }

@@ -1,12 +1,13 @@
 //! Which plugins this thread is inside a call of, so that a plugin called again from inside its
 //! own call (from a host method it called, or from the closure reading its output) gets
-//! [`Error::Reentrant`](crate::Error::Reentrant) instead of waiting for the instance this very
-//! thread holds.
+//! [`Error::Reentrant`] instead of waiting for the instance this very thread holds.
 //!
 //! A call costs a few thread-local reads and writes and no allocation: the first eight nested
 //! calls are kept in a fixed array, deeper ones in a vector.
 
 use std::cell::{Cell, RefCell};
+
+use crate::error::Error;
 
 const INLINE: usize = 8;
 
@@ -55,6 +56,15 @@ impl Drop for InCall {
             DEEPER_PLUGINS.with_borrow_mut(|plugins| plugins.pop());
         }
         DEPTH.set(depth);
+    }
+}
+
+/// The error of a call of `plugin`'s `entry` made from inside one of its own calls.
+#[cold]
+pub(crate) fn reentrant(plugin: &str, entry: &str) -> Error {
+    Error::Reentrant {
+        plugin: plugin.to_owned(),
+        entry: entry.to_owned(),
     }
 }
 

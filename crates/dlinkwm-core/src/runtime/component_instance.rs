@@ -1,7 +1,6 @@
-//! The component path of an [`Instance`](crate::runtime::instance::Instance): instantiation
-//! through the world's bindings, and the calls on the world's exports (`call`, `entries`,
-//! `abi-version`, `save-state`, `restore-state`), with the same limits and errors as core
-//! modules.
+//! The component path of an `Instance`: instantiation through the world's bindings, and the
+//! calls on the world's exports (`call`, `entries`, `abi-version`, `save-state`,
+//! `restore-state`), with the same limits and errors as core modules.
 
 use dlinkwm_abi::Format;
 use wasmtime::Store;

@@ -1,7 +1,6 @@
-//! The core-module path of an [`Instance`](crate::runtime::instance::Instance): instantiation
-//! (running `_initialize`), the exports its calls use, resolved once, and ABI v1's call sequence
-//! (input copied into a buffer from `dlinkwm_alloc`, the entry called, its status and output
-//! read back).
+//! The core-module path of an `Instance`: instantiation (running `_initialize`), the exports its
+//! calls use, resolved once, and ABI v1's call sequence (input copied into a buffer from
+//! `dlinkwm_alloc`, the entry called, its status and output read back).
 
 use dlinkwm_abi::{ENTRY_ERROR, ENTRY_OK, Format};
 use wasmtime::{Extern, Store, TypedFunc};

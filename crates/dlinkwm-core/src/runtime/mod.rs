@@ -4,13 +4,13 @@
 //! the plugin's grants) and arms each call's limits; `linker` (core modules: ABI v1, WASI preview
 //! 1, the legacy print) and `component` (the WIT world's bindings and imports) are the host
 //! functions a guest imports, checking every value it hands them (`guest`), with the waits of
-//! `waits` bounded by the call's deadline (`deadline`). [`Instance`](instance::Instance) is the
-//! one type the layers above call: it dispatches to the core-module path (`core_instance`) or the
+//! `waits` bounded by the call's deadline (`deadline`). `Instance` (in `instance`) is the one
+//! type the layers above call: it dispatches to the core-module path (`core_instance`) or the
 //! component path (`component_instance`), looks entries up in the version's `exports`, and turns
 //! whatever wasmtime reports into an error naming its cause (`trap`). `host_methods` is the
 //! boundary with the application's host methods. The runtime knows wasmtime and the layers below
-//! (`config`, `error`, `names`), never the [`Engine`](crate::Engine): it is handed a
-//! `wasmtime::Engine` and the epoch count.
+//! (`config`, `error`, `names`), never DlinkWM's `Engine`: it is handed a `wasmtime::Engine` and
+//! the epoch count.
 
 mod component;
 mod component_instance;

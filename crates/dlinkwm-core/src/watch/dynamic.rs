@@ -9,8 +9,7 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 
 use crate::config::{Config, ConfigError, ResolvedSettings};
 use crate::error::{Error, Result};
-use crate::plugin::events::Subscribers;
-use crate::plugin::handle::{Plugin, WeakPlugin};
+use crate::plugin::{Plugin, Subscribers, WeakPlugin};
 use crate::watch::watcher::{SETTLE_TICK, SETTLE_TIME, absolute};
 
 /// What happened to a watched configuration file.

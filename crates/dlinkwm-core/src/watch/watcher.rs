@@ -9,8 +9,7 @@ use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::error::{Error, Result};
-use crate::plugin::events::ReloadEvent;
-use crate::plugin::handle::{Plugin, WeakPlugin};
+use crate::plugin::{Plugin, ReloadEvent, WeakPlugin};
 
 /// How long a file must be quiet before its change is acted on. Editors and cargo write in
 /// several steps (truncate, write, rename); they all land inside this window and give one reload.
@@ -243,7 +242,7 @@ impl Shared {
             }
             for plugin in plugins {
                 if path.exists() {
-                    plugin.reload_in_background();
+                    plugin.reload_in_background(SETTLE_TIME);
                 } else {
                     tracing::warn!(plugin = plugin.name(), file = %path.display(), "plugin file removed; the loaded version keeps serving");
                     plugin.emit(ReloadEvent::FileRemoved {

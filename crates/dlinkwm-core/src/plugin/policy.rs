@@ -1,0 +1,176 @@
+//! The pool's policy: which version serves a plugin's calls, and which instance a call gets.
+//! `pool` keeps idle instances; this decides. A call takes an idle instance of the current
+//! version (one atomic swap and one comparison), else makes one while fewer than
+//! `max_instances` are alive, else waits up to `queue_timeout`; it gives the instance back
+//! unless it faulted, belongs to a version that stopped serving or is not to be reused. Making a
+//! version current drops the idle instances of the one it replaces.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::error::{Error, Fast, Result};
+use crate::plugin::pool::{Pool, Pooled};
+use crate::plugin::version::Version;
+use crate::runtime::{Instance, PluginContext};
+
+/// A plugin's current version and its instances: what its calls are served from.
+pub(crate) struct Serving {
+    pub(crate) context: Arc<PluginContext>,
+    current: ArcSwap<Version>,
+    /// The number of `current`, which calls compare their instance's version with: one plain
+    /// load instead of a shared-pointer read.
+    current_number: AtomicU64,
+    /// Idle instances, of the current version (instances of a version that stopped serving
+    /// are dropped when seen).
+    pub(crate) pool: Pool,
+}
+
+impl Serving {
+    /// `version` serving, with `first`, its first instance, idle in the pool.
+    pub(crate) fn new(context: Arc<PluginContext>, version: Arc<Version>, first: Instance) -> Self {
+        let pool = Pool::new();
+        pool.put_back(Pooled::new(
+            first,
+            version.clone(),
+            0,
+            context.settings.load_full(),
+        ));
+        Self {
+            context,
+            current_number: AtomicU64::new(version.number),
+            current: ArcSwap::new(version),
+            pool,
+        }
+    }
+
+    /// The version that serves calls now.
+    pub(crate) fn current(&self) -> Guard<Arc<Version>> {
+        self.current.load()
+    }
+
+    /// [`Serving::current`], as an `Arc` of its own.
+    pub(crate) fn current_full(&self) -> Arc<Version> {
+        self.current.load_full()
+    }
+
+    /// The number of the version that serves calls now.
+    pub(crate) fn current_number(&self) -> u64 {
+        self.current_number.load(Ordering::Acquire)
+    }
+
+    /// Drops an instance whose grants were revoked or changed, and gets one built with the
+    /// current grants.
+    #[cold]
+    pub(crate) fn regranted(&self, retired: Box<Pooled>) -> Fast<Box<Pooled>> {
+        self.discard(retired);
+        loop {
+            let mut pooled = self.acquire()?;
+            if pooled.refresh(&self.context) {
+                return Ok(pooled);
+            }
+            self.discard(pooled);
+        }
+    }
+
+    /// An idle instance of the current version, a new one while fewer than `max_instances` are
+    /// alive, or the next one released.
+    #[inline(always)]
+    pub(crate) fn acquire(&self) -> Fast<Box<Pooled>> {
+        if let Some(pooled) = self.pool.take_idle() {
+            if pooled.number == self.current_number.load(Ordering::Acquire) {
+                return Ok(pooled);
+            }
+            self.pool.discard(pooled);
+        }
+        self.acquire_slow().map_err(Box::new)
+    }
+
+    #[cold]
+    fn acquire_slow(&self) -> Result<Box<Pooled>> {
+        let pool = &self.pool;
+        let started = Instant::now();
+        loop {
+            while let Some(pooled) = pool.take_idle() {
+                if pooled.number == self.current_number.load(Ordering::Acquire) {
+                    return Ok(pooled);
+                }
+                // An instance of a version that stopped serving while it was idle.
+                pool.discard(pooled);
+            }
+            let version = self.current.load_full();
+            let generation = self.context.settings_generation.load(Ordering::Acquire);
+            let settings = self.context.settings.load_full();
+            if version.reserve(settings.max_instances) {
+                return match version.instantiate(&settings) {
+                    Ok(instance) => Ok(Pooled::new(instance, version, generation, settings)),
+                    Err(error) => {
+                        version.forget_one();
+                        Err(error)
+                    }
+                };
+            }
+            // Every instance is busy: wait for one to be released, up to the queue deadline.
+            let waited = started.elapsed();
+            let Some(left) = settings
+                .queue_timeout
+                .checked_sub(waited)
+                .filter(|left| !left.is_zero())
+            else {
+                return Err(Error::Busy {
+                    plugin: self.context.name.to_string(),
+                    waited,
+                    max_instances: settings.max_instances,
+                });
+            };
+            let busy = || version.live_instances() >= settings.max_instances;
+            if let Some(pooled) = pool.wait(busy, left) {
+                if pooled.number == self.current_number.load(Ordering::Acquire) {
+                    return Ok(pooled);
+                }
+                pool.discard(pooled);
+            }
+        }
+    }
+
+    /// Returns an instance after a call. One of a version that no longer serves, after a guest
+    /// fault, or not meant for reuse is dropped, and the next call gets a fresh one.
+    #[inline(always)]
+    pub(crate) fn release(&self, pooled: Box<Pooled>, keep: bool) {
+        let number = pooled.number;
+        if keep && number == self.current_number.load(Ordering::Acquire) {
+            self.pool.put_back(pooled);
+            // A swap may have happened between the check and the put, after it dropped the
+            // idle instances of the old version: look again, so none is left behind idle.
+            if number != self.current_number.load(Ordering::Acquire) {
+                self.drop_stale();
+            }
+        } else {
+            self.discard(pooled);
+        }
+    }
+
+    #[cold]
+    pub(crate) fn discard(&self, pooled: Box<Pooled>) {
+        self.pool.discard(pooled);
+    }
+
+    /// Drops the idle instances (their memory) of versions that no longer serve calls.
+    #[cold]
+    fn drop_stale(&self) {
+        let current = self.current_number.load(Ordering::Acquire);
+        self.pool.retain(|pooled| pooled.number == current);
+    }
+
+    /// Makes `version` the one that serves calls, drops the idle instances of the one it
+    /// replaces and returns that one. Calls that hold an instance of it finish on it.
+    pub(crate) fn make_current(&self, version: Arc<Version>) -> Arc<Version> {
+        let number = version.number;
+        let old = self.current.swap(version);
+        self.current_number.store(number, Ordering::Release);
+        self.drop_stale();
+        old
+    }
+}
