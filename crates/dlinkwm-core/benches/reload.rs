@@ -2,6 +2,7 @@
 //! by the new version, beside the compile time of that same module measured in the same run.
 //!
 //! `cargo bench -p dlinkwm-core --bench reload`
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::path::Path;
 use std::sync::Mutex;

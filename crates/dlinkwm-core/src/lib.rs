@@ -23,6 +23,8 @@
 //!
 //! The ABI plugins speak is described in `docs/abi.md`; its constants are in `dlinkwm-abi`.
 #![deny(missing_docs)]
+// Every `unsafe` block says why it is sound in a `// SAFETY:` comment.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod config;
 mod engine;

@@ -4,6 +4,7 @@
 //! is first hit, and with a scoped (`with_default`) subscriber that cache races with other tests
 //! hitting the same callsite on other threads, which made this test lose the stdout line at
 //! random. A global subscriber has no such race.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,7 @@
 //! Memory stays flat: 10,000 calls and 100 load/unload cycles after a warm-up must not grow the
 //! process's resident memory by more than ~10%. Its own test binary, so no other test's
 //! allocations are counted.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use dlinkwm_core::{Engine, Format, Plugin, PluginOptions};
 use test_programs_artifacts::SDK_TEST_A;

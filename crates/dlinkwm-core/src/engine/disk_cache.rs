@@ -374,17 +374,17 @@ impl DiskCache {
         if header[CONTENT_END..KEYS] != self.engine_hash {
             return refuse("it was written for another engine configuration");
         }
-        // SAFETY: the payload is, byte for byte (checksum verified), what `Module::serialize` or
-        // `Component::serialize` wrote for these very bytes (content hash in the header) and an
-        // engine with this compatibility hash (engine hash in the header), read from a regular
-        // file of this user's own that nobody else can write, in folders nobody else can write;
-        // wasmtime checks its own header again (a module's entry does not deserialize as a
-        // component).
+        // Why deserializing is sound: the payload is, byte for byte (checksum verified), what
+        // `Module::serialize` or `Component::serialize` wrote for these very bytes (content hash
+        // in the header) and an engine with this compatibility hash (engine hash in the header),
+        // read from a regular file of this user's own that nobody else can write, in folders
+        // nobody else can write; wasmtime checks its own header again (a module's entry does not
+        // deserialize as a component).
         let code = if component {
-            // SAFETY: as above.
+            // SAFETY: a verified entry, written by `Component::serialize` (see above).
             unsafe { Component::deserialize(engine, payload) }.map(Code::Component)
         } else {
-            // SAFETY: as above.
+            // SAFETY: a verified entry, written by `Module::serialize` (see above).
             unsafe { Module::deserialize(engine, payload) }.map(Code::Module)
         };
         match code {

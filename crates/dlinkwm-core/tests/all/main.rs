@@ -1,4 +1,5 @@
 //! Integration tests of dlinkwm-core: one binary, one module per area.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cache;
 mod hardening;
