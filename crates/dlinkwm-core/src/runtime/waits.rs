@@ -244,44 +244,6 @@ fn bounded_poll(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicU64;
-    use std::time::{Duration, Instant};
-
-    use arc_swap::ArcSwap;
-    use wasmtime::component::Component;
-
-    use crate::config::ResolvedSettings;
-    use crate::runtime::deadline::{EPOCH_TICK, Ticks};
-    use crate::runtime::store::{PluginContext, new_store, prepare};
-
-    /// A component whose `run(ns)` sleeps through `wasi:clocks` and `wasi:io/poll`, as every
-    /// component's `sleep` does.
-    const SLEEPING_COMPONENT: &str = r#"(component
-        (type $poll-type (instance
-            (export "pollable" (type $pollable (sub resource)))
-            (type $block (func (param "self" (borrow $pollable))))
-            (export "[method]pollable.block" (func (type $block)))))
-        (import "wasi:io/poll@0.2.12" (instance $poll (type $poll-type)))
-        (alias export $poll "pollable" (type $pollable))
-        (type $clock-type (instance
-            (alias outer 1 $pollable (type $outer-pollable))
-            (export "pollable" (type $p (eq $outer-pollable)))
-            (type $subscribe (func (param "when" u64) (result (own $p))))
-            (export "subscribe-duration" (func (type $subscribe)))))
-        (import "wasi:clocks/monotonic-clock@0.2.12" (instance $clock (type $clock-type)))
-        (core func $subscribe (canon lower (func $clock "subscribe-duration")))
-        (core func $block (canon lower (func $poll "[method]pollable.block")))
-        (core module $m
-            (import "clock" "subscribe" (func $subscribe (param i64) (result i32)))
-            (import "poll" "block" (func $block (param i32)))
-            (func (export "run") (param i64)
-                (call $block (call $subscribe (local.get 0)))))
-        (core instance $i (instantiate $m
-            (with "clock" (instance (export "subscribe" (func $subscribe))))
-            (with "poll" (instance (export "block" (func $block))))))
-        (func (export "run") (param "ns" u64) (canon lift (core func $i "run"))))"#;
-
     #[test]
     fn the_deadline_takes_a_userdata_no_guest_subscription_has() {
         let subscriptions = |userdatas: &[u64]| -> Vec<u8> {
@@ -304,60 +266,5 @@ mod tests {
             super::unused_userdata(&subscriptions(&all)),
             u64::MAX - 1024
         );
-    }
-
-    #[test]
-    fn a_component_sleep_past_the_timeout_ends_at_the_timeout() {
-        // The engine's epoch ticker, as `engine::Ticker` runs it (runtime/ sits below engine/).
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        let engine = wasmtime::Engine::new(&config).unwrap();
-        let ticks = Ticks::default();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ticker = std::thread::spawn({
-            let (engine, ticks, stop) = (engine.clone(), ticks.clone(), stop.clone());
-            move || {
-                while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        });
-        let linker = crate::runtime::build_component_linker(&engine).unwrap();
-        let component = Component::new(&engine, SLEEPING_COMPONENT).unwrap();
-        let settings = ResolvedSettings {
-            timeout: Duration::from_millis(200),
-            ..Default::default()
-        };
-        let context = Arc::new(PluginContext {
-            name: Arc::from("sleeper"),
-            host: Arc::new(crate::NoHostMethods),
-            settings: ArcSwap::from_pointee(settings.clone()),
-            settings_generation: AtomicU64::new(0),
-        });
-        let mut store = new_store(&engine, &ticks, &context, 1, &settings).unwrap();
-        prepare(&mut store);
-        let instance = linker.instantiate(&mut store, &component).unwrap();
-        let run = instance
-            .get_typed_func::<(u64,), ()>(&mut store, "run")
-            .unwrap();
-        // A short sleep answers.
-        prepare(&mut store);
-        run.call(&mut store, (10_000_000,)).unwrap();
-        // A sleep of a minute ends at the 200 ms deadline, as an interrupt.
-        prepare(&mut store);
-        let started = Instant::now();
-        let error = run.call(&mut store, (60_000_000_000,)).unwrap_err();
-        let took = started.elapsed();
-        assert_eq!(
-            error.downcast_ref::<wasmtime::Trap>(),
-            Some(&wasmtime::Trap::Interrupt),
-            "{error:?}"
-        );
-        assert!(took >= Duration::from_millis(190), "{took:?}");
-        assert!(took < Duration::from_secs(10), "{took:?}");
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        ticker.join().unwrap();
     }
 }
