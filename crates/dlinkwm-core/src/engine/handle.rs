@@ -200,8 +200,8 @@ impl Engine {
             reason,
         };
         // WAT text becomes a binary first: its kind (module or component) is known only then.
-        let binary = code_limits::to_binary(bytes, self.inner.options.max_module_bytes)
-            .map_err(refused)?;
+        let binary =
+            code_limits::to_binary(bytes, self.inner.options.max_module_bytes).map_err(refused)?;
         let component = is_component(&binary);
         let disk = self.inner.disk.as_ref();
         let cached = disk.and_then(|disk| disk.load(&self.inner.wasmtime, &hash, component));
