@@ -8,7 +8,7 @@
 //! - `cargo xtask test [args]`: install what the tests need (the wasm32-wasip1 target and the
 //!   guest toolchains), then `cargo test --workspace [args]`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
