@@ -260,6 +260,17 @@ pub enum Error {
         max_instances: usize,
     },
 
+    /// A call, load or reload that does not match how the plugin was loaded: a plugin loaded
+    /// with `load_async` is called with `call_async` (its host calls and WASI waits suspend a
+    /// fiber), a plugin loaded with `load` with the sync calls.
+    #[error("plugin `{plugin}`: {reason}")]
+    WrongCallMode {
+        /// The plugin.
+        plugin: String,
+        /// What to do instead.
+        reason: String,
+    },
+
     /// There is no earlier version to roll back to.
     #[error("plugin `{plugin}` has no earlier version to roll back to")]
     NoRollbackTarget {

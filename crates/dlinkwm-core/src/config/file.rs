@@ -80,6 +80,9 @@ pub struct EngineSettings {
     /// Accept plugins that use the WebAssembly GC proposal (default: false). Their GC heap
     /// counts in `max_memory_mib` with their linear memories.
     pub gc: Option<bool>,
+    /// How long a guest called with `call_async` runs before it yields to the executor, in
+    /// milliseconds, rounded up to the epoch tick of 10 ms (default: 10).
+    pub async_yield_ms: Option<u64>,
 }
 
 /// A parsed configuration.
@@ -194,6 +197,12 @@ impl Config {
         if self.engine.max_module_mib == Some(0) {
             return Err(bad(
                 "engine.max_module_mib".to_owned(),
+                "must be at least 1",
+            ));
+        }
+        if self.engine.async_yield_ms == Some(0) {
+            return Err(bad(
+                "engine.async_yield_ms".to_owned(),
                 "must be at least 1",
             ));
         }

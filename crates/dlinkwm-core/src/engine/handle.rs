@@ -36,6 +36,9 @@ pub(crate) struct EngineInner {
     pub(crate) wasmtime: wasmtime::Engine,
     pub(crate) linker: Linker<StoreState>,
     pub(crate) component_linker: wasmtime::component::Linker<StoreState>,
+    /// The linkers of plugins loaded for async calls (`load_async`).
+    pub(crate) linker_async: Linker<StoreState>,
+    pub(crate) component_linker_async: wasmtime::component::Linker<StoreState>,
     pub(crate) options: EngineOptions,
     modules: Mutex<HashMap<ContentHash, Weak<CompiledModule>>>,
     /// One lock per content hash being compiled: a second loader of the same bytes waits for
@@ -90,6 +93,14 @@ impl Engine {
             crate::runtime::build_component_linker(&wasmtime).map_err(|error| Error::Engine {
                 reason: format!("{error:#}"),
             })?;
+        let linker_async =
+            crate::runtime::build_core_linker_async(&wasmtime).map_err(|error| Error::Engine {
+                reason: format!("{error:#}"),
+            })?;
+        let component_linker_async = crate::runtime::build_component_linker_async(&wasmtime)
+            .map_err(|error| Error::Engine {
+                reason: format!("{error:#}"),
+            })?;
         let ticks = Ticks::default();
         let ticker = Ticker::start(wasmtime.clone(), ticks.clone())?;
         let disk = options
@@ -101,6 +112,8 @@ impl Engine {
                 wasmtime,
                 linker,
                 component_linker,
+                linker_async,
+                component_linker_async,
                 options,
                 modules: Mutex::new(HashMap::new()),
                 compiling: Mutex::new(HashMap::new()),
@@ -147,8 +160,8 @@ impl Engine {
         &self.inner.wasmtime
     }
 
-    /// The compiled module for `bytes`, compiling only if no live module has the same hash.
-    /// The compiled module for `bytes`, whose content hash the caller already computed.
+    /// The compiled module for `bytes` (whose content hash the caller already computed),
+    /// compiling only if no live module has the same hash.
     pub(crate) fn module(
         &self,
         plugin: &str,
@@ -241,7 +254,7 @@ impl Engine {
         Ok(compiled)
     }
 
-    fn cached(&self, hash: &ContentHash) -> Option<Arc<CompiledModule>> {
+    pub(crate) fn cached(&self, hash: &ContentHash) -> Option<Arc<CompiledModule>> {
         self.inner
             .modules
             .lock()
@@ -307,6 +320,7 @@ mod tests {
             host: Arc::new(NoHostMethods),
             settings: ArcSwap::from_pointee(settings.clone()),
             settings_generation: AtomicU64::new(0),
+            asynchronous: None,
         });
         let mut store = new_store(
             engine.wasmtime(),

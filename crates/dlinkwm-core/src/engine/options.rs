@@ -1,6 +1,7 @@
 //! The options an engine is created with, and the `[engine]` settings they come from.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::EngineSettings;
 
@@ -25,6 +26,9 @@ pub struct EngineOptions {
     /// DlinkWM's SDKs build needs it. When on, the GC heap counts in the instance's memory
     /// budget (wasmtime grows it through the same limiter as linear memories).
     pub wasm_gc: bool,
+    /// How long a guest called with `call_async` runs before it yields to the executor (rounded
+    /// up to whole [`crate::EPOCH_TICK`]s).
+    pub async_yield_interval: Duration,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +41,7 @@ impl Default for EngineOptions {
             max_module_bytes: DEFAULT_MAX_MODULE_MIB << 20,
             pool_max_memory_bytes: (crate::config::defaults::MAX_MEMORY_MIB as usize) << 20,
             wasm_gc: false,
+            async_yield_interval: crate::EPOCH_TICK,
         }
     }
 }
@@ -83,6 +88,21 @@ impl EngineOptions {
         self
     }
 
+    /// These options with async calls yielding to the executor every `interval` (at least one
+    /// [`crate::EPOCH_TICK`]).
+    #[must_use]
+    pub fn with_async_yield_interval(mut self, interval: Duration) -> Self {
+        self.async_yield_interval = interval;
+        self
+    }
+
+    /// The epoch ticks between two yields of an async call.
+    pub(crate) fn async_yield_ticks(&self) -> u64 {
+        let tick = crate::EPOCH_TICK.as_nanos();
+        let ticks = self.async_yield_interval.as_nanos().div_ceil(tick);
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+
     /// These options with fuel metering on or off.
     #[must_use]
     pub fn with_consume_fuel(mut self, consume_fuel: bool) -> Self {
@@ -115,6 +135,9 @@ impl EngineOptions {
                 crate::config::defaults::MAX_MEMORY_MIB as usize,
             ),
             wasm_gc: settings.gc.unwrap_or(false),
+            async_yield_interval: settings
+                .async_yield_ms
+                .map_or(crate::EPOCH_TICK, Duration::from_millis),
         }
     }
 }

@@ -20,7 +20,8 @@ use crate::plugin::pool::Pooled;
 use crate::plugin::reload::{ReloadOutcome, Reloads, read_file};
 use crate::plugin::version::Version;
 use crate::runtime::{
-    CallSite, EntryInfo, HostCallHandler, NoHostMethods, PluginContext, PluginKind,
+    Asynchronous, CallSite, EPOCH_TICK, EntryInfo, HostCallHandler, NoHostMethods, PluginContext,
+    PluginKind,
 };
 
 /// How a plugin is loaded: its name, settings and host methods.
@@ -61,6 +62,51 @@ pub struct Metered<R> {
     pub value: R,
     /// Fuel the call consumed, when the plugin's settings meter fuel.
     pub fuel_consumed: Option<u64>,
+}
+
+/// The instance of an async call: dropped (never reused) unless the call released it, so a
+/// cancelled call leaves no half-used instance and no count behind.
+struct Held<'a> {
+    serving: &'a Serving,
+    pooled: Option<Box<Pooled>>,
+}
+
+impl Held<'_> {
+    fn pooled(&mut self) -> &mut Pooled {
+        self.pooled.as_deref_mut().expect("an instance is held until released")
+    }
+
+    fn take(&mut self) -> Box<Pooled> {
+        self.pooled.take().expect("an instance is held until released")
+    }
+
+    fn release(mut self, keep: bool) {
+        if let Some(pooled) = self.pooled.take() {
+            self.serving.release(pooled, keep);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            self.serving.discard(pooled);
+        }
+    }
+}
+
+/// The error of a call that does not match how the plugin was loaded.
+#[cold]
+fn wrong_mode(plugin: &str, loaded_async: bool) -> Error {
+    let reason = if loaded_async {
+        "it was loaded for async calls (load_async): call it with call_async"
+    } else {
+        "it was loaded for sync calls: load it with load_async to call it with call_async"
+    };
+    Error::WrongCallMode {
+        plugin: plugin.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 #[cold]
@@ -164,7 +210,73 @@ impl Plugin {
             .name
             .clone()
             .unwrap_or_else(|| path.display().to_string());
-        Self::new(engine, name, Some(path.to_owned()), &bytes, options)
+        let loading = Self::new(engine, name.clone(), Some(path.to_owned()), &bytes, options, None);
+        crate::runtime::now(&name, loading)
+    }
+
+    /// Loads the plugin at `path` for async calls ([`Plugin::call_async`]) on the tokio runtime
+    /// this runs on: the file is read and the code compiled on the runtime's blocking threads,
+    /// never on an executor thread.
+    ///
+    /// The plugin's host calls may await ([`HostCallHandler::call_async`]), its WASI waits
+    /// suspend its fiber, and a long call yields to the executor every
+    /// [`crate::EngineOptions::async_yield_interval`]. The runtime needs its time driver
+    /// (`enable_time`, on in `#[tokio::main]`): call deadlines are tokio timers too.
+    ///
+    /// # Errors
+    /// [`Error::WrongCallMode`] outside a tokio runtime, and every error of [`Plugin::load`].
+    pub async fn load_async(
+        engine: &Engine,
+        path: impl AsRef<Path>,
+        options: PluginOptions,
+    ) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| path.display().to_string());
+        let asynchronous = Self::asynchronous(engine, &name)?;
+        let max = engine.options().max_module_bytes;
+        let read = {
+            let path = path.clone();
+            asynchronous
+                .runtime
+                .spawn_blocking(move || read_file(&path, max))
+        };
+        let bytes = read.await.unwrap_or_else(|joined| {
+            Err(Error::Engine {
+                reason: format!("the thread reading plugin `{name}` failed: {joined}"),
+            })
+        })?;
+        Self::new(engine, name, Some(path), &bytes, options, Some(asynchronous)).await
+    }
+
+    /// [`Plugin::from_bytes`] for async calls (see [`Plugin::load_async`]).
+    ///
+    /// # Errors
+    /// [`Error::WrongCallMode`] outside a tokio runtime, and every error of
+    /// [`Plugin::from_bytes`].
+    pub async fn from_bytes_async(
+        engine: &Engine,
+        bytes: &[u8],
+        options: PluginOptions,
+    ) -> Result<Self> {
+        let name = options.name.clone().unwrap_or_else(|| "plugin".to_owned());
+        let asynchronous = Self::asynchronous(engine, &name)?;
+        Self::new(engine, name, None, bytes, options, Some(asynchronous)).await
+    }
+
+    /// How an async plugin runs: on the current tokio runtime.
+    fn asynchronous(engine: &Engine, plugin: &str) -> Result<Asynchronous> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| Error::WrongCallMode {
+                plugin: plugin.to_owned(),
+                reason: "a plugin for async calls is loaded inside a tokio runtime".to_owned(),
+            })?;
+        Ok(Asynchronous {
+            runtime,
+            yield_ticks: engine.options().async_yield_ticks(),
+        })
     }
 
     /// Loads a plugin from its bytes (a wasm binary, or WAT text).
@@ -176,15 +288,17 @@ impl Plugin {
     /// traps, [`Error::AbiVersionUnsupported`] for an ABI version this host does not speak.
     pub fn from_bytes(engine: &Engine, bytes: &[u8], options: PluginOptions) -> Result<Self> {
         let name = options.name.clone().unwrap_or_else(|| "plugin".to_owned());
-        Self::new(engine, name, None, bytes, options)
+        let loading = Self::new(engine, name.clone(), None, bytes, options, None);
+        crate::runtime::now(&name, loading)
     }
 
-    fn new(
+    async fn new(
         engine: &Engine,
         name: String,
         path: Option<PathBuf>,
         bytes: &[u8],
         options: PluginOptions,
+        asynchronous: Option<Asynchronous>,
     ) -> Result<Self> {
         check_enforceable(engine, &name, &options.settings)?;
         let context = Arc::new(PluginContext {
@@ -192,8 +306,10 @@ impl Plugin {
             host: options.host,
             settings: ArcSwap::from_pointee(options.settings),
             settings_generation: AtomicU64::new(0),
+            asynchronous,
         });
-        let (version, first) = Version::load(engine, &context, 1, bytes, ContentHash::of(bytes))?;
+        let hash = ContentHash::of(bytes);
+        let (version, first) = Version::load(engine, &context, 1, bytes, hash).await?;
         tracing::info!(plugin = %context.name, hash = %version.hash(), elapsed = ?version.load_time, "plugin loaded");
         let version = Arc::new(version);
         Ok(Self {
@@ -347,12 +463,15 @@ impl Plugin {
     /// entry's output in it; after an error the instance is already released. Not generic, so
     /// there is one copy of the call path whatever the caller reads the output into.
     fn run(&self, entry: &str, format: Format, input: &[u8]) -> Fast<Running> {
+        let serving = &self.inner.serving;
+        let context = &serving.context;
+        if context.asynchronous.is_some() {
+            return Err(Box::new(wrong_mode(self.name(), true)));
+        }
         // Marked until the output is read: `read` runs while this thread holds the instance.
         let Some(in_call) = InCall::enter(self.id()) else {
             return Err(Box::new(reentrant(self.name(), entry)));
         };
-        let serving = &self.inner.serving;
-        let context = &serving.context;
         // The instance carries its version and the settings of its last call: the call reads
         // no shared pointer, only the current version's number and the settings' generation.
         let mut pooled = serving.acquire()?;
@@ -396,6 +515,93 @@ impl Plugin {
         let keep = pooled.reuse;
         self.inner.serving.release(pooled, keep);
         fuel_consumed
+    }
+
+    /// Calls `entry` of a plugin loaded with [`Plugin::load_async`] and hands the output bytes
+    /// to `read`, with what the call consumed. The guest runs on a fiber: it yields to the
+    /// executor at epoch ticks, its host calls may await, and waiting for a free instance parks
+    /// no thread. The same limits, allowlists and errors as [`Plugin::call`]; the call's time
+    /// limit also bounds the time spent awaiting host methods.
+    ///
+    /// Cancellation-safe: dropping the future at any point (waiting for an instance, inside the
+    /// guest, inside an async host method) drops the host method's future and the instance the
+    /// call held (never reused half-way), gives back its place among `max_instances`, and
+    /// leaves the plugin ready for the next call.
+    ///
+    /// # Errors
+    /// As [`Plugin::call`]; [`Error::WrongCallMode`] for a plugin loaded for sync calls.
+    pub async fn call_async<R>(
+        &self,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Metered<R>> {
+        let serving = &self.inner.serving;
+        let context = &serving.context;
+        if context.asynchronous.is_none() {
+            return Err(wrong_mode(self.name(), false));
+        }
+        let pooled = serving.acquire_async().await?;
+        let mut held = Held {
+            serving,
+            pooled: Some(pooled),
+        };
+        if !held.pooled().refresh(context) {
+            let retired = held.take();
+            held.pooled = Some(serving.regranted_async(retired).await?);
+        }
+        let site = CallSite {
+            plugin: &context.name,
+            entry,
+        };
+        let pooled = held.pooled();
+        let index = if pooled.all_entries || pooled.settings.allows_entry(entry) {
+            pooled.entry(site.plugin, entry)
+        } else {
+            Err(not_allowed(site, &pooled.settings))
+        };
+        let index = match index {
+            Ok(index) => index,
+            Err(error) => {
+                let keep = pooled.reuse;
+                held.release(keep);
+                return Err(error);
+            }
+        };
+        let Pooled {
+            instance, settings, ..
+        } = &mut *pooled;
+        let settings = settings.clone();
+        // The epoch ends a guest that computes past its deadline; this ends one that waits past
+        // it inside an async host method or a WASI wait (one tick later, so a computing guest's
+        // own timeout is what reports first).
+        let bound = settings.timeout.saturating_add(EPOCH_TICK);
+        let running = instance.run_async(index, site, format, input, &settings);
+        match tokio::time::timeout(bound, running).await {
+            Ok(Ok(())) => {
+                let pooled = held.pooled();
+                let value = read(pooled.instance.output());
+                let fuel_consumed = pooled.instance.fuel_consumed();
+                let keep = pooled.reuse;
+                held.release(keep);
+                Ok(Metered {
+                    value,
+                    fuel_consumed,
+                })
+            }
+            Ok(Err(error)) => {
+                let keep = held.pooled().reuse && !error.is_guest_fault();
+                held.release(keep);
+                Err(error)
+            }
+            // `held` drops the instance, which stopped inside a host call.
+            Err(_elapsed) => Err(Error::Timeout {
+                plugin: context.name.to_string(),
+                entry: entry.to_owned(),
+                limit: settings.timeout,
+            }),
+        }
     }
 
     /// Calls `entry` with raw bytes and returns its output.
@@ -457,9 +663,41 @@ impl Plugin {
     /// [`ReloadEvent::Failed`] is sent.
     pub fn reload(&self) -> Result<ReloadOutcome> {
         let inner = &*self.inner;
+        let reload = inner
+            .reloads
+            .reload(&inner.engine, &inner.serving, self.id());
+        crate::runtime::block_on(&inner.serving.context, reload)
+    }
+
+    /// [`Plugin::reload`] for async code: the new version's code is compiled on the runtime's
+    /// blocking threads and its instances are made by awaiting (for a plugin loaded with
+    /// [`Plugin::load_async`]; a sync plugin's reload runs on this task).
+    ///
+    /// # Errors
+    /// As [`Plugin::reload`].
+    pub async fn reload_async(&self) -> Result<ReloadOutcome> {
+        let inner = &*self.inner;
         inner
             .reloads
             .reload(&inner.engine, &inner.serving, self.id())
+            .await
+    }
+
+    /// [`Plugin::reload_from_bytes`] for async code (see [`Plugin::reload_async`]).
+    ///
+    /// # Errors
+    /// As [`Plugin::reload`].
+    pub async fn reload_from_bytes_async(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
+        let inner = &*self.inner;
+        inner
+            .reloads
+            .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes)
+            .await
+    }
+
+    /// Whether the plugin was loaded for async calls ([`Plugin::load_async`]).
+    pub fn is_async(&self) -> bool {
+        self.inner.serving.context.asynchronous.is_some()
     }
 
     /// Reloads the plugin's file on a thread of its own, so a slow compile never holds up the
@@ -495,9 +733,10 @@ impl Plugin {
     /// As [`Plugin::reload`].
     pub fn reload_from_bytes(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
         let inner = &*self.inner;
-        inner
+        let reload = inner
             .reloads
-            .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes)
+            .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes);
+        crate::runtime::block_on(&inner.serving.context, reload)
     }
 
     /// Makes the previous good version current again, at once (it is still compiled).

@@ -16,6 +16,16 @@ use crate::plugin::pool::{Pool, Pooled};
 use crate::plugin::version::Version;
 use crate::runtime::{Instance, PluginContext};
 
+/// A place reserved for an instance being made: given back if the making fails or its future is
+/// dropped.
+struct Reserved<'a>(&'a Version);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.0.forget_one();
+    }
+}
+
 /// A plugin's current version and its instances: what its calls are served from.
 pub(crate) struct Serving {
     pub(crate) context: Arc<PluginContext>,
@@ -104,7 +114,8 @@ impl Serving {
             let generation = self.context.settings_generation.load(Ordering::Acquire);
             let settings = self.context.settings.load_full();
             if version.reserve(settings.max_instances) {
-                return match version.instantiate(&settings) {
+                let made = crate::runtime::now(&self.context.name, version.instantiate(&settings));
+                return match made {
                     Ok(instance) => Ok(Pooled::new(instance, version, generation, settings)),
                     Err(error) => {
                         version.forget_one();
@@ -132,6 +143,63 @@ impl Serving {
                 }
                 pool.discard(pooled);
             }
+        }
+    }
+
+    /// [`Serving::acquire`] for async calls: a new instance is made by awaiting, and a full
+    /// pool is waited for without parking a thread, up to the queue deadline. Cancellation-safe:
+    /// dropping the future gives back any place it reserved.
+    pub(crate) async fn acquire_async(&self) -> Result<Box<Pooled>> {
+        let pool = &self.pool;
+        let started = Instant::now();
+        loop {
+            while let Some(pooled) = pool.take_idle() {
+                if pooled.number == self.current_number.load(Ordering::Acquire) {
+                    return Ok(pooled);
+                }
+                pool.discard(pooled);
+            }
+            let version = self.current.load_full();
+            let generation = self.context.settings_generation.load(Ordering::Acquire);
+            let settings = self.context.settings.load_full();
+            if version.reserve(settings.max_instances) {
+                let reserved = Reserved(&version);
+                let instance = version.instantiate(&settings).await?;
+                std::mem::forget(reserved);
+                return Ok(Pooled::new(instance, version, generation, settings));
+            }
+            let waited = started.elapsed();
+            let Some(left) = settings
+                .queue_timeout
+                .checked_sub(waited)
+                .filter(|left| !left.is_zero())
+            else {
+                return Err(Error::Busy {
+                    plugin: self.context.name.to_string(),
+                    waited,
+                    max_instances: settings.max_instances,
+                });
+            };
+            let busy = || version.live_instances() >= settings.max_instances;
+            if let Some(pooled) = pool.wait_async(busy, left).await {
+                if pooled.number == self.current_number.load(Ordering::Acquire) {
+                    return Ok(pooled);
+                }
+                pool.discard(pooled);
+            }
+        }
+    }
+
+    /// [`Serving::regranted`] for async calls.
+    #[cold]
+    pub(crate) async fn regranted_async(&self, retired: Box<Pooled>) -> Result<Box<Pooled>> {
+        self.discard(retired);
+        loop {
+            let mut pooled = self.acquire_async().await?;
+            if pooled.refresh(&self.context) {
+                return Ok(pooled);
+            }
+            self.discard(pooled);
         }
     }
 

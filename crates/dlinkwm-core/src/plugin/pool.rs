@@ -129,6 +129,18 @@ pub(crate) struct Pool {
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     available: Condvar,
+    /// What async callers wait on (counted in `waiters` too).
+    async_available: tokio::sync::Notify,
+}
+
+/// An async caller counted in `waiters` while its wait future lives: dropping the future (a
+/// cancelled call) takes the count back.
+struct Registered<'a>(&'a AtomicUsize);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
@@ -171,6 +183,7 @@ impl Pool {
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
             available: Condvar::new(),
+            async_available: tokio::sync::Notify::new(),
         }
     }
 
@@ -270,6 +283,29 @@ impl Pool {
         idle
     }
 
+    /// [`Pool::wait`] for async callers: the task waits, no thread is parked. Cancellation-safe:
+    /// a dropped wait leaves no count behind and passes on a wake-up it was given.
+    pub(crate) async fn wait_async(
+        &self,
+        busy: impl Fn() -> bool,
+        at_most: Duration,
+    ) -> Option<Box<Pooled>> {
+        let mut notified = std::pin::pin!(self.async_available.notified());
+        // Registered before the checks below, so a release after them wakes this wait.
+        notified.as_mut().enable();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _registered = Registered(&self.waiters);
+        if let Some(idle) = self.take_idle() {
+            return Some(idle);
+        }
+        if busy() {
+            // As in `wait`, the timeout only bounds a wake-up missed across a version swap.
+            let bound = at_most.min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(bound, notified).await;
+        }
+        None
+    }
+
     /// Wakes a caller waiting for an instance, if there is one: no syscall otherwise.
     #[inline]
     fn wake_one(&self) {
@@ -282,5 +318,6 @@ impl Pool {
     fn notify_one(&self) {
         let _waiting = lock(&self.wait_lock);
         self.available.notify_one();
+        self.async_available.notify_one();
     }
 }

@@ -91,8 +91,9 @@ pub(crate) struct Reloads {
     path: Option<PathBuf>,
     /// Earlier good versions, newest last, for rollback.
     history: Mutex<VecDeque<Arc<Version>>>,
-    /// Serialises reloads and rollbacks; calls never take it.
-    reload_lock: Mutex<()>,
+    /// Serialises reloads and rollbacks; calls never take it. An async lock: an async plugin's
+    /// reload holds it across awaits, and a waiting `reload_async` parks no thread.
+    reload_lock: tokio::sync::Mutex<()>,
     next_number: AtomicU64,
     pub(crate) events: EventBus,
     /// Background reloads asked for: 0 none, 1 one running, 2 one running and another asked
@@ -108,7 +109,7 @@ impl Reloads {
         Self {
             path,
             history: Mutex::new(VecDeque::new()),
-            reload_lock: Mutex::new(()),
+            reload_lock: tokio::sync::Mutex::const_new(()),
             next_number: AtomicU64::new(2),
             events: EventBus::new(),
             reload_requests: AtomicU8::new(0),
@@ -123,7 +124,7 @@ impl Reloads {
 
     /// Re-reads the plugin's file and swaps it in if it is valid and different (see
     /// `Plugin::reload`). `id` identifies the plugin for the re-entrancy check.
-    pub(crate) fn reload(
+    pub(crate) async fn reload(
         &self,
         engine: &Engine,
         serving: &Serving,
@@ -133,11 +134,14 @@ impl Reloads {
             return Ok(ReloadOutcome::Unchanged);
         };
         let max = engine.options().max_module_bytes;
-        let result = read_settled(&path, max).and_then(|bytes| {
-            // Hashed once: for the unchanged check and as the compiled-code cache key.
-            let hash = ContentHash::of(&bytes);
-            self.swap_in(engine, serving, id, &bytes, hash)
-        });
+        let result = match read_settled(&path, max) {
+            Ok(bytes) => {
+                // Hashed once: for the unchanged check and as the compiled-code cache key.
+                let hash = ContentHash::of(&bytes);
+                self.swap_in(engine, serving, id, &bytes, hash).await
+            }
+            Err(error) => Err(error),
+        };
         self.report(serving, result, Some(path))
     }
 
@@ -191,7 +195,10 @@ impl Reloads {
             tracing::debug!(plugin = name, %hash, "file unchanged since it was refused");
             return;
         }
-        let result = self.swap_in(engine, serving, id, &bytes, hash);
+        let result = crate::runtime::block_on(
+            &serving.context,
+            self.swap_in(engine, serving, id, &bytes, hash),
+        );
         if result.is_err() && stamp(&path) != before {
             // Refused bytes of a file that has changed since: a write in progress (a
             // truncation, then the new content). Its own file event reloads it again.
@@ -254,14 +261,16 @@ impl Reloads {
     }
 
     /// Swaps in `bytes` as the new version if they are valid and different.
-    pub(crate) fn reload_from_bytes(
+    pub(crate) async fn reload_from_bytes(
         &self,
         engine: &Engine,
         serving: &Serving,
         id: usize,
         bytes: &[u8],
     ) -> Result<ReloadOutcome> {
-        let result = self.swap_in(engine, serving, id, bytes, ContentHash::of(bytes));
+        let result = self
+            .swap_in(engine, serving, id, bytes, ContentHash::of(bytes))
+            .await;
         self.report(serving, result, None)
     }
 
@@ -283,7 +292,7 @@ impl Reloads {
     }
 
     /// Loads and validates `bytes` off the call path, hands the state over, then swaps.
-    fn swap_in(
+    async fn swap_in(
         &self,
         engine: &Engine,
         serving: &Serving,
@@ -292,7 +301,7 @@ impl Reloads {
         hash: ContentHash,
     ) -> Result<ReloadOutcome> {
         let started = Instant::now();
-        let _reloading = lock(&self.reload_lock);
+        let _reloading = self.reload_lock.lock().await;
         let old = serving.current_full();
         if hash == old.hash() {
             return Ok(ReloadOutcome::Unchanged);
@@ -302,10 +311,10 @@ impl Reloads {
         // version is swapped in: refused files do not use up version numbers.
         let number = self.next_number.load(Ordering::Relaxed);
         let context = &serving.context;
-        let (mut new, mut first) = Version::load(engine, context, number, bytes, hash)?;
+        let (mut new, mut first) = Version::load(engine, context, number, bytes, hash).await?;
         let generation = context.settings_generation.load(Ordering::Acquire);
         let settings = context.settings.load_full();
-        let handed_over = hand_over(serving, id, &mut new, &mut first, &settings)?;
+        let handed_over = hand_over(serving, id, &mut new, &mut first, &settings).await?;
         self.next_number.store(number + 1, Ordering::Relaxed);
         let new = Arc::new(new);
         // The old version stops taking calls; the calls it is running finish on it.
@@ -339,7 +348,8 @@ impl Reloads {
     /// Makes the previous good version current again, at once (it is still compiled).
     pub(crate) fn rollback(&self, serving: &Serving) -> Result<u64> {
         let name: &str = &serving.context.name;
-        let _reloading = lock(&self.reload_lock);
+        // Waits for a reload in progress (rollbacks are rare; a sync caller blocks its thread).
+        let _reloading = crate::runtime::wait(self.reload_lock.lock());
         let target = lock(&self.history)
             .pop_back()
             .ok_or_else(|| Error::NoRollbackTarget {
@@ -369,7 +379,7 @@ impl Reloads {
 
 /// Gives the new version the state of the current one (reloads are serialised, so the current
 /// version is the one being replaced).
-fn hand_over(
+async fn hand_over(
     serving: &Serving,
     id: usize,
     new: &mut Version,
@@ -384,25 +394,42 @@ fn hand_over(
         plugin: plugin.to_owned(),
         source: Box::new(error),
     };
-    // A reload started from inside one of this plugin's own calls (a host method) must not
-    // wait for the instance that very call holds.
-    let Some(_in_call) = InCall::enter(id) else {
-        return Err(wrap(reentrant(plugin, dlinkwm_abi::export::STATE_SAVE)));
+    let mut pooled = if serving.context.asynchronous.is_some() {
+        // An async plugin's instance is waited for up to the queue deadline (a reload from
+        // inside its own call ends in `Busy` rather than a deadlock).
+        let pooled = serving.acquire_async().await.map_err(wrap)?;
+        refreshed_async(serving, pooled).await.map_err(wrap)?
+    } else {
+        // A reload started from inside one of this plugin's own calls (a host method) must not
+        // wait for the instance that very call holds.
+        let Some(_in_call) = InCall::enter(id) else {
+            return Err(wrap(reentrant(plugin, dlinkwm_abi::export::STATE_SAVE)));
+        };
+        let mut pooled = serving.acquire().map_err(|error| wrap(*error))?;
+        if !pooled.refresh(&serving.context) {
+            pooled = serving.regranted(pooled).map_err(|error| wrap(*error))?;
+        }
+        pooled
     };
-    let mut pooled = serving.acquire().map_err(|error| wrap(*error))?;
-    if !pooled.refresh(&serving.context) {
-        pooled = serving.regranted(pooled).map_err(|error| wrap(*error))?;
-    }
     let Pooled {
         instance,
         settings: old_settings,
         ..
     } = &mut *pooled;
-    let saved = instance.save_state(plugin, old_settings);
+    let saved = instance.save_state(plugin, old_settings).await;
     let healthy = !matches!(&saved, Err(error) if error.is_guest_fault());
     serving.release(pooled, healthy);
     let Some(state) = saved.map_err(wrap)? else {
         return Ok(false);
     };
-    new.adopt_state(first, state, settings).map_err(wrap)
+    new.adopt_state(first, state, settings).await.map_err(wrap)
+}
+
+/// `pooled` with the plugin's current settings, or an instance built with its current grants.
+async fn refreshed_async(serving: &Serving, mut pooled: Box<Pooled>) -> Result<Box<Pooled>> {
+    if pooled.refresh(&serving.context) {
+        Ok(pooled)
+    } else {
+        serving.regranted_async(pooled).await
+    }
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use crate::config::ResolvedSettings;
 use crate::engine::{Code, CompiledModule, ContentHash, Engine};
 use crate::error::{Error, Result};
-use crate::runtime::{BindingsPre, ExportTable, Instance, PluginContext, PluginKind, StoreState};
+use crate::runtime::{
+    AsyncBindingsPre, BindingsPre, ExportTable, Instance, PluginContext, PluginKind, StoreState,
+};
 
 /// A compiled, validated plugin version. Each of its instances holds an `Arc` to it, so a version
 /// lives until its last call ends; its idle instances wait in the plugin's pool.
@@ -26,17 +28,57 @@ pub(crate) struct Version {
     pub(crate) load_time: Duration,
 }
 
-/// How a version makes instances: a core module's `InstancePre`, or a component's.
+/// How a version makes instances: a core module's `InstancePre` (from the sync or the async
+/// linker, as the plugin was loaded), or a component's bindings.
 enum Pre {
     Module(wasmtime::InstancePre<StoreState>),
     Component(BindingsPre<StoreState>),
+    AsyncComponent(AsyncBindingsPre<StoreState>),
+}
+
+/// The error of a component that does not implement the world.
+#[cold]
+fn not_the_world(plugin: &str, error: &wasmtime::Error) -> Error {
+    Error::Instantiate {
+        plugin: plugin.to_owned(),
+        reason: format!(
+            "this component does not implement the DlinkWM world \
+             dlinkwm:plugin/plugin@0.1.0 (wit/plugin.wit): {error:#}"
+        ),
+    }
+}
+
+/// Compiles (or reuses) `bytes`: on the caller's thread for a sync plugin, on the runtime's
+/// blocking threads for an async one (Cranelift never runs on an executor thread).
+async fn compile(
+    engine: &Engine,
+    context: &PluginContext,
+    bytes: &[u8],
+    hash: ContentHash,
+) -> Result<Arc<CompiledModule>> {
+    let Some(asynchronous) = &context.asynchronous else {
+        return engine.module(&context.name, bytes, hash);
+    };
+    if let Some(module) = engine.cached(&hash) {
+        return Ok(module);
+    }
+    let (engine, name, bytes) = (engine.clone(), context.name.clone(), bytes.to_vec());
+    asynchronous
+        .runtime
+        .spawn_blocking(move || engine.module(&name, &bytes, hash))
+        .await
+        .unwrap_or_else(|joined| {
+            Err(Error::Engine {
+                reason: format!("the compile thread of plugin `{}` failed: {joined}", context.name),
+            })
+        })
 }
 
 impl Version {
     /// Compiles (or reuses) `bytes`, checks the exports the ABI and the configuration require,
     /// instantiates once (running `_initialize`) and checks the declared ABI version. Nothing is
     /// swapped in here: a failure leaves whatever serves now serving.
-    pub(crate) fn load(
+    pub(crate) async fn load(
         engine: &Engine,
         context: &Arc<PluginContext>,
         number: u64,
@@ -45,28 +87,44 @@ impl Version {
     ) -> Result<(Self, Instance)> {
         let started = std::time::Instant::now();
         let plugin = &*context.name;
-        let module = engine.module(plugin, bytes, hash)?;
+        let module = compile(engine, context, bytes, hash).await?;
         let instantiate_error = |error: wasmtime::Error| Error::Instantiate {
             plugin: plugin.to_owned(),
             reason: format!("{error:#}"),
         };
+        let asynchronous = context.asynchronous.is_some();
+        let (wasmtime, ticks) = (engine.wasmtime(), &engine.inner.ticks);
         let (pre, exports, mut first) = match &module.code {
             Code::Module(code) => {
                 let exports = ExportTable::new(plugin, code)?;
+                let linker = if asynchronous {
+                    &engine.inner.linker_async
+                } else {
+                    &engine.inner.linker
+                };
+                let pre = linker.instantiate_pre(code).map_err(instantiate_error)?;
+                let first = if asynchronous {
+                    Instance::new_async(wasmtime, ticks, &pre, &exports, context, number).await?
+                } else {
+                    Instance::new(wasmtime, ticks, &pre, &exports, context, number)?
+                };
+                (Pre::Module(pre), exports, first)
+            }
+            Code::Component(code) if asynchronous => {
                 let pre = engine
                     .inner
-                    .linker
+                    .component_linker_async
                     .instantiate_pre(code)
                     .map_err(instantiate_error)?;
-                let first = Instance::new(
-                    engine.wasmtime(),
-                    &engine.inner.ticks,
-                    &pre,
-                    &exports,
-                    context,
-                    number,
-                )?;
-                (Pre::Module(pre), exports, first)
+                let pre = AsyncBindingsPre::new(pre).map_err(|e| not_the_world(plugin, &e))?;
+                let mut first =
+                    Instance::new_component_async(wasmtime, ticks, &pre, context, number).await?;
+                let names = first.component_entries(plugin).await?;
+                (
+                    Pre::AsyncComponent(pre),
+                    ExportTable::for_component(names),
+                    first,
+                )
             }
             Code::Component(code) => {
                 let pre = engine
@@ -74,22 +132,10 @@ impl Version {
                     .component_linker
                     .instantiate_pre(code)
                     .map_err(instantiate_error)?;
-                let pre = BindingsPre::new(pre).map_err(|error| Error::Instantiate {
-                    plugin: plugin.to_owned(),
-                    reason: format!(
-                        "this component does not implement the DlinkWM world \
-                             dlinkwm:plugin/plugin@0.1.0 (wit/plugin.wit): {error:#}"
-                    ),
-                })?;
-                let mut first = Instance::new_component(
-                    engine.wasmtime(),
-                    &engine.inner.ticks,
-                    &pre,
-                    context,
-                    number,
-                )?;
+                let pre = BindingsPre::new(pre).map_err(|e| not_the_world(plugin, &e))?;
+                let mut first = Instance::new_component(wasmtime, ticks, &pre, context, number)?;
                 // The entries come from the component itself, asked once per version.
-                let names = first.component_entries(plugin)?;
+                let names = first.component_entries(plugin).await?;
                 (
                     Pre::Component(pre),
                     ExportTable::for_component(names),
@@ -98,7 +144,7 @@ impl Version {
             }
         };
         if matches!(exports.kind, PluginKind::Abi | PluginKind::Component) {
-            let found = first.abi_version(plugin)?;
+            let found = first.abi_version(plugin).await?;
             if found != dlinkwm_abi::ABI_VERSION {
                 return Err(Error::AbiVersionUnsupported {
                     plugin: plugin.to_owned(),
@@ -131,13 +177,15 @@ impl Version {
 
     /// Gives `first` (this version's first instance) the state saved by the previous version and
     /// remembers it for every later instance.
-    pub(crate) fn adopt_state(
+    pub(crate) async fn adopt_state(
         &mut self,
         first: &mut Instance,
         state: Vec<u8>,
         settings: &ResolvedSettings,
     ) -> Result<bool> {
-        let accepted = first.restore_state(&self.context.name, &state, settings)?;
+        let accepted = first
+            .restore_state(&self.context.name, &state, settings)
+            .await?;
         if accepted {
             self.handover = Some(state.into());
         }
@@ -162,27 +210,25 @@ impl Version {
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// A new instance, in a place already reserved, with the state handed over to this version.
-    pub(crate) fn instantiate(&self, settings: &ResolvedSettings) -> Result<Instance> {
+    /// A new instance, in a place already reserved, with the state handed over to this version:
+    /// made synchronously for a sync plugin, awaited for an async one.
+    pub(crate) async fn instantiate(&self, settings: &ResolvedSettings) -> Result<Instance> {
+        let (wasmtime, ticks) = (self.engine.wasmtime(), &self.engine.inner.ticks);
+        let (context, number) = (&self.context, self.number);
         let mut instance = match &self.pre {
-            Pre::Module(pre) => Instance::new(
-                self.engine.wasmtime(),
-                &self.engine.inner.ticks,
-                pre,
-                &self.exports,
-                &self.context,
-                self.number,
-            )?,
-            Pre::Component(pre) => Instance::new_component(
-                self.engine.wasmtime(),
-                &self.engine.inner.ticks,
-                pre,
-                &self.context,
-                self.number,
-            )?,
+            Pre::Module(pre) if context.asynchronous.is_some() => {
+                Instance::new_async(wasmtime, ticks, pre, &self.exports, context, number).await?
+            }
+            Pre::Module(pre) => Instance::new(wasmtime, ticks, pre, &self.exports, context, number)?,
+            Pre::Component(pre) => Instance::new_component(wasmtime, ticks, pre, context, number)?,
+            Pre::AsyncComponent(pre) => {
+                Instance::new_component_async(wasmtime, ticks, pre, context, number).await?
+            }
         };
         if let Some(state) = &self.handover {
-            instance.restore_state(&self.context.name, state, settings)?;
+            instance
+                .restore_state(&self.context.name, state, settings)
+                .await?;
         }
         Ok(instance)
     }

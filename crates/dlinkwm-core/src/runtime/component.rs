@@ -16,9 +16,23 @@ mod bindings {
     });
 }
 
+/// The same world for components called with `call_async`: the host imports are async (a host
+/// call awaits the method while the guest's fiber is suspended) and so are the exports.
+mod bindings_async {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "plugin",
+        imports: { default: async },
+        exports: { default: async },
+        with: { "dlinkwm:plugin/types": super::bindings::dlinkwm::plugin::types },
+    });
+}
+
 pub(crate) use bindings::Plugin as Bindings;
 pub(crate) use bindings::PluginPre as BindingsPre;
 use bindings::dlinkwm::plugin::types;
+pub(crate) use bindings_async::Plugin as AsyncBindings;
+pub(crate) use bindings_async::PluginPre as AsyncBindingsPre;
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -36,38 +50,78 @@ impl bindings::PluginImports for StoreState {
         input: Vec<u8>,
     ) -> Result<Vec<u8>, types::HostError> {
         if method.len() > dlinkwm_abi::MAX_HOST_METHOD_NAME {
-            return Err(types::HostError::UnknownMethod(format!(
-                "host method name of {} bytes is longer than the maximum of {} bytes",
-                method.len(),
-                dlinkwm_abi::MAX_HOST_METHOD_NAME
-            )));
+            return Err(name_too_long(&method));
         }
         let status =
             crate::runtime::linker::host_call(self, &method, to_format(format).code(), &input);
-        let answer = std::mem::take(&mut self.call.host_result);
-        if status == Status::Ok {
-            return Ok(answer);
-        }
-        let message = String::from_utf8_lossy(&answer).into_owned();
-        Err(match status {
-            Status::UnknownMethod => types::HostError::UnknownMethod(message),
-            Status::PermissionDenied => types::HostError::PermissionDenied(message),
-            Status::UnsupportedFormat => types::HostError::UnsupportedFormat(message),
-            _ => types::HostError::Failed(message),
-        })
+        host_answer(self, status)
     }
 
     fn log(&mut self, level: types::LogLevel, message: String) {
-        let level = match level {
-            types::LogLevel::Error => LogLevel::Error,
-            types::LogLevel::Warn => LogLevel::Warn,
-            types::LogLevel::Info => LogLevel::Info,
-            types::LogLevel::Debug => LogLevel::Debug,
-            types::LogLevel::Trace => LogLevel::Trace,
-        };
-        if self.log_budget.take(&self.context.name, message.len()) {
-            crate::runtime::linker::guest_log(&self.context.name, level, message.as_bytes());
+        log_line(self, level, &message);
+    }
+}
+
+impl bindings_async::PluginImports for StoreState {
+    async fn host_call(
+        &mut self,
+        method: String,
+        format: types::Format,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, types::HostError> {
+        if method.len() > dlinkwm_abi::MAX_HOST_METHOD_NAME {
+            return Err(name_too_long(&method));
         }
+        let status = crate::runtime::linker::host_call_async(
+            self,
+            &method,
+            to_format(format).code(),
+            &input,
+        )
+        .await;
+        host_answer(self, status)
+    }
+
+    async fn log(&mut self, level: types::LogLevel, message: String) {
+        log_line(self, level, &message);
+    }
+}
+
+#[cold]
+fn name_too_long(method: &str) -> types::HostError {
+    types::HostError::UnknownMethod(format!(
+        "host method name of {} bytes is longer than the maximum of {} bytes",
+        method.len(),
+        dlinkwm_abi::MAX_HOST_METHOD_NAME
+    ))
+}
+
+/// A host call's answer as the world's result: the bytes, or the error with its message.
+fn host_answer(state: &mut StoreState, status: Status) -> Result<Vec<u8>, types::HostError> {
+    let answer = std::mem::take(&mut state.call.host_result);
+    if status == Status::Ok {
+        return Ok(answer);
+    }
+    let message = String::from_utf8_lossy(&answer).into_owned();
+    Err(match status {
+        Status::UnknownMethod => types::HostError::UnknownMethod(message),
+        Status::PermissionDenied => types::HostError::PermissionDenied(message),
+        Status::UnsupportedFormat => types::HostError::UnsupportedFormat(message),
+        _ => types::HostError::Failed(message),
+    })
+}
+
+/// A component's log line, within the call's log budget.
+fn log_line(state: &StoreState, level: types::LogLevel, message: &str) {
+    let level = match level {
+        types::LogLevel::Error => LogLevel::Error,
+        types::LogLevel::Warn => LogLevel::Warn,
+        types::LogLevel::Info => LogLevel::Info,
+        types::LogLevel::Debug => LogLevel::Debug,
+        types::LogLevel::Trace => LogLevel::Trace,
+    };
+    if state.log_budget.take(&state.context.name, message.len()) {
+        crate::runtime::linker::guest_log(&state.context.name, level, message.as_bytes());
     }
 }
 
@@ -94,6 +148,18 @@ pub(crate) fn build_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     crate::runtime::waits::add_p2(&mut linker)?;
     Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
+/// The linker of components called with `call_async`: WASI preview 2's async host functions and
+/// the world's async imports.
+pub(crate) fn build_linker_async(
+    engine: &wasmtime::Engine,
+) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::runtime::waits::add_p2_async(&mut linker)?;
+    AsyncBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }
 
@@ -177,6 +243,7 @@ mod tests {
             host: Arc::new(crate::NoHostMethods),
             settings: ArcSwap::from_pointee(settings.clone()),
             settings_generation: AtomicU64::new(0),
+            asynchronous: None,
         });
         let mut store = new_store(&engine, &ticks, &context, 1, &settings).unwrap();
         prepare(&mut store);

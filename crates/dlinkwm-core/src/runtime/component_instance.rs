@@ -7,7 +7,9 @@ use wasmtime::Store;
 
 use crate::config::ResolvedSettings;
 use crate::error::{Error, Result};
-use crate::runtime::component::{Bindings, BindingsPre};
+use crate::runtime::component::{
+    AsyncBindings, AsyncBindingsPre, Bindings, BindingsPre, from_format,
+};
 use crate::runtime::guest::bounded_message;
 use crate::runtime::store::{StoreState, prepare};
 use crate::runtime::trap::{CallSite, check_input, classify};
@@ -78,6 +80,16 @@ pub(crate) fn call(
     prepare(store);
     let answer = crate::runtime::component::call(bindings, store, site.entry, format, input)
         .map_err(|error| classify(store, error, site, settings))?;
+    take_answer(store, site, answer, settings)
+}
+
+/// An entry's answer: its output becomes the call's output, within the output limit.
+fn take_answer(
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    answer: Result<Vec<u8>, String>,
+    settings: &ResolvedSettings,
+) -> Result<()> {
     match answer {
         Ok(output) if output.len() > settings.max_output_bytes => Err(Error::OutputTooLarge {
             plugin: site.plugin.to_owned(),
@@ -120,7 +132,18 @@ pub(crate) fn restore_state(
     settings: &ResolvedSettings,
 ) -> Result<bool> {
     prepare(store);
-    match bindings.call_restore_state(&mut *store, state) {
+    let answer = bindings.call_restore_state(&mut *store, state);
+    restored(store, site, answer, settings)
+}
+
+/// What `restore-state` answered: accepted, refused with the guest's error, or a fault.
+fn restored(
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    answer: wasmtime::Result<Result<(), String>>,
+    settings: &ResolvedSettings,
+) -> Result<bool> {
+    match answer {
         Ok(Ok(())) => Ok(true),
         Ok(Err(message)) => Err(Error::Guest {
             plugin: site.plugin.to_owned(),
@@ -129,4 +152,99 @@ pub(crate) fn restore_state(
         }),
         Err(error) => Err(classify(store, error, site, settings)),
     }
+}
+
+/// [`instantiate`] for a component called with `call_async`.
+pub(crate) async fn instantiate_async(
+    store: &mut Store<StoreState>,
+    pre: &AsyncBindingsPre<StoreState>,
+    plugin: &str,
+    settings: &ResolvedSettings,
+) -> Result<AsyncBindings> {
+    let site = CallSite {
+        plugin,
+        entry: "instantiation",
+    };
+    prepare(store);
+    match pre.instantiate_async(&mut *store).await {
+        Ok(bindings) => Ok(bindings),
+        Err(error) => Err(match classify(store, error, site, settings) {
+            Error::Trap { message, .. } => Error::Instantiate {
+                plugin: plugin.to_owned(),
+                reason: message,
+            },
+            other => other,
+        }),
+    }
+}
+
+/// [`entries`], awaited.
+pub(crate) async fn entries_async(
+    bindings: &AsyncBindings,
+    store: &mut Store<StoreState>,
+    plugin: &str,
+) -> Result<Vec<String>> {
+    let settings = store.data().context.settings.load_full();
+    prepare(store);
+    let site = CallSite {
+        plugin,
+        entry: "entries",
+    };
+    let answer = bindings.call_entries(&mut *store).await;
+    answer.map_err(|error| classify(store, error, site, &settings))
+}
+
+/// [`abi_version`], awaited (the store is prepared).
+pub(crate) async fn abi_version_async(
+    bindings: &AsyncBindings,
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    settings: &ResolvedSettings,
+) -> Result<i32> {
+    let answer = bindings.call_abi_version(&mut *store).await;
+    let version = answer.map_err(|error| classify(store, error, site, settings))?;
+    Ok(i32::try_from(version).unwrap_or(i32::MAX))
+}
+
+/// [`call`], awaited.
+pub(crate) async fn call_async(
+    bindings: &AsyncBindings,
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    format: Format,
+    input: &[u8],
+    settings: &ResolvedSettings,
+) -> Result<()> {
+    check_input(site, input, settings)?;
+    prepare(store);
+    let answer = bindings
+        .call_call(&mut *store, site.entry, from_format(format), input)
+        .await;
+    let answer = answer.map_err(|error| classify(store, error, site, settings))?;
+    take_answer(store, site, answer, settings)
+}
+
+/// [`save_state`], awaited.
+pub(crate) async fn save_state_async(
+    bindings: &AsyncBindings,
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    settings: &ResolvedSettings,
+) -> Result<Option<Vec<u8>>> {
+    prepare(store);
+    let answer = bindings.call_save_state(&mut *store).await;
+    answer.map_err(|error| classify(store, error, site, settings))
+}
+
+/// [`restore_state`], awaited.
+pub(crate) async fn restore_state_async(
+    bindings: &AsyncBindings,
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    state: &[u8],
+    settings: &ResolvedSettings,
+) -> Result<bool> {
+    prepare(store);
+    let answer = bindings.call_restore_state(&mut *store, state).await;
+    restored(store, site, answer, settings)
 }

@@ -42,17 +42,58 @@ impl Funcs {
             entry: "instantiation",
         };
         prepare(store);
-        let instance = pre.instantiate(&mut *store).map_err(|error| {
-            match classify(store, error, site, settings) {
-                // A start function that traps or an import that is missing: the module cannot
-                // become a plugin.
-                Error::Trap { message, .. } => Error::Instantiate {
-                    plugin: plugin.to_owned(),
-                    reason: message,
-                },
-                other => other,
-            }
-        })?;
+        let instance = pre
+            .instantiate(&mut *store)
+            .map_err(|error| not_instantiated(store, error, site, settings))?;
+        let (funcs, initialize) = Self::resolve(store, instance, exports, plugin)?;
+        if let Some(initialize) = initialize {
+            let site = CallSite {
+                plugin,
+                entry: dlinkwm_abi::export::INITIALIZE,
+            };
+            initialize
+                .call(&mut *store, ())
+                .map_err(|error| classify(store, error, site, settings))?;
+        }
+        Ok(funcs)
+    }
+
+    /// [`Funcs::instantiate`] for a plugin called with `call_async`.
+    pub(crate) async fn instantiate_async(
+        store: &mut Store<StoreState>,
+        pre: &wasmtime::InstancePre<StoreState>,
+        exports: &ExportTable,
+        plugin: &str,
+        settings: &ResolvedSettings,
+    ) -> Result<Self> {
+        let site = CallSite {
+            plugin,
+            entry: "instantiation",
+        };
+        prepare(store);
+        let instance = match pre.instantiate_async(&mut *store).await {
+            Ok(instance) => instance,
+            Err(error) => return Err(not_instantiated(store, error, site, settings)),
+        };
+        let (funcs, initialize) = Self::resolve(store, instance, exports, plugin)?;
+        if let Some(initialize) = initialize {
+            let site = CallSite {
+                plugin,
+                entry: dlinkwm_abi::export::INITIALIZE,
+            };
+            let done = initialize.call_async(&mut *store, ()).await;
+            done.map_err(|error| classify(store, error, site, settings))?;
+        }
+        Ok(funcs)
+    }
+
+    /// Resolves every export the calls will need, once; returns `_initialize` too, to be run.
+    fn resolve(
+        store: &mut Store<StoreState>,
+        instance: wasmtime::Instance,
+        exports: &ExportTable,
+        plugin: &str,
+    ) -> Result<(Self, Option<TypedFunc<(), ()>>)> {
         let memory = exports
             .memory
             .as_ref()
@@ -95,22 +136,94 @@ impl Funcs {
             })?);
         }
         store.data_mut().memory = memory;
-        if let Some(initialize) = initialize {
-            let site = CallSite {
-                plugin,
-                entry: dlinkwm_abi::export::INITIALIZE,
-            };
-            initialize
-                .call(&mut *store, ())
-                .map_err(|error| classify(store, error, site, settings))?;
-        }
-        Ok(Self {
+        let funcs = Self {
             alloc,
             abi_version,
             entries: entries.into_boxed_slice(),
             state_save,
             state_restore,
-        })
+        };
+        Ok((funcs, initialize))
+    }
+
+    /// [`Funcs::run`], awaited: the guest runs on a fiber and yields at epoch ticks.
+    pub(crate) async fn run_async(
+        &self,
+        store: &mut Store<StoreState>,
+        index: usize,
+        site: CallSite<'_>,
+        format: Format,
+        input: &[u8],
+        settings: &ResolvedSettings,
+    ) -> Result<()> {
+        match &self.entries[index] {
+            EntryFunc::Abi(func) => {
+                call_abi_async(
+                    store,
+                    self.alloc.as_ref(),
+                    func,
+                    site,
+                    format,
+                    input,
+                    settings,
+                )
+                .await
+            }
+            EntryFunc::Plain(func) => {
+                prepare(store);
+                let done = func.call_async(&mut *store, ()).await;
+                done.map_err(|error| classify(store, error, site, settings))
+            }
+        }
+    }
+
+    /// [`Funcs::abi_version`], awaited.
+    pub(crate) async fn abi_version_async(
+        &self,
+        store: &mut Store<StoreState>,
+        site: CallSite<'_>,
+        settings: &ResolvedSettings,
+    ) -> Result<i32> {
+        let func = self
+            .abi_version
+            .as_ref()
+            .ok_or_else(|| Error::ExportMissing {
+                plugin: site.plugin.to_owned(),
+                export: dlinkwm_abi::export::ABI_VERSION.to_owned(),
+            })?;
+        let version = func.call_async(&mut *store, ()).await;
+        version.map_err(|error| classify(store, error, site, settings))
+    }
+
+    /// [`Funcs::save_state`], awaited.
+    pub(crate) async fn save_state_async(
+        &self,
+        store: &mut Store<StoreState>,
+        site: CallSite<'_>,
+        settings: &ResolvedSettings,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(func) = &self.state_save else {
+            return Ok(None);
+        };
+        let alloc = self.alloc.as_ref();
+        call_abi_async(store, alloc, func, site, Format::Raw, &[], settings).await?;
+        Ok(Some(store.data().call.output.clone()))
+    }
+
+    /// [`Funcs::restore_state`], awaited.
+    pub(crate) async fn restore_state_async(
+        &self,
+        store: &mut Store<StoreState>,
+        site: CallSite<'_>,
+        state: &[u8],
+        settings: &ResolvedSettings,
+    ) -> Result<bool> {
+        let Some(func) = &self.state_restore else {
+            return Ok(false);
+        };
+        let alloc = self.alloc.as_ref();
+        call_abi_async(store, alloc, func, site, Format::Raw, state, settings).await?;
+        Ok(true)
     }
 
     /// Calls entry number `index` with `input` in `format`, leaving its output in the store's
@@ -236,15 +349,42 @@ fn call_abi(
     Err(Box::new(entry_failed(store, site, status, settings)))
 }
 
-/// Copies `input` into a buffer from the guest's `dlinkwm_alloc`; returns its address and length.
-#[inline(never)]
-fn write_input(
+/// [`call_abi`], awaited.
+async fn call_abi_async(
     store: &mut Store<StoreState>,
     alloc: Option<&TypedFunc<i32, i32>>,
+    func: &TypedFunc<(i32, i32, i32), i32>,
     site: CallSite<'_>,
+    format: Format,
     input: &[u8],
     settings: &ResolvedSettings,
-) -> Result<(i32, i32)> {
+) -> Result<()> {
+    check_input(site, input, settings)?;
+    prepare(store);
+    let (ptr, len) = if input.is_empty() {
+        (0, 0)
+    } else {
+        let (alloc, len) = alloc_args(alloc, site, input)?;
+        let ptr = alloc.call_async(&mut *store, len).await;
+        let ptr = ptr.map_err(|error| classify(store, error, site, settings))?;
+        copy_input(store, ptr, len, site, input, settings)?
+    };
+    let status = match func.call_async(&mut *store, (ptr, len, format.code())).await {
+        Ok(status) => status,
+        Err(error) => return Err(classify(store, error, site, settings)),
+    };
+    if status == ENTRY_OK && store.data().call.output_overflow.is_none() {
+        return Ok(());
+    }
+    Err(entry_failed(store, site, status, settings))
+}
+
+/// `dlinkwm_alloc` and the input's length as the ABI carries it.
+fn alloc_args<'a>(
+    alloc: Option<&'a TypedFunc<i32, i32>>,
+    site: CallSite<'_>,
+    input: &[u8],
+) -> Result<(&'a TypedFunc<i32, i32>, i32)> {
     let alloc = alloc.ok_or_else(|| Error::ExportMissing {
         plugin: site.plugin.to_owned(),
         export: dlinkwm_abi::export::ALLOC.to_owned(),
@@ -258,9 +398,34 @@ fn write_input(
             limit: u32::MAX as usize,
         })?
         .cast_signed();
+    Ok((alloc, len))
+}
+
+/// Copies `input` into a buffer from the guest's `dlinkwm_alloc`; returns its address and length.
+#[inline(never)]
+fn write_input(
+    store: &mut Store<StoreState>,
+    alloc: Option<&TypedFunc<i32, i32>>,
+    site: CallSite<'_>,
+    input: &[u8],
+    settings: &ResolvedSettings,
+) -> Result<(i32, i32)> {
+    let (alloc, len) = alloc_args(alloc, site, input)?;
     let ptr = alloc
         .call(&mut *store, len)
         .map_err(|error| classify(store, error, site, settings))?;
+    copy_input(store, ptr, len, site, input, settings)
+}
+
+/// Copies `input` to `ptr`, the buffer `dlinkwm_alloc` answered, after checking it.
+fn copy_input(
+    store: &mut Store<StoreState>,
+    ptr: i32,
+    len: i32,
+    site: CallSite<'_>,
+    input: &[u8],
+    settings: &ResolvedSettings,
+) -> Result<(i32, i32)> {
     let memory = store.data().memory.ok_or_else(|| Error::ExportMissing {
         plugin: site.plugin.to_owned(),
         export: dlinkwm_abi::export::MEMORY.to_owned(),
@@ -284,6 +449,24 @@ fn write_input(
     };
     data[range].copy_from_slice(input);
     Ok((ptr, len))
+}
+
+/// The error of instantiation: a start function that traps or an import that is missing means
+/// the module cannot become a plugin.
+#[cold]
+fn not_instantiated(
+    store: &mut Store<StoreState>,
+    error: wasmtime::Error,
+    site: CallSite<'_>,
+    settings: &ResolvedSettings,
+) -> Error {
+    match classify(store, error, site, settings) {
+        Error::Trap { message, .. } => Error::Instantiate {
+            plugin: site.plugin.to_owned(),
+            reason: message,
+        },
+        other => other,
+    }
 }
 
 /// The error of an entry that returned without a trap but did not succeed: output over the

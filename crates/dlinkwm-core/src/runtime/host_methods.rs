@@ -1,7 +1,15 @@
 //! The boundary between core and the host-method registry: core moves bytes and a format tag,
 //! the registry (in `dlinkwm-host`) knows what the bytes mean.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use dlinkwm_abi::Format;
+
+/// The answer of a host method that finishes later (an async method): its bytes, or why it
+/// failed. The guest's call waits for it on its fiber while the executor runs other tasks.
+pub type HostCallFuture =
+    Pin<Box<dyn Future<Output = Result<Vec<u8>, HostCallError>> + Send + 'static>>;
 
 /// Why a host method did not answer. Each variant reaches the guest as a status value it can
 /// handle; none of them traps the guest or disturbs the host.
@@ -53,6 +61,23 @@ pub trait HostCallHandler: Send + Sync + 'static {
         input: &[u8],
         output: &mut Vec<u8>,
     ) -> Result<(), HostCallError>;
+
+    /// The host call of a plugin called with `call_async`: answers now (into `output`, returning
+    /// `Ok(None)`) as [`HostCallHandler::call`] does, or returns the future of an answer that
+    /// comes later. The default answers now.
+    ///
+    /// # Errors
+    /// A [`HostCallError`], which the guest receives as a value.
+    fn call_async(
+        &self,
+        caller: CallerInfo<'_>,
+        method: &str,
+        format: Format,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<Option<HostCallFuture>, HostCallError> {
+        self.call(caller, method, format, input, output).map(|()| None)
+    }
 }
 
 /// A shared handler serves calls too, so one handler can be given to several plugins and kept
@@ -67,6 +92,17 @@ impl<T: HostCallHandler + ?Sized> HostCallHandler for std::sync::Arc<T> {
         output: &mut Vec<u8>,
     ) -> Result<(), HostCallError> {
         (**self).call(caller, method, format, input, output)
+    }
+
+    fn call_async(
+        &self,
+        caller: CallerInfo<'_>,
+        method: &str,
+        format: Format,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<Option<HostCallFuture>, HostCallError> {
+        (**self).call_async(caller, method, format, input, output)
     }
 }
 

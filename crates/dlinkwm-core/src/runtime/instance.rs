@@ -8,8 +8,8 @@ use dlinkwm_abi::Format;
 use wasmtime::Store;
 
 use crate::config::ResolvedSettings;
-use crate::error::{Fast, Result};
-use crate::runtime::component::{Bindings, BindingsPre};
+use crate::error::{Error, Fast, Result};
+use crate::runtime::component::{AsyncBindings, AsyncBindingsPre, Bindings, BindingsPre};
 use crate::runtime::component_instance;
 use crate::runtime::core_instance::Funcs;
 use crate::runtime::deadline::Ticks;
@@ -31,6 +31,18 @@ pub(crate) struct Instance {
 enum Calls {
     Core(Funcs),
     Component(Box<Bindings>),
+    /// A component called with `call_async` (its bindings await).
+    AsyncComponent(Box<AsyncBindings>),
+}
+
+/// The error of a sync operation on an instance of an async plugin (which the plugin layer does
+/// not start: it checks the plugin's mode first).
+#[cold]
+fn needs_async(plugin: &str) -> Error {
+    Error::WrongCallMode {
+        plugin: plugin.to_owned(),
+        reason: "it was loaded for async calls (load_async): use the async methods".to_owned(),
+    }
 }
 
 impl Instance {
@@ -83,26 +95,85 @@ impl Instance {
         })
     }
 
+    /// [`Instance::new`] for a plugin called with `call_async`: the store's host calls and WASI
+    /// waits suspend the guest's fiber, and its calls yield at epoch ticks.
+    pub(crate) async fn new_async(
+        wasmtime: &wasmtime::Engine,
+        ticks: &Ticks,
+        pre: &wasmtime::InstancePre<StoreState>,
+        exports: &ExportTable,
+        context: &Arc<PluginContext>,
+        version: u64,
+    ) -> Result<Self> {
+        let settings = context.settings.load_full();
+        let mut store = new_store(wasmtime, ticks, context, version, &settings)?;
+        let funcs =
+            Funcs::instantiate_async(&mut store, pre, exports, &context.name, &settings).await?;
+        Ok(Self {
+            store,
+            calls: Calls::Core(funcs),
+        })
+    }
+
+    /// [`Instance::new_component`] for a component called with `call_async`.
+    pub(crate) async fn new_component_async(
+        wasmtime: &wasmtime::Engine,
+        ticks: &Ticks,
+        pre: &AsyncBindingsPre<StoreState>,
+        context: &Arc<PluginContext>,
+        version: u64,
+    ) -> Result<Self> {
+        let settings = context.settings.load_full();
+        let mut store = new_store(wasmtime, ticks, context, version, &settings)?;
+        let bindings =
+            component_instance::instantiate_async(&mut store, pre, &context.name, &settings)
+                .await?;
+        Ok(Self {
+            store,
+            calls: Calls::AsyncComponent(Box::new(bindings)),
+        })
+    }
+
     /// A component's entries (its `entries` export).
-    pub(crate) fn component_entries(&mut self, plugin: &str) -> Result<Vec<String>> {
-        let Calls::Component(bindings) = &self.calls else {
-            return Ok(Vec::new());
-        };
-        component_instance::entries(bindings, &mut self.store, plugin)
+    pub(crate) async fn component_entries(&mut self, plugin: &str) -> Result<Vec<String>> {
+        match &self.calls {
+            Calls::Core(_) => Ok(Vec::new()),
+            Calls::Component(bindings) => {
+                component_instance::entries(bindings, &mut self.store, plugin)
+            }
+            Calls::AsyncComponent(bindings) => {
+                component_instance::entries_async(bindings, &mut self.store, plugin).await
+            }
+        }
+    }
+
+    /// Whether this instance is called with the async methods.
+    fn is_async(&self) -> bool {
+        self.store.data().yield_ticks != 0
     }
 
     /// Calls the `dlinkwm_abi_version` export.
-    pub(crate) fn abi_version(&mut self, plugin: &str) -> Result<i32> {
+    pub(crate) async fn abi_version(&mut self, plugin: &str) -> Result<i32> {
         let settings = self.store.data().context.settings.load_full();
         prepare(&mut self.store);
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::ABI_VERSION,
         };
+        let asynchronous = self.is_async();
         match &self.calls {
+            Calls::Core(funcs) if asynchronous => {
+                funcs
+                    .abi_version_async(&mut self.store, site, &settings)
+                    .await
+            }
             Calls::Core(funcs) => funcs.abi_version(&mut self.store, site, &settings),
             Calls::Component(bindings) => {
                 component_instance::abi_version(bindings, &mut self.store, site, &settings)
+            }
+            Calls::AsyncComponent(bindings) => {
+                component_instance::abi_version_async(bindings, &mut self.store, site, &settings)
+                    .await
             }
         }
     }
@@ -125,6 +196,37 @@ impl Instance {
                 component_instance::call(bindings, store, site, format, input, settings)
                     .map_err(Box::new)
             }
+            Calls::AsyncComponent(_) => Err(Box::new(needs_async(site.plugin))),
+        }
+    }
+
+    /// [`Instance::run`] for a plugin called with `call_async`: the guest runs on a fiber,
+    /// yields to the executor at epoch ticks, and its host calls may await.
+    pub(crate) async fn run_async(
+        &mut self,
+        index: usize,
+        site: CallSite<'_>,
+        format: Format,
+        input: &[u8],
+        settings: &ResolvedSettings,
+    ) -> Result<()> {
+        let Self { store, calls } = self;
+        match calls {
+            Calls::Core(funcs) => {
+                funcs
+                    .run_async(store, index, site, format, input, settings)
+                    .await
+            }
+            Calls::AsyncComponent(bindings) => {
+                component_instance::call_async(bindings, store, site, format, input, settings)
+                    .await
+            }
+            Calls::Component(_) => Err(Error::WrongCallMode {
+                plugin: site.plugin.to_owned(),
+                reason: "it was loaded for sync calls: load it with load_async to call it with \
+                         call_async"
+                    .to_owned(),
+            }),
         }
     }
 
@@ -143,41 +245,56 @@ impl Instance {
     }
 
     /// Asks this instance for its state (`dlinkwm_state_save`), if it has any to hand over.
-    pub(crate) fn save_state(
+    pub(crate) async fn save_state(
         &mut self,
         plugin: &str,
         settings: &ResolvedSettings,
     ) -> Result<Option<Vec<u8>>> {
+        let asynchronous = self.is_async();
         let Self { store, calls } = self;
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::STATE_SAVE,
         };
         match calls {
+            Calls::Core(funcs) if asynchronous => {
+                funcs.save_state_async(store, site, settings).await
+            }
             Calls::Core(funcs) => funcs.save_state(store, site, settings),
             Calls::Component(bindings) => {
                 component_instance::save_state(bindings, store, site, settings)
+            }
+            Calls::AsyncComponent(bindings) => {
+                component_instance::save_state_async(bindings, store, site, settings).await
             }
         }
     }
 
     /// Gives this instance the state saved by the previous version (`dlinkwm_state_restore`).
     /// Returns whether it accepted it (false when it has no such export).
-    pub(crate) fn restore_state(
+    pub(crate) async fn restore_state(
         &mut self,
         plugin: &str,
         state: &[u8],
         settings: &ResolvedSettings,
     ) -> Result<bool> {
+        let asynchronous = self.is_async();
         let Self { store, calls } = self;
         let site = CallSite {
             plugin,
             entry: dlinkwm_abi::export::STATE_RESTORE,
         };
         match calls {
+            Calls::Core(funcs) if asynchronous => {
+                funcs.restore_state_async(store, site, state, settings).await
+            }
             Calls::Core(funcs) => funcs.restore_state(store, site, state, settings),
             Calls::Component(bindings) => {
                 component_instance::restore_state(bindings, store, site, state, settings)
+            }
+            Calls::AsyncComponent(bindings) => {
+                component_instance::restore_state_async(bindings, store, site, state, settings)
+                    .await
             }
         }
     }

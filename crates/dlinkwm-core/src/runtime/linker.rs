@@ -42,15 +42,89 @@ pub fn register_host_functions(linker: &mut Linker<StoreState>) -> wasmtime::Res
     wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut StoreState| &mut state.wasi)?;
     crate::runtime::waits::add_p1(linker)?;
     add_abi(linker)?;
+    add_host_call(linker)?;
     add_legacy(linker)?;
     Ok(())
 }
 
-/// Builds the linker every plugin of an engine is instantiated with.
+/// Builds the linker every sync plugin of an engine is instantiated with.
 pub(crate) fn build(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     register_host_functions(&mut linker)?;
     Ok(linker)
+}
+
+/// Builds the linker of plugins loaded for async calls: the same functions, but WASI's waits
+/// and I/O and the host call suspend the guest's fiber instead of blocking the thread.
+pub(crate) fn build_async(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut StoreState| {
+        &mut state.wasi
+    })?;
+    crate::runtime::waits::add_p1_async(&mut linker)?;
+    add_abi(&mut linker)?;
+    add_host_call_async(&mut linker)?;
+    add_legacy(&mut linker)?;
+    Ok(linker)
+}
+
+fn add_host_call(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        import::MODULE,
+        import::HOST_CALL,
+        |mut caller: Caller<'_, StoreState>,
+         name_ptr: i32,
+         name_len: i32,
+         format: i32,
+         input_ptr: i32,
+         input_len: i32|
+         -> wasmtime::Result<i32> {
+            let (data, state) = memory_and_state(&mut caller)?;
+            // Checked before the name is read: a name as large as guest memory is never copied,
+            // decoded or logged.
+            if guest_len(name_len) > dlinkwm_abi::MAX_HOST_METHOD_NAME {
+                return Ok(name_too_long(state, guest_len(name_len)).code());
+            }
+            let method = guest_str(data, name_ptr, name_len, "host method name")?;
+            let input_range = guest_range(
+                data.len(),
+                input_ptr,
+                guest_len(input_len),
+                "host call input",
+            )?;
+            Ok(host_call(state, method, format, &data[input_range]).code())
+        },
+    )?;
+    Ok(())
+}
+
+fn add_host_call_async(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    linker.func_wrap_async(
+        import::MODULE,
+        import::HOST_CALL,
+        |mut caller: Caller<'_, StoreState>,
+         (name_ptr, name_len, format, input_ptr, input_len): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let (data, state) = memory_and_state(&mut caller)?;
+                // The same checks as the sync host call; the guest's memory is borrowed, not
+                // copied, while the method runs (the guest is suspended meanwhile).
+                if guest_len(name_len) > dlinkwm_abi::MAX_HOST_METHOD_NAME {
+                    return Ok(name_too_long(state, guest_len(name_len)).code());
+                }
+                let method = guest_str(data, name_ptr, name_len, "host method name")?;
+                let input_range = guest_range(
+                    data.len(),
+                    input_ptr,
+                    guest_len(input_len),
+                    "host call input",
+                )?;
+                Ok(host_call_async(state, method, format, &data[input_range])
+                    .await
+                    .code())
+            })
+        },
+    )?;
+    Ok(())
 }
 
 fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
@@ -79,32 +153,6 @@ fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
             let range = guest_range(data.len(), ptr, guest_len(len), "error message")?;
             state.call.error = Some(bounded_message(&data[range]));
             Ok(())
-        },
-    )?;
-    linker.func_wrap(
-        import::MODULE,
-        import::HOST_CALL,
-        |mut caller: Caller<'_, StoreState>,
-         name_ptr: i32,
-         name_len: i32,
-         format: i32,
-         input_ptr: i32,
-         input_len: i32|
-         -> wasmtime::Result<i32> {
-            let (data, state) = memory_and_state(&mut caller)?;
-            // Checked before the name is read: a name as large as guest memory is never copied,
-            // decoded or logged.
-            if guest_len(name_len) > dlinkwm_abi::MAX_HOST_METHOD_NAME {
-                return Ok(name_too_long(state, guest_len(name_len)).code());
-            }
-            let method = guest_str(data, name_ptr, name_len, "host method name")?;
-            let input_range = guest_range(
-                data.len(),
-                input_ptr,
-                guest_len(input_len),
-                "host call input",
-            )?;
-            Ok(host_call(state, method, format, &data[input_range]).code())
         },
     )?;
     linker.func_wrap(
@@ -174,46 +222,98 @@ pub(crate) fn guest_log(plugin: &str, level: LogLevel, line: &[u8]) {
 /// Runs one host call for the guest, leaving the answer or the error message in
 /// `state.call.host_result`.
 pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input: &[u8]) -> Status {
-    let result = &mut state.call.host_result;
-    result.clear();
-    let context = &state.context;
-    let settings = &state.settings;
-    let outcome = if !settings.allows_host_method(method) {
-        // Logged once per call: a guest looping over denied calls cannot flood the log.
-        if state.call.host_calls_denied == 0 {
-            tracing::warn!(plugin = %context.name, method, "host method call denied by configuration");
-        }
-        state.call.host_calls_denied = state.call.host_calls_denied.saturating_add(1);
-        Err(HostCallError::PermissionDenied(method.to_owned()))
-    } else if let Some(format) = Format::from_code(format) {
+    state.call.host_result.clear();
+    let outcome = admit(state, method, format).and_then(|format| {
+        let context = &state.context;
         let caller = CallerInfo {
             plugin: &context.name,
             version: state.version,
         };
+        let result = &mut state.call.host_result;
         // A panicking host method is the application's bug, not the guest's: the guest gets an
         // error value and the host carries on.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
             context.host.call(caller, method, format, input, result)
         }))
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
-            tracing::error!(plugin = %context.name, method, %message, "host method panicked");
-            Err(HostCallError::Failed(format!(
-                "host method `{method}` panicked: {message}"
-            )))
-        })
-    } else {
-        Err(HostCallError::UnsupportedFormat {
-            method: method.to_owned(),
-            format,
-        })
+        .unwrap_or_else(|panic| Err(panicked(&context.name, method, &*panic)))
+    });
+    conclude(state, method, outcome)
+}
+
+/// [`host_call`] for an async call: a method that answers later is awaited while the guest's
+/// fiber is suspended. Its panic, like a sync method's, reaches the guest as an error value.
+pub(crate) async fn host_call_async(
+    state: &mut StoreState,
+    method: &str,
+    format: i32,
+    input: &[u8],
+) -> Status {
+    use futures_util::FutureExt as _;
+    state.call.host_result.clear();
+    let outcome = match admit(state, method, format) {
+        Err(refused) => Err(refused),
+        Ok(format) => {
+            let context = state.context.clone();
+            let caller = CallerInfo {
+                plugin: &context.name,
+                version: state.version,
+            };
+            let result = &mut state.call.host_result;
+            let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                context.host.call_async(caller, method, format, input, result)
+            }))
+            .unwrap_or_else(|panic| Err(panicked(&context.name, method, &*panic)));
+            match started {
+                Ok(Some(later)) => match AssertUnwindSafe(later).catch_unwind().await {
+                    Ok(Ok(answer)) => {
+                        *result = answer;
+                        Ok(())
+                    }
+                    Ok(Err(error)) => Err(error),
+                    Err(panic) => Err(panicked(&context.name, method, &*panic)),
+                },
+                Ok(None) => Ok(()),
+                Err(error) => Err(error),
+            }
+        }
     };
+    conclude(state, method, outcome)
+}
+
+/// The checks before a host method runs: the plugin may call it, and the format is known.
+fn admit(state: &mut StoreState, method: &str, format: i32) -> Result<Format, HostCallError> {
+    if !state.settings.allows_host_method(method) {
+        // Logged once per call: a guest looping over denied calls cannot flood the log.
+        if state.call.host_calls_denied == 0 {
+            tracing::warn!(plugin = %state.context.name, method, "host method call denied by configuration");
+        }
+        state.call.host_calls_denied = state.call.host_calls_denied.saturating_add(1);
+        return Err(HostCallError::PermissionDenied(method.to_owned()));
+    }
+    Format::from_code(format).ok_or_else(|| HostCallError::UnsupportedFormat {
+        method: method.to_owned(),
+        format,
+    })
+}
+
+/// The error value a guest gets for a host method that panicked.
+#[cold]
+fn panicked(plugin: &str, method: &str, panic: &(dyn std::any::Any + Send)) -> HostCallError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    tracing::error!(plugin, method, %message, "host method panicked");
+    HostCallError::Failed(format!("host method `{method}` panicked: {message}"))
+}
+
+/// The status of a host call; its answer (bounded) or its error message is left in
+/// `state.call.host_result`.
+fn conclude(state: &mut StoreState, method: &str, outcome: Result<(), HostCallError>) -> Status {
+    let result = &mut state.call.host_result;
     // Every answer the guest may read fits the ABI's u32 length.
-    let limit = settings.max_output_bytes.min(u32::MAX as usize);
+    let limit = state.settings.max_output_bytes.min(u32::MAX as usize);
     let status = match outcome {
         Ok(()) if result.len() <= limit => return Status::Ok,
         Ok(()) => Status::Error,

@@ -16,6 +16,7 @@ mod component;
 mod component_instance;
 mod core_instance;
 mod deadline;
+mod drive;
 mod exports;
 mod guest;
 mod host_methods;
@@ -34,13 +35,16 @@ pub use host_methods::{CallerInfo, HostCallError, HostCallHandler, NoHostMethods
 pub use linker::register_host_functions;
 pub use store::StoreState;
 
-pub(crate) use component::BindingsPre;
 pub(crate) use component::build_linker as build_component_linker;
+pub(crate) use component::build_linker_async as build_component_linker_async;
+pub(crate) use component::{AsyncBindingsPre, BindingsPre};
+pub(crate) use drive::{block_on, now, wait};
 pub(crate) use deadline::Ticks;
 pub(crate) use exports::ExportTable;
 pub(crate) use instance::Instance;
 pub(crate) use linker::build as build_core_linker;
-pub(crate) use store::PluginContext;
+pub(crate) use linker::build_async as build_core_linker_async;
+pub(crate) use store::{Asynchronous, PluginContext};
 #[cfg(test)]
 pub(crate) use store::{new_store, prepare};
 pub(crate) use trap::CallSite;

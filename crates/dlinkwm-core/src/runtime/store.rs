@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use wasmtime::{Memory, Store};
+use wasmtime::{Memory, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::config::{ResolvedSettings, Stdio};
@@ -24,6 +24,18 @@ pub(crate) struct PluginContext {
     pub(crate) settings: ArcSwap<ResolvedSettings>,
     /// Bumped after each replacement of `settings`, so instances notice it with one load.
     pub(crate) settings_generation: AtomicU64,
+    /// For a plugin loaded for async calls: the tokio runtime it was loaded on (what drives its
+    /// instances when a reload runs outside that runtime), and how often a long call yields.
+    pub(crate) asynchronous: Option<Asynchronous>,
+}
+
+/// How an async plugin's instances run.
+#[derive(Clone, Debug)]
+pub(crate) struct Asynchronous {
+    /// The runtime the plugin was loaded on.
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Epoch ticks a guest runs before it yields to the executor.
+    pub(crate) yield_ticks: u64,
 }
 
 impl PluginContext {
@@ -67,6 +79,9 @@ pub struct StoreState {
     pub(crate) log_budget: Arc<LogBudget>,
     /// The engine's epoch count, which the current call's deadline is measured in.
     pub(crate) ticks: Ticks,
+    /// For an async plugin's instance, the epoch ticks it runs before yielding (0: a sync one,
+    /// whose calls trap at their deadline).
+    pub(crate) yield_ticks: u64,
 }
 
 impl StoreState {
@@ -105,11 +120,27 @@ pub(crate) fn new_store(
         stdout,
         log_budget,
         ticks: ticks.clone(),
+        yield_ticks: context
+            .asynchronous
+            .as_ref()
+            .map_or(0, |asynchronous| asynchronous.yield_ticks.max(1)),
     };
     state.adopt(adopted);
     let mut store = Store::new(wasmtime, state);
     store.limiter(|state| &mut state.limiter);
-    store.epoch_deadline_trap();
+    if store.data().yield_ticks == 0 {
+        store.epoch_deadline_trap();
+    } else {
+        // An async call yields to the executor every `yield_ticks` and ends at its deadline.
+        store.epoch_deadline_callback(|store| {
+            let state = store.data();
+            let now = state.ticks.load(Ordering::Relaxed);
+            match state.call.deadline.tick.checked_sub(now) {
+                Some(left) if left > 0 => Ok(UpdateDeadline::Yield(left.min(state.yield_ticks))),
+                _ => Ok(UpdateDeadline::Interrupt),
+            }
+        });
+    }
     Ok(store)
 }
 
@@ -118,7 +149,13 @@ pub(crate) fn new_store(
 #[inline]
 pub(crate) fn prepare(store: &mut Store<StoreState>) {
     let (ticks, fuel) = (store.data().deadline_ticks, store.data().settings.fuel);
-    store.set_epoch_deadline(ticks);
+    let yield_ticks = store.data().yield_ticks;
+    // A sync call traps at its deadline; an async one first wakes at its next yield.
+    store.set_epoch_deadline(if yield_ticks == 0 {
+        ticks
+    } else {
+        ticks.min(yield_ticks)
+    });
     if let Some(fuel) = fuel {
         // Only fails when the engine does not meter fuel, which `Plugin::load` checks first.
         let _ = store.set_fuel(fuel);

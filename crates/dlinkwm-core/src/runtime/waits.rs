@@ -68,14 +68,39 @@ pub(crate) fn add_p1(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          written: i32|
          -> wasmtime::Result<i32> {
             let fuel = caller.as_context_mut().hostcall_fuel();
-            poll_oneoff(&mut caller, fuel, subscriptions, events, count, written)
+            wasmtime_wasi::runtime::in_tokio(poll_oneoff(
+                &mut caller,
+                fuel,
+                subscriptions,
+                events,
+                count,
+                written,
+            ))
         },
     )?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-fn poll_oneoff(
+/// [`add_p1`] for plugins called with `call_async`: the wait suspends the guest's fiber.
+pub(crate) fn add_p1_async(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap_async(
+        "wasi_snapshot_preview1",
+        "poll_oneoff",
+        |mut caller: Caller<'_, StoreState>,
+         (subscriptions, events, count, written): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let fuel = caller.as_context_mut().hostcall_fuel();
+                poll_oneoff(&mut caller, fuel, subscriptions, events, count, written).await
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+async fn poll_oneoff(
     caller: &mut Caller<'_, StoreState>,
     fuel: usize,
     subscriptions: i32,
@@ -123,14 +148,15 @@ fn poll_oneoff(
     let errno = {
         let mut scratch_memory = wiggle::GuestMemory::Unshared(&mut *scratch);
         let to_i32 = |at: usize| i32::try_from(at).unwrap_or(i32::MAX);
-        wasmtime_wasi::runtime::in_tokio(p1::poll_oneoff(
+        p1::poll_oneoff(
             &mut state.wasi,
             &mut scratch_memory,
             0,
             to_i32(events_at),
             to_i32(all),
             to_i32(written_at),
-        ))?
+        )
+        .await?
     };
     if errno != 0 {
         return Ok(errno);
@@ -213,6 +239,63 @@ pub(crate) fn add_p2(linker: &mut ComponentLinker<StoreState>) -> wasmtime::Resu
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// [`add_p2`] for components called with `call_async`: the wait suspends the guest's fiber.
+pub(crate) fn add_p2_async(linker: &mut ComponentLinker<StoreState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap_async(
+        "poll",
+        |mut store: StoreContextMut<'_, StoreState>,
+         (pollables,): (Vec<Resource<DynPollable>>,)| {
+            Box::new(async move {
+                bounded_poll_async(store.data_mut(), pollables)
+                    .await
+                    .map(|ready| (ready,))
+            })
+        },
+    )?;
+    poll.func_wrap_async(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, StoreState>, (pollable,): (Resource<DynPollable>,)| {
+            Box::new(async move {
+                bounded_poll_async(store.data_mut(), vec![pollable])
+                    .await
+                    .map(|_| ())
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// [`bounded_poll`], awaiting instead of blocking.
+async fn bounded_poll_async(
+    state: &mut StoreState,
+    mut pollables: Vec<Resource<DynPollable>>,
+) -> wasmtime::Result<Vec<u32>> {
+    use wasmtime_wasi::WasiView as _;
+    use wasmtime_wasi::p2::bindings::io::poll as async_poll;
+    use wasmtime_wasi::p2::bindings::sync::clocks::monotonic_clock::Host as _;
+    if pollables.is_empty() {
+        return async_poll::Host::poll(state.ctx().table, pollables).await;
+    }
+    let Some(left) = time_left(state) else {
+        return Err(interrupted());
+    };
+    let nanos = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
+    let timer = wasmtime_wasi::clocks::WasiClocksView::clocks(state).subscribe_duration(nanos)?;
+    let deadline_index = u32::try_from(pollables.len()).unwrap_or(u32::MAX);
+    pollables.push(Resource::new_borrow(timer.rep()));
+    let table = state.ctx().table;
+    let ready = async_poll::Host::poll(&mut *table, pollables).await;
+    async_poll::HostPollable::drop(table, timer)?;
+    let ready = ready?;
+    if ready.contains(&deadline_index) {
+        return Err(interrupted());
+    }
+    Ok(ready)
 }
 
 fn bounded_poll(
