@@ -48,7 +48,8 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use plugin::{Metered, Plugin, PluginOptions, ReloadEvent, ReloadOutcome, WeakPlugin};
 pub use runtime::{
-    CallerInfo, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallHandler, NoHostMethods,
+    CallerInfo, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallFuture, HostCallHandler,
+    NoHostMethods,
     PluginKind, StoreState, register_host_functions,
 };
 /// The wasmtime this crate is built on, for hosts that need its types.

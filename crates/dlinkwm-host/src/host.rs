@@ -120,6 +120,41 @@ impl PluginHost {
         Ok(Plugin::new(plugin, self.format))
     }
 
+    /// Loads the plugin at `path` for async calls ([`Plugin::call_async`]) on the tokio runtime
+    /// this runs on, with its settings from the host's configuration. Reading and compiling
+    /// run on the runtime's blocking threads, never on an executor thread. The plugin's host
+    /// calls may await methods registered with [`HostMethods::register_async`], its WASI waits
+    /// suspend it, and a long call yields to the executor at every epoch tick
+    /// (`[engine] async_yield_ms`). The runtime needs its time driver (`enable_time`, on in
+    /// `#[tokio::main]`).
+    ///
+    /// A plugin is loaded for sync or for async calls: the sync calls of an async plugin (and
+    /// `call_async` on a sync one) are refused with
+    /// [`crate::core::Error::WrongCallMode`].
+    ///
+    /// # Errors
+    /// As [`PluginHost::load`], and [`crate::core::Error::WrongCallMode`] outside a tokio
+    /// runtime.
+    pub async fn load_async(&self, path: impl AsRef<Path>) -> Result<Plugin> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let options = self.options(&name);
+        let plugin = dlinkwm_core::Plugin::load_async(&self.engine, path, options).await?;
+        self.follow_config(&plugin)?;
+        Ok(Plugin::new(plugin, self.format))
+    }
+
+    /// [`PluginHost::load_bytes`] for async calls (see [`PluginHost::load_async`]).
+    ///
+    /// # Errors
+    /// As [`PluginHost::load_async`].
+    pub async fn load_bytes_async(&self, name: &str, bytes: &[u8]) -> Result<Plugin> {
+        let options = self.options(name);
+        let plugin = dlinkwm_core::Plugin::from_bytes_async(&self.engine, bytes, options).await?;
+        self.follow_config(&plugin)?;
+        Ok(Plugin::new(plugin, self.format))
+    }
+
     /// Loads the plugin at `path` and watches its file: each settled change is compiled and
     /// validated off the call path and swapped in, or refused with a
     /// [`crate::ReloadEvent::Failed`] while the current version keeps serving.

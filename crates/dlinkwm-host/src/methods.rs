@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use dlinkwm_core::{CallerInfo, HostCallError};
+use std::future::Future;
+
+use dlinkwm_core::{CallerInfo, HostCallError, HostCallFuture};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -13,6 +15,45 @@ use crate::Format;
 
 type Handler =
     dyn Fn(CallerInfo<'_>, Format, &[u8], &mut Vec<u8>) -> Result<(), HostCallError> + Send + Sync;
+
+type AsyncHandler =
+    dyn Fn(CallerInfo<'_>, Format, &[u8]) -> Result<HostCallFuture, HostCallError> + Send + Sync;
+
+/// A registered method: one that answers at once, or one that answers later.
+#[derive(Clone)]
+enum Method {
+    Sync(Arc<Handler>),
+    Async(Arc<AsyncHandler>),
+}
+
+/// The parameters of a typed method, decoded from the format the plugin chose.
+fn decode_params<P: DeserializeOwned>(
+    method: &str,
+    input: &[u8],
+    format: Format,
+) -> Result<P, HostCallError> {
+    dlinkwm_codec::decode(input, format).map_err(|reason| match reason {
+        dlinkwm_codec::CodecError::Invalid(reason) => HostCallError::Failed(format!(
+            "invalid parameters for host method `{method}`: {reason}"
+        )),
+        _ => HostCallError::UnsupportedFormat {
+            method: method.to_owned(),
+            format: format.code(),
+        },
+    })
+}
+
+/// A typed method's answer, encoded in the format the plugin chose.
+fn encode_answer<R: Serialize>(
+    method: &str,
+    answer: &R,
+    format: Format,
+    output: &mut Vec<u8>,
+) -> Result<(), HostCallError> {
+    dlinkwm_codec::encode_into(answer, format, output).map_err(|reason| {
+        HostCallError::Failed(format!("cannot encode the answer of `{method}`: {reason}"))
+    })
+}
 
 /// Host methods by name. Register them before building a [`crate::PluginHost`].
 ///
@@ -35,7 +76,7 @@ pub struct HostMethods {
     /// Looked up on every host call with a name from guest memory: foldhash hashes a short name
     /// in a few nanoseconds where std's SipHash takes about twenty. (Not hardened against
     /// collision flooding; the names are the host's own, the guest only picks among them.)
-    methods: HashMap<String, Arc<Handler>, foldhash::fast::RandomState>,
+    methods: HashMap<String, Method, foldhash::fast::RandomState>,
 }
 
 impl fmt::Debug for HostMethods {
@@ -68,25 +109,91 @@ impl HostMethods {
         let method_name = name.clone();
         let handler =
             move |_: CallerInfo<'_>, format: Format, input: &[u8], output: &mut Vec<u8>| {
-                let params: P =
-                    dlinkwm_codec::decode(input, format).map_err(|reason| match reason {
-                        dlinkwm_codec::CodecError::Invalid(reason) => HostCallError::Failed(
-                            format!("invalid parameters for host method `{method_name}`: {reason}"),
-                        ),
-                        _ => HostCallError::UnsupportedFormat {
-                            method: method_name.clone(),
-                            format: format.code(),
-                        },
-                    })?;
+                let params: P = decode_params(&method_name, input, format)?;
                 let answer =
                     method(params).map_err(|error| HostCallError::Failed(error.to_string()))?;
-                dlinkwm_codec::encode_into(&answer, format, output).map_err(|reason| {
-                    HostCallError::Failed(format!(
-                        "cannot encode the answer of `{method_name}`: {reason}"
-                    ))
-                })
+                encode_answer(&method_name, &answer, format, output)
             };
-        self.methods.insert(name, Arc::new(handler));
+        self.methods.insert(name, Method::Sync(Arc::new(handler)));
+        self
+    }
+
+    /// Registers an async method: like [`HostMethods::register`], but it returns a future the
+    /// host awaits (a database query, an HTTP request, a file read with `tokio::fs`) while the
+    /// calling plugin's fiber is suspended and the executor runs other tasks. To the plugin it
+    /// is an ordinary host call. Its error, and a panic, reach the plugin as error values; the
+    /// calling entry's time limit bounds it, and a cancelled call drops its future.
+    ///
+    /// Async methods answer plugins loaded for async calls
+    /// ([`crate::PluginHost::load_async`]); a sync call's plugin gets an error value naming
+    /// the method.
+    ///
+    /// ```
+    /// use dlinkwm_host::HostMethods;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Lookup {
+    ///     id: u32,
+    /// }
+    ///
+    /// let mut methods = HostMethods::new();
+    /// methods.register_async("fetch_user", |params: Lookup| async move {
+    ///     tokio::task::yield_now().await;
+    ///     Ok::<_, std::convert::Infallible>(format!("user {}", params.id))
+    /// });
+    /// assert!(methods.contains("fetch_user"));
+    /// ```
+    pub fn register_async<P, R, E, F, Fut>(
+        &mut self,
+        name: impl Into<String>,
+        method: F,
+    ) -> &mut Self
+    where
+        P: DeserializeOwned,
+        R: Serialize + 'static,
+        E: fmt::Display + 'static,
+        F: Fn(P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let name = name.into();
+        let method_name: Arc<str> = Arc::from(name.as_str());
+        let handler = move |_: CallerInfo<'_>, format: Format, input: &[u8]| {
+            let params: P = decode_params(&method_name, input, format)?;
+            let answering = method(params);
+            let method_name = method_name.clone();
+            let later: HostCallFuture = Box::pin(async move {
+                let answer = answering
+                    .await
+                    .map_err(|error| HostCallError::Failed(error.to_string()))?;
+                let mut output = Vec::new();
+                encode_answer(&method_name, &answer, format, &mut output)?;
+                Ok(output)
+            });
+            Ok(later)
+        };
+        self.methods.insert(name, Method::Async(Arc::new(handler)));
+        self
+    }
+
+    /// Registers an async raw method: it gets the bytes and the format the plugin sent, and
+    /// its future answers bytes (see [`HostMethods::register_async`]).
+    pub fn register_raw_async<E, F, Fut>(&mut self, name: impl Into<String>, method: F) -> &mut Self
+    where
+        E: fmt::Display + 'static,
+        F: Fn(Vec<u8>, Format) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, E>> + Send + 'static,
+    {
+        let handler = move |_: CallerInfo<'_>, format: Format, input: &[u8]| {
+            let answering = method(input.to_vec(), format);
+            let later: HostCallFuture = Box::pin(async move {
+                answering
+                    .await
+                    .map_err(|error| HostCallError::Failed(error.to_string()))
+            });
+            Ok(later)
+        };
+        self.methods
+            .insert(name.into(), Method::Async(Arc::new(handler)));
         self
     }
 
@@ -104,7 +211,8 @@ impl HostMethods {
                 output.extend_from_slice(&answer);
                 Ok(())
             };
-        self.methods.insert(name.into(), Arc::new(handler));
+        self.methods
+            .insert(name.into(), Method::Sync(Arc::new(handler)));
         self
     }
 
@@ -119,7 +227,8 @@ impl HostMethods {
                 output.extend_from_slice(&answer);
                 Ok(())
             };
-        self.methods.insert(name.into(), Arc::new(handler));
+        self.methods
+            .insert(name.into(), Method::Sync(Arc::new(handler)));
         self
     }
 
@@ -145,10 +254,28 @@ impl dlinkwm_core::HostCallHandler for HostMethods {
         input: &[u8],
         output: &mut Vec<u8>,
     ) -> Result<(), HostCallError> {
-        let handler = self
-            .methods
-            .get(method)
-            .ok_or_else(|| HostCallError::UnknownMethod(method.to_owned()))?;
-        handler(caller, format, input, output)
+        match self.methods.get(method) {
+            Some(Method::Sync(handler)) => handler(caller, format, input, output),
+            Some(Method::Async(_)) => Err(HostCallError::Failed(format!(
+                "host method `{method}` is async: it answers plugins the host loaded for async \
+                 calls (load_async, call_async)"
+            ))),
+            None => Err(HostCallError::UnknownMethod(method.to_owned())),
+        }
+    }
+
+    fn call_async(
+        &self,
+        caller: CallerInfo<'_>,
+        method: &str,
+        format: Format,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<Option<HostCallFuture>, HostCallError> {
+        match self.methods.get(method) {
+            Some(Method::Sync(handler)) => handler(caller, format, input, output).map(|()| None),
+            Some(Method::Async(handler)) => handler(caller, format, input).map(Some),
+            None => Err(HostCallError::UnknownMethod(method.to_owned())),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Typed calls on a loaded plugin.
 
 use std::cell::Cell;
+use std::future::Future;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,6 +151,114 @@ impl Plugin {
         Ok(self.inner.call_metered(entry, format, input, read)?)
     }
 
+    /// Calls `entry` of a plugin loaded with [`crate::PluginHost::load_async`] with `input` in
+    /// the host's format and decodes its output: [`Plugin::call`] for async code. The input is
+    /// encoded before the future is returned, so it need not outlive the call. The future is
+    /// `Send` and cancellation-safe (see [`Plugin::call_metered_async`]).
+    ///
+    /// # Errors
+    /// As [`Plugin::call`]; [`crate::core::Error::WrongCallMode`] (as [`Error::Plugin`]) for a
+    /// plugin loaded for sync calls.
+    pub fn call_async<'a, In, Out>(
+        &'a self,
+        entry: &'a str,
+        input: &In,
+    ) -> impl Future<Output = Result<Out>> + Send + 'a
+    where
+        In: Serialize + ?Sized,
+        Out: DeserializeOwned + 'a,
+    {
+        self.call_with_async(entry, self.format, input)
+    }
+
+    /// [`Plugin::call_async`] in `format` (JSON or postcard).
+    ///
+    /// # Errors
+    /// As [`Plugin::call_async`].
+    pub fn call_with_async<'a, In, Out>(
+        &'a self,
+        entry: &'a str,
+        format: Format,
+        input: &In,
+    ) -> impl Future<Output = Result<Out>> + Send + 'a
+    where
+        In: Serialize + ?Sized,
+        Out: DeserializeOwned + 'a,
+    {
+        let mut buffer = Vec::new();
+        let encoded = codec::encode_into(input, format, &mut buffer).map_err(|reason| {
+            Error::Encode {
+                entry: entry.to_owned(),
+                format: format.name(),
+                reason: reason.to_string(),
+            }
+        });
+        async move {
+            encoded?;
+            let decoded = self
+                .inner
+                .call_async(entry, format, &buffer, |output| {
+                    decode_output::<Out>(output, format)
+                })
+                .await?;
+            decoded.value.map_err(|reason| Error::Decode {
+                entry: entry.to_owned(),
+                format: format.name(),
+                reason,
+            })
+        }
+    }
+
+    /// [`Plugin::call_bytes`] for a plugin loaded for async calls.
+    ///
+    /// # Errors
+    /// As [`Plugin::call_async`].
+    pub async fn call_bytes_async(
+        &self,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+    ) -> Result<Vec<u8>> {
+        let output = self
+            .inner
+            .call_async(entry, format, input, <[u8]>::to_vec)
+            .await?;
+        Ok(output.value)
+    }
+
+    /// [`Plugin::call_raw`] for a plugin loaded for async calls.
+    ///
+    /// # Errors
+    /// As [`Plugin::call_async`].
+    pub async fn call_raw_async(&self, entry: &str, input: &[u8]) -> Result<Vec<u8>> {
+        self.call_bytes_async(entry, Format::Raw, input).await
+    }
+
+    /// [`Plugin::call_metered`] for a plugin loaded for async calls: the guest runs on a fiber,
+    /// yields to the executor at epoch ticks, and its host calls may await.
+    ///
+    /// Cancellation-safe: dropping the future at any point (waiting for a free instance, inside
+    /// the guest, inside an async host method) drops the host method's future and the
+    /// instance the call held (never reused half-way), gives back its place among
+    /// `max_instances`, and leaves the plugin ready for the next call.
+    ///
+    /// # Errors
+    /// As [`Plugin::call_async`].
+    pub async fn call_metered_async<R>(
+        &self,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Metered<R>> {
+        Ok(self.inner.call_async(entry, format, input, read).await?)
+    }
+
+    /// Whether the plugin was loaded for async calls ([`crate::PluginHost::load_async`]).
+    pub fn is_async(&self) -> bool {
+        self.inner.is_async()
+    }
+
     /// The plugin's name (its path as given, or the name it was loaded under).
     pub fn name(&self) -> &str {
         self.inner.name()
@@ -222,6 +331,23 @@ impl Plugin {
     /// [`ReloadEvent::Failed`] is sent.
     pub fn reload(&self) -> Result<ReloadOutcome> {
         Ok(self.inner.reload()?)
+    }
+
+    /// [`Plugin::reload`] for async code: the new code is compiled on the runtime's blocking
+    /// threads (for a plugin loaded for async calls) and nothing blocks the executor.
+    ///
+    /// # Errors
+    /// As [`Plugin::reload`].
+    pub async fn reload_async(&self) -> Result<ReloadOutcome> {
+        Ok(self.inner.reload_async().await?)
+    }
+
+    /// [`Plugin::reload_from_bytes`] for async code (see [`Plugin::reload_async`]).
+    ///
+    /// # Errors
+    /// As [`Plugin::reload`].
+    pub async fn reload_from_bytes_async(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
+        Ok(self.inner.reload_from_bytes_async(bytes).await?)
     }
 
     /// Swaps in `bytes` (a wasm binary or WAT text) as the new version if they are valid and

@@ -31,7 +31,7 @@ mod wasi;
 
 pub use deadline::EPOCH_TICK;
 pub use exports::{EntryInfo, EntryKind, PluginKind};
-pub use host_methods::{CallerInfo, HostCallError, HostCallHandler, NoHostMethods};
+pub use host_methods::{CallerInfo, HostCallError, HostCallFuture, HostCallHandler, NoHostMethods};
 pub use linker::register_host_functions;
 pub use store::StoreState;
 

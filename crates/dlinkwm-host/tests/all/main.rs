@@ -1,5 +1,6 @@
 //! Integration tests of dlinkwm-host: one binary, one module per area.
 
+mod asynchronous;
 mod calls;
 mod host_methods;
 mod reload;

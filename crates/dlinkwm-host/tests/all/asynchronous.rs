@@ -1,0 +1,415 @@
+//! Async hosts: `call_async`, async host methods, epoch yielding, async waits for instances,
+//! cancellation, reloads under async load, and the wrong-mode errors.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dlinkwm_host::core::Error as CoreError;
+use dlinkwm_host::{Config, Error, HostMethods, PluginHost};
+use serde::Serialize;
+use test_programs_artifacts::{SDK_TEST_A, SDK_TEST_B};
+use tokio::sync::Notify;
+
+/// What the SDK test guest's `call_host` entries take: the method to call and its argument.
+#[derive(Serialize)]
+struct HostCall<'a> {
+    method: &'a str,
+    arg: &'a str,
+}
+
+/// Sets a flag when dropped: shows that a host method's future was dropped.
+struct DropFlag(Arc<Gates>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the tests hold to steer the async host methods.
+#[derive(Default)]
+struct Gates {
+    /// `wait` signals it when it starts waiting.
+    entered: Notify,
+    /// What `wait` waits for.
+    release: Notify,
+    /// Set when a `forever` future is dropped.
+    dropped: AtomicBool,
+}
+
+/// Async host methods: `nap` sleeps 100 ms, `wait` waits for the gates' `release`, `forever`
+/// never answers (and flags `dropped` when its future is dropped), `async_fails` and
+/// `async_panics`.
+fn methods(gates: Arc<Gates>) -> HostMethods {
+    let mut methods = crate::methods();
+    methods.register_async("nap", |arg: String| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, String>(format!("rested {arg}"))
+    });
+    let waiting = gates.clone();
+    methods.register_async("wait", move |arg: String| {
+        let gates = waiting.clone();
+        async move {
+            gates.entered.notify_one();
+            gates.release.notified().await;
+            Ok::<_, String>(format!("released {arg}"))
+        }
+    });
+    methods.register_async("forever", move |_: String| {
+        let flag = DropFlag(gates.clone());
+        async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+            Ok::<String, String>(String::new())
+        }
+    });
+    methods.register_async("async_fails", |_: String| async {
+        Err::<String, _>("the async database is down")
+    });
+    methods.register_async("async_panics", |_: String| async {
+        if true {
+            panic!("async host method bug");
+        }
+        Ok::<String, String>(String::new())
+    });
+    methods
+}
+
+fn host(configure: impl FnOnce(&mut Config)) -> PluginHost {
+    host_with(configure, Arc::default())
+}
+
+fn host_with(configure: impl FnOnce(&mut Config), gates: Arc<Gates>) -> PluginHost {
+    let mut config = Config::default();
+    configure(&mut config);
+    PluginHost::builder()
+        .config(config)
+        .host_methods(methods(gates))
+        .build()
+        .expect("host builds")
+}
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime builds")
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime builds")
+}
+
+#[test]
+fn two_hundred_calls_awaiting_a_host_method_run_at_once() -> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let host = host(|config| config.defaults.max_instances = Some(200));
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let started = Instant::now();
+        let calls: Vec<_> = (0..200)
+            .map(|n| {
+                let plugin = plugin.clone();
+                tokio::spawn(async move {
+                    let arg = n.to_string();
+                    let call = HostCall {
+                        method: "nap",
+                        arg: &arg,
+                    };
+                    plugin.call_async::<_, String>("call_host", &call).await
+                })
+            })
+            .collect();
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await??, format!("rested {n}"));
+        }
+        let took = started.elapsed();
+        // One after another they would take 200 × 100 ms = 20 s; on two workers whose threads
+        // never block they overlap (the bound leaves room for making 200 instances in a debug
+        // build on a loaded machine).
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        Ok(())
+    })
+}
+
+#[test]
+fn a_spinning_guest_yields_to_other_tasks_and_ends_at_its_timeout() -> anyhow::Result<()> {
+    current_thread().block_on(async {
+        let host = host(|config| config.defaults.timeout_ms = Some(500));
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let before = ticks.load(Ordering::SeqCst);
+        let result = plugin.call_async::<_, ()>("spin", &()).await;
+        let during = ticks.load(Ordering::SeqCst) - before;
+        ticker.abort();
+        assert!(
+            matches!(result, Err(Error::Plugin(CoreError::Timeout { .. }))),
+            "{result:?}"
+        );
+        // Without yielding, the only thread would spin for the whole 500 ms and the ticker
+        // would not tick once.
+        assert!(during >= 5, "the ticker ticked {during} times during the call");
+        Ok(())
+    })
+}
+
+#[test]
+fn dropping_a_call_inside_the_guest_discards_its_instance() -> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let host = host(|_| {});
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let before = plugin.live_instances();
+        let spin = plugin.call_async::<_, ()>("spin", &());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), spin)
+                .await
+                .is_err()
+        );
+        // The spinning instance is gone, not back in the pool; its place is free.
+        assert_eq!(plugin.live_instances(), before - 1);
+        assert_eq!(plugin.call_async::<_, i64>("add", &(2_i64, 3_i64)).await?, 5);
+        assert_eq!(plugin.live_instances(), before);
+        Ok(())
+    })
+}
+
+#[test]
+fn dropping_a_call_inside_an_async_host_method_drops_its_future() -> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let gates = Arc::new(Gates::default());
+        let host = host_with(|_| {}, gates.clone());
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let before = plugin.live_instances();
+        let call = HostCall {
+            method: "forever",
+            arg: "x",
+        };
+        let pending = plugin.call_async::<_, String>("call_host", &call);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), pending)
+                .await
+                .is_err()
+        );
+        assert!(
+            gates.dropped.load(Ordering::SeqCst),
+            "the host method's future was dropped"
+        );
+        let call = HostCall {
+            method: "greet_str",
+            arg: "again",
+        };
+        assert_eq!(
+            plugin.call_async::<_, String>("call_host", &call).await?,
+            "hi again"
+        );
+        assert_eq!(plugin.live_instances(), before);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_host_method_that_never_answers_ends_at_the_call_timeout() -> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let host = host(|config| config.defaults.timeout_ms = Some(300));
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let started = Instant::now();
+        let call = HostCall {
+            method: "forever",
+            arg: "x",
+        };
+        let result = plugin.call_async::<_, String>("call_host", &call).await;
+        assert!(
+            matches!(result, Err(Error::Plugin(CoreError::Timeout { .. }))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(plugin.call_async::<_, i64>("add", &(1_i64, 1_i64)).await?, 2);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_full_pool_is_waited_for_and_the_queue_deadline_ends_the_wait() -> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let gates = Arc::new(Gates::default());
+        let host = host_with(
+            |config| {
+                config.defaults.max_instances = Some(1);
+                config.defaults.queue_timeout_ms = Some(60_000);
+            },
+            gates.clone(),
+        );
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let held = tokio::spawn({
+            let plugin = plugin.clone();
+            async move {
+                let call = HostCall {
+                    method: "wait",
+                    arg: "first",
+                };
+                plugin.call_async::<_, String>("call_host", &call).await
+            }
+        });
+        gates.entered.notified().await;
+        // The second call waits for the only instance, without a thread parked.
+        let second = tokio::spawn({
+            let plugin = plugin.clone();
+            async move { plugin.call_async::<_, i64>("add", &(20_i64, 22_i64)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        gates.release.notify_one();
+        assert_eq!(held.await??, "released first");
+        assert_eq!(second.await??, 42);
+
+        // With a short queue deadline, the waiting call ends in `Busy`.
+        let mut settings = (*plugin.settings()).clone();
+        settings.queue_timeout = Duration::from_millis(100);
+        plugin.set_settings(settings)?;
+        let held = tokio::spawn({
+            let plugin = plugin.clone();
+            async move {
+                let call = HostCall {
+                    method: "wait",
+                    arg: "again",
+                };
+                plugin.call_async::<_, String>("call_host", &call).await
+            }
+        });
+        gates.entered.notified().await;
+        let busy = plugin.call_async::<_, i64>("add", &(1_i64, 2_i64)).await;
+        assert!(
+            matches!(busy, Err(Error::Plugin(CoreError::Busy { .. }))),
+            "{busy:?}"
+        );
+        gates.release.notify_one();
+        assert_eq!(held.await??, "released again");
+        Ok(())
+    })
+}
+
+#[test]
+fn async_host_method_errors_panics_and_permissions_reach_the_guest_as_values()
+-> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let host = host(|config| {
+            config.defaults.host_methods = Some(vec![
+                "async_fails".to_owned(),
+                "async_panics".to_owned(),
+                "greet_str".to_owned(),
+            ]);
+        });
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let report = |method: &'static str| {
+            let plugin = plugin.clone();
+            async move {
+                let call = HostCall { method, arg: "x" };
+                plugin
+                    .call_async::<_, String>("call_host_report", &call)
+                    .await
+            }
+        };
+        let failed = report("async_fails").await?;
+        assert!(failed.contains("the async database is down"), "{failed}");
+        let panicked = report("async_panics").await?;
+        assert!(panicked.contains("async host method bug"), "{panicked}");
+        // `nap` is async too, and not in the allowlist.
+        let denied = report("nap").await?;
+        assert!(denied.starts_with("PermissionDenied"), "{denied}");
+        // The plugin carries on after all of them.
+        assert_eq!(report("greet_str").await?, "ok: hi x");
+        Ok(())
+    })
+}
+
+#[test]
+fn calls_that_do_not_match_how_a_plugin_was_loaded_are_refused() -> anyhow::Result<()> {
+    let host = host(|_| {});
+    let sync = host.load(SDK_TEST_A)?;
+    let rt = runtime(1);
+    let asynchronous = rt.block_on(host.load_async(SDK_TEST_A))?;
+    assert!(asynchronous.is_async() && !sync.is_async());
+    let refused = asynchronous.call::<_, i64>("add", &(1_i64, 2_i64));
+    assert!(
+        matches!(refused, Err(Error::Plugin(CoreError::WrongCallMode { .. }))),
+        "{refused:?}"
+    );
+    let refused = rt.block_on(sync.call_async::<_, i64>("add", &(1_i64, 2_i64)));
+    assert!(
+        matches!(refused, Err(Error::Plugin(CoreError::WrongCallMode { .. }))),
+        "{refused:?}"
+    );
+    // An async method called from a sync call is an error value for the guest.
+    let call = HostCall {
+        method: "nap",
+        arg: "x",
+    };
+    let report = sync.call::<_, String>("call_host_report", &call)?;
+    assert!(report.contains("load_async"), "{report}");
+    // Outside a runtime there is nothing to run an async plugin on.
+    let outside = pollster::block_on(host.load_async(SDK_TEST_A));
+    assert!(
+        matches!(outside, Err(Error::Plugin(CoreError::WrongCallMode { .. }))),
+        "{outside:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn reloads_under_continuous_async_calls_lose_no_call_and_hand_the_state_over()
+-> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let host = host(|_| {});
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let a = std::fs::read(SDK_TEST_A)?;
+        let b = std::fs::read(SDK_TEST_B)?;
+        // The state hand-over of an async plugin: the count goes to the new version.
+        plugin.call_async::<_, ()>("set_count", &100_u64).await?;
+        plugin.reload_from_bytes_async(&b).await?;
+        assert_eq!(plugin.call_async::<_, u64>("count", &()).await?, 101);
+        let stop = Arc::new(AtomicBool::new(false));
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                let (plugin, stop) = (plugin.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut calls, mut last_version) = (0_u64, 0_u64);
+                    while !stop.load(Ordering::SeqCst) {
+                        let variant = plugin.call_async::<_, String>("variant", &()).await?;
+                        assert!(variant == "a" || variant == "b", "{variant}");
+                        let version = plugin.version();
+                        assert!(version >= last_version, "{version} after {last_version}");
+                        last_version = version;
+                        calls += 1;
+                    }
+                    anyhow::Ok(calls)
+                })
+            })
+            .collect();
+        for round in 0..6 {
+            let bytes = if round % 2 == 0 { &a } else { &b };
+            plugin.reload_from_bytes_async(bytes).await?;
+        }
+        stop.store(true, Ordering::SeqCst);
+        for caller in callers {
+            assert!(caller.await?? > 0);
+        }
+        assert_eq!(plugin.version(), 8);
+        // Rollback works on an async plugin too.
+        assert_eq!(plugin.rollback()?, 7);
+        assert_eq!(plugin.call_async::<_, String>("variant", &()).await?, "a");
+        Ok(())
+    })
+}
