@@ -172,3 +172,36 @@ fn components_are_listed_with_their_entries() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_component_called_async_yields_while_it_spins_and_ends_at_its_timeout() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let host = host(|config| config.defaults.timeout_ms = Some(500));
+        let plugin = host.load_async(PYTHON_PROBE).await?;
+        assert_eq!(plugin.call_async::<_, u64>("count", &()).await?, 1);
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let result = plugin.call_async::<_, ()>("spin", &()).await;
+        let during = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        ticker.abort();
+        assert!(
+            matches!(result, Err(Error::Plugin(CoreError::Timeout { .. }))),
+            "{result:?}"
+        );
+        assert!(during >= 5, "the ticker ticked {during} times during the call");
+        // A fresh instance answers the next call.
+        assert_eq!(plugin.call_async::<_, u64>("count", &()).await?, 1);
+        anyhow::Ok(())
+    })
+}

@@ -186,3 +186,49 @@ fn every_language_keeps_its_memory_flat_over_5000_calls_of_64_kib() -> anyhow::R
     }
     Ok(())
 }
+
+#[test]
+fn every_language_is_called_async_and_awaits_an_async_host_method() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut methods = HostMethods::new();
+        methods.register_async("custom_greet", |params: GreetParams| async move {
+            // Real async work before answering: the guest's fiber waits, the thread does not.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok::<_, String>(format!("Hello from custom handler, {}!", params.name))
+        });
+        let host = PluginHost::builder()
+            .host_methods(methods)
+            .format(Format::Json)
+            .build()?;
+        for (language, path) in examples() {
+            let plugin = host.load_async(path).await?;
+            let calls: Vec<_> = (0..4)
+                .map(|n| {
+                    let plugin = plugin.clone();
+                    tokio::spawn(async move {
+                        let params = GreetParams {
+                            name: format!("async {n}"),
+                        };
+                        plugin.call_async::<_, String>("greet", &params).await
+                    })
+                })
+                .collect();
+            for (n, call) in calls.into_iter().enumerate() {
+                assert_eq!(
+                    call.await??,
+                    format!(
+                        "hello plugin greets async {n}; the host said: Hello from custom handler, async {n}!"
+                    ),
+                    "{language}"
+                );
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+

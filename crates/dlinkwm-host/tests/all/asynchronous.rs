@@ -413,3 +413,45 @@ fn reloads_under_continuous_async_calls_lose_no_call_and_hand_the_state_over()
         Ok(())
     })
 }
+
+/// A plain module whose `sleep` asks WASI's `poll_oneoff` for a minute on the monotonic clock.
+const SLEEPER: &str = r#"(module
+    (import "wasi_snapshot_preview1" "poll_oneoff"
+        (func $poll (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "sleep")
+        (i32.store (i32.const 16) (i32.const 1))
+        (i64.store (i32.const 24) (i64.const 60000000000))
+        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+#[test]
+fn a_wasi_sleep_suspends_the_guest_and_ends_at_the_timeout() -> anyhow::Result<()> {
+    current_thread().block_on(async {
+        let host = host(|config| config.defaults.timeout_ms = Some(300));
+        let plugin = host.load_bytes_async("sleeper", SLEEPER.as_bytes()).await?;
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let started = Instant::now();
+        let result = plugin
+            .call_bytes_async("sleep", dlinkwm_host::Format::Raw, &[])
+            .await;
+        let during = ticks.load(Ordering::SeqCst);
+        ticker.abort();
+        assert!(
+            matches!(result, Err(Error::Plugin(CoreError::Timeout { .. }))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // The sleep awaited a timer: the only thread kept running the ticker meanwhile.
+        assert!(during >= 5, "the ticker ticked {during} times during the call");
+        Ok(())
+    })
+}
