@@ -49,8 +49,7 @@ pub use error::{Error, Result};
 pub use plugin::{Metered, Plugin, PluginOptions, ReloadEvent, ReloadOutcome, WeakPlugin};
 pub use runtime::{
     CallerInfo, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallFuture, HostCallHandler,
-    NoHostMethods,
-    PluginKind, StoreState, register_host_functions,
+    NoHostMethods, PluginKind, StoreState, register_host_functions,
 };
 /// The wasmtime this crate is built on, for hosts that need its types.
 pub use wasmtime;

@@ -186,13 +186,12 @@ impl Plugin {
         Out: DeserializeOwned + 'a,
     {
         let mut buffer = Vec::new();
-        let encoded = codec::encode_into(input, format, &mut buffer).map_err(|reason| {
-            Error::Encode {
+        let encoded =
+            codec::encode_into(input, format, &mut buffer).map_err(|reason| Error::Encode {
                 entry: entry.to_owned(),
                 format: format.name(),
                 reason: reason.to_string(),
-            }
-        });
+            });
         async move {
             encoded?;
             let decoded = self

@@ -199,7 +199,10 @@ fn a_component_called_async_yields_while_it_spins_and_ends_at_its_timeout() -> a
             matches!(result, Err(Error::Plugin(CoreError::Timeout { .. }))),
             "{result:?}"
         );
-        assert!(during >= 5, "the ticker ticked {during} times during the call");
+        assert!(
+            during >= 5,
+            "the ticker ticked {during} times during the call"
+        );
         // A fresh instance answers the next call.
         assert_eq!(plugin.call_async::<_, u64>("count", &()).await?, 1);
         anyhow::Ok(())

@@ -231,4 +231,3 @@ fn every_language_is_called_async_and_awaits_an_async_host_method() -> anyhow::R
         anyhow::Ok(())
     })
 }
-

@@ -73,11 +73,15 @@ struct Held<'a> {
 
 impl Held<'_> {
     fn pooled(&mut self) -> &mut Pooled {
-        self.pooled.as_deref_mut().expect("an instance is held until released")
+        self.pooled
+            .as_deref_mut()
+            .expect("an instance is held until released")
     }
 
     fn take(&mut self) -> Box<Pooled> {
-        self.pooled.take().expect("an instance is held until released")
+        self.pooled
+            .take()
+            .expect("an instance is held until released")
     }
 
     fn release(mut self, keep: bool) {
@@ -210,7 +214,14 @@ impl Plugin {
             .name
             .clone()
             .unwrap_or_else(|| path.display().to_string());
-        let loading = Self::new(engine, name.clone(), Some(path.to_owned()), &bytes, options, None);
+        let loading = Self::new(
+            engine,
+            name.clone(),
+            Some(path.to_owned()),
+            &bytes,
+            options,
+            None,
+        );
         crate::runtime::now(&name, loading)
     }
 
@@ -248,7 +259,15 @@ impl Plugin {
                 reason: format!("the thread reading plugin `{name}` failed: {joined}"),
             })
         })?;
-        Self::new(engine, name, Some(path), &bytes, options, Some(asynchronous)).await
+        Self::new(
+            engine,
+            name,
+            Some(path),
+            &bytes,
+            options,
+            Some(asynchronous),
+        )
+        .await
     }
 
     /// [`Plugin::from_bytes`] for async calls (see [`Plugin::load_async`]).
@@ -268,11 +287,10 @@ impl Plugin {
 
     /// How an async plugin runs: on the current tokio runtime.
     fn asynchronous(engine: &Engine, plugin: &str) -> Result<Asynchronous> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| Error::WrongCallMode {
-                plugin: plugin.to_owned(),
-                reason: "a plugin for async calls is loaded inside a tokio runtime".to_owned(),
-            })?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::WrongCallMode {
+            plugin: plugin.to_owned(),
+            reason: "a plugin for async calls is loaded inside a tokio runtime".to_owned(),
+        })?;
         Ok(Asynchronous {
             runtime,
             yield_ticks: engine.options().async_yield_ticks(),
@@ -733,9 +751,10 @@ impl Plugin {
     /// As [`Plugin::reload`].
     pub fn reload_from_bytes(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
         let inner = &*self.inner;
-        let reload = inner
-            .reloads
-            .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes);
+        let reload =
+            inner
+                .reloads
+                .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes);
         crate::runtime::block_on(&inner.serving.context, reload)
     }
 

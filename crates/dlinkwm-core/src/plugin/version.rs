@@ -69,7 +69,10 @@ async fn compile(
         .await
         .unwrap_or_else(|joined| {
             Err(Error::Engine {
-                reason: format!("the compile thread of plugin `{}` failed: {joined}", context.name),
+                reason: format!(
+                    "the compile thread of plugin `{}` failed: {joined}",
+                    context.name
+                ),
             })
         })
 }
@@ -219,7 +222,9 @@ impl Version {
             Pre::Module(pre) if context.asynchronous.is_some() => {
                 Instance::new_async(wasmtime, ticks, pre, &self.exports, context, number).await?
             }
-            Pre::Module(pre) => Instance::new(wasmtime, ticks, pre, &self.exports, context, number)?,
+            Pre::Module(pre) => {
+                Instance::new(wasmtime, ticks, pre, &self.exports, context, number)?
+            }
             Pre::Component(pre) => Instance::new_component(wasmtime, ticks, pre, context, number)?,
             Pre::AsyncComponent(pre) => {
                 Instance::new_component_async(wasmtime, ticks, pre, context, number).await?

@@ -189,7 +189,7 @@ mod tests {
 
     /// A component whose `run(ns)` sleeps through `wasi:clocks` and `wasi:io/poll`, as every
     /// component's `sleep` does.
-    const SLEEPING_COMPONENT: &str = r#"(component
+    pub(super) const SLEEPING_COMPONENT: &str = r#"(component
         (type $poll-type (instance
             (export "pollable" (type $pollable (sub resource)))
             (type $block (func (param "self" (borrow $pollable))))
@@ -267,6 +267,102 @@ mod tests {
         assert!(took >= Duration::from_millis(190), "{took:?}");
         assert!(took < Duration::from_secs(10), "{took:?}");
         stop.store(true, std::sync::atomic::Ordering::Release);
+        ticker.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod async_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use arc_swap::ArcSwap;
+    use wasmtime::component::Component;
+
+    use crate::config::ResolvedSettings;
+    use crate::runtime::deadline::{EPOCH_TICK, Ticks};
+    use crate::runtime::store::{Asynchronous, PluginContext, new_store, prepare};
+
+    #[test]
+    fn an_async_component_sleep_is_awaited_and_ends_at_the_timeout() {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let ticks = Ticks::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = std::thread::spawn({
+            let (engine, ticks, stop) = (engine.clone(), ticks.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let linker = super::build_linker_async(&engine).unwrap();
+        let component = Component::new(&engine, super::tests::SLEEPING_COMPONENT).unwrap();
+        let settings = ResolvedSettings {
+            timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let context = Arc::new(PluginContext {
+            name: Arc::from("sleeper"),
+            host: Arc::new(crate::NoHostMethods),
+            settings: ArcSwap::from_pointee(settings.clone()),
+            settings_generation: AtomicU64::new(0),
+            asynchronous: Some(Asynchronous {
+                runtime: runtime.handle().clone(),
+                yield_ticks: 1,
+            }),
+        });
+        runtime.block_on(async {
+            let mut store = new_store(&engine, &ticks, &context, 1, &settings).unwrap();
+            prepare(&mut store);
+            let instance = linker
+                .instantiate_async(&mut store, &component)
+                .await
+                .unwrap();
+            let run = instance
+                .get_typed_func::<(u64,), ()>(&mut store, "run")
+                .unwrap();
+            // Another task on the only thread counts while the guest sleeps.
+            let counted = Arc::new(AtomicU64::new(0));
+            let counter = tokio::spawn({
+                let counted = counted.clone();
+                async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+            prepare(&mut store);
+            run.call_async(&mut store, (10_000_000,)).await.unwrap();
+            prepare(&mut store);
+            let started = Instant::now();
+            let error = run
+                .call_async(&mut store, (60_000_000_000,))
+                .await
+                .unwrap_err();
+            let took = started.elapsed();
+            counter.abort();
+            assert_eq!(
+                error.downcast_ref::<wasmtime::Trap>(),
+                Some(&wasmtime::Trap::Interrupt),
+                "{error:?}"
+            );
+            assert!(took >= Duration::from_millis(190), "{took:?}");
+            assert!(took < Duration::from_secs(10), "{took:?}");
+            let counted = counted.load(Ordering::SeqCst);
+            assert!(counted >= 5, "the other task ran {counted} times");
+        });
+        stop.store(true, Ordering::Release);
         ticker.join().unwrap();
     }
 }

@@ -369,7 +369,10 @@ async fn call_abi_async(
         let ptr = ptr.map_err(|error| classify(store, error, site, settings))?;
         copy_input(store, ptr, len, site, input, settings)?
     };
-    let status = match func.call_async(&mut *store, (ptr, len, format.code())).await {
+    let status = match func
+        .call_async(&mut *store, (ptr, len, format.code()))
+        .await
+    {
         Ok(status) => status,
         Err(error) => return Err(classify(store, error, site, settings)),
     };

@@ -52,7 +52,9 @@ pub(crate) fn block_on<T: Send>(
             .name("dlinkwm-async-work".to_owned())
             .spawn_scoped(scope, || runtime.block_on(work));
         match spawned {
-            Ok(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             Err(error) => Err(Error::Engine {
                 reason: format!(
                     "plugin `{}`: cannot start a thread to drive its work: {error}",

@@ -76,7 +76,8 @@ pub trait HostCallHandler: Send + Sync + 'static {
         input: &[u8],
         output: &mut Vec<u8>,
     ) -> Result<Option<HostCallFuture>, HostCallError> {
-        self.call(caller, method, format, input, output).map(|()| None)
+        self.call(caller, method, format, input, output)
+            .map(|()| None)
     }
 }
 

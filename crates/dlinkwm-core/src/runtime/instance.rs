@@ -218,8 +218,7 @@ impl Instance {
                     .await
             }
             Calls::AsyncComponent(bindings) => {
-                component_instance::call_async(bindings, store, site, format, input, settings)
-                    .await
+                component_instance::call_async(bindings, store, site, format, input, settings).await
             }
             Calls::Component(_) => Err(Error::WrongCallMode {
                 plugin: site.plugin.to_owned(),
@@ -286,7 +285,9 @@ impl Instance {
         };
         match calls {
             Calls::Core(funcs) if asynchronous => {
-                funcs.restore_state_async(store, site, state, settings).await
+                funcs
+                    .restore_state_async(store, site, state, settings)
+                    .await
             }
             Calls::Core(funcs) => funcs.restore_state(store, site, state, settings),
             Calls::Component(bindings) => {

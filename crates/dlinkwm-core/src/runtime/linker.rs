@@ -58,9 +58,7 @@ pub(crate) fn build(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreS
 /// and I/O and the host call suspend the guest's fiber instead of blocking the thread.
 pub(crate) fn build_async(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut StoreState| {
-        &mut state.wasi
-    })?;
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut StoreState| &mut state.wasi)?;
     crate::runtime::waits::add_p1_async(&mut linker)?;
     add_abi(&mut linker)?;
     add_host_call_async(&mut linker)?;
@@ -260,7 +258,9 @@ pub(crate) async fn host_call_async(
             };
             let result = &mut state.call.host_result;
             let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                context.host.call_async(caller, method, format, input, result)
+                context
+                    .host
+                    .call_async(caller, method, format, input, result)
             }))
             .unwrap_or_else(|panic| Err(panicked(&context.name, method, &*panic)));
             match started {

@@ -38,13 +38,11 @@ pub use store::StoreState;
 pub(crate) use component::build_linker as build_component_linker;
 pub(crate) use component::build_linker_async as build_component_linker_async;
 pub(crate) use component::{AsyncBindingsPre, BindingsPre};
-pub(crate) use drive::{block_on, now, wait};
 pub(crate) use deadline::Ticks;
+pub(crate) use drive::{block_on, now, wait};
 pub(crate) use exports::ExportTable;
 pub(crate) use instance::Instance;
 pub(crate) use linker::build as build_core_linker;
 pub(crate) use linker::build_async as build_core_linker_async;
 pub(crate) use store::{Asynchronous, PluginContext};
-#[cfg(test)]
-pub(crate) use store::{new_store, prepare};
 pub(crate) use trap::CallSite;

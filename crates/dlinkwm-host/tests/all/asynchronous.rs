@@ -161,7 +161,10 @@ fn a_spinning_guest_yields_to_other_tasks_and_ends_at_its_timeout() -> anyhow::R
         );
         // Without yielding, the only thread would spin for the whole 500 ms and the ticker
         // would not tick once.
-        assert!(during >= 5, "the ticker ticked {during} times during the call");
+        assert!(
+            during >= 5,
+            "the ticker ticked {during} times during the call"
+        );
         Ok(())
     })
 }
@@ -180,7 +183,10 @@ fn dropping_a_call_inside_the_guest_discards_its_instance() -> anyhow::Result<()
         );
         // The spinning instance is gone, not back in the pool; its place is free.
         assert_eq!(plugin.live_instances(), before - 1);
-        assert_eq!(plugin.call_async::<_, i64>("add", &(2_i64, 3_i64)).await?, 5);
+        assert_eq!(
+            plugin.call_async::<_, i64>("add", &(2_i64, 3_i64)).await?,
+            5
+        );
         assert_eq!(plugin.live_instances(), before);
         Ok(())
     })
@@ -236,7 +242,10 @@ fn a_host_method_that_never_answers_ends_at_the_call_timeout() -> anyhow::Result
             "{result:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(10));
-        assert_eq!(plugin.call_async::<_, i64>("add", &(1_i64, 1_i64)).await?, 2);
+        assert_eq!(
+            plugin.call_async::<_, i64>("add", &(1_i64, 1_i64)).await?,
+            2
+        );
         Ok(())
     })
 }
@@ -302,8 +311,8 @@ fn a_full_pool_is_waited_for_and_the_queue_deadline_ends_the_wait() -> anyhow::R
 }
 
 #[test]
-fn async_host_method_errors_panics_and_permissions_reach_the_guest_as_values()
--> anyhow::Result<()> {
+fn async_host_method_errors_panics_and_permissions_reach_the_guest_as_values() -> anyhow::Result<()>
+{
     runtime(2).block_on(async {
         let host = host(|config| {
             config.defaults.host_methods = Some(vec![
@@ -369,8 +378,8 @@ fn calls_that_do_not_match_how_a_plugin_was_loaded_are_refused() -> anyhow::Resu
 }
 
 #[test]
-fn reloads_under_continuous_async_calls_lose_no_call_and_hand_the_state_over()
--> anyhow::Result<()> {
+fn reloads_under_continuous_async_calls_lose_no_call_and_hand_the_state_over() -> anyhow::Result<()>
+{
     runtime(2).block_on(async {
         let host = host(|_| {});
         let plugin = host.load_async(SDK_TEST_A).await?;
@@ -451,7 +460,10 @@ fn a_wasi_sleep_suspends_the_guest_and_ends_at_the_timeout() -> anyhow::Result<(
         );
         assert!(started.elapsed() < Duration::from_secs(10));
         // The sleep awaited a timer: the only thread kept running the ticker meanwhile.
-        assert!(during >= 5, "the ticker ticked {during} times during the call");
+        assert!(
+            during >= 5,
+            "the ticker ticked {during} times during the call"
+        );
         Ok(())
     })
 }
