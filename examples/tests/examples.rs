@@ -83,3 +83,26 @@ fn wasm_call_rust_registers_custom_greet_which_the_plugin_calls() -> anyhow::Res
     }
     Ok(())
 }
+
+#[test]
+fn async_host_serves_concurrent_calls_whose_host_method_awaits_tcp() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(test_programs_artifacts::HELLO, dir.path().join("hello.wasm"))?;
+    let output = Command::new(example("async_host"))
+        .arg(dir.path())
+        .arg("50")
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "async_host failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    for line in [
+        "hello.wasm greet -> hello plugin greets caller 0; the host said: Hello from the greeting service, caller 0!",
+        "50 concurrent async calls, each awaiting a TCP round trip in its host method",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    Ok(())
+}
