@@ -87,7 +87,10 @@ fn wasm_call_rust_registers_custom_greet_which_the_plugin_calls() -> anyhow::Res
 #[test]
 fn async_host_serves_concurrent_calls_whose_host_method_awaits_tcp() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    std::fs::copy(test_programs_artifacts::HELLO, dir.path().join("hello.wasm"))?;
+    std::fs::copy(
+        test_programs_artifacts::HELLO,
+        dir.path().join("hello.wasm"),
+    )?;
     let output = Command::new(example("async_host"))
         .arg(dir.path())
         .arg("50")
