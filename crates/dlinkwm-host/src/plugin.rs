@@ -374,6 +374,15 @@ impl Plugin {
         self.reload_from_bytes(&bytes)
     }
 
+    /// [`Plugin::rollback`] for async code: waits for a reload in progress without blocking
+    /// the executor (the sync `rollback` refuses to wait inside a tokio runtime).
+    ///
+    /// # Errors
+    /// As [`Plugin::rollback`].
+    pub async fn rollback_async(&self) -> Result<u64> {
+        Ok(self.inner.rollback_async().await?)
+    }
+
     /// Makes the previous good version current again, at once; returns its number.
     ///
     /// # Errors

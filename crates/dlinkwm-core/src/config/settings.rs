@@ -60,6 +60,9 @@ pub struct PluginSettings {
     pub max_instances: Option<u64>,
     /// The longest a call waits for a free instance when `max_instances` are busy, in ms.
     pub queue_timeout_ms: Option<u64>,
+    /// The most calls waiting for a free instance at once; the next one is refused with `Busy`
+    /// at once (a bounded queue: async callers cost no thread, so nothing else bounds them).
+    pub max_queued_calls: Option<u64>,
     /// Whether instances are reused across calls (the default) or made fresh for every call.
     pub reuse_instances: Option<bool>,
     /// The host methods the plugin may call; absent means every method the host registered.
@@ -92,6 +95,7 @@ impl PluginSettings {
             max_output_bytes,
             max_instances,
             queue_timeout_ms,
+            max_queued_calls,
             reuse_instances,
             host_methods,
             stdio,
@@ -120,6 +124,8 @@ pub mod defaults {
     pub const MAX_INSTANCES: u64 = 8;
     /// Five seconds of waiting for a free instance.
     pub const QUEUE_TIMEOUT_MS: u64 = 5_000;
+    /// A thousand calls waiting for a free instance.
+    pub const MAX_QUEUED_CALLS: u64 = 1_000;
     /// Three earlier versions kept for rollback.
     pub const KEEP_VERSIONS: u64 = 3;
 }
@@ -146,6 +152,8 @@ pub struct ResolvedSettings {
     pub max_instances: usize,
     /// The longest a call waits for a free instance.
     pub queue_timeout: Duration,
+    /// The most calls waiting for a free instance at once.
+    pub max_queued_calls: usize,
     /// Whether instances are reused across calls.
     pub reuse_instances: bool,
     /// Host methods the plugin may call (`None`: all registered).
@@ -220,6 +228,7 @@ impl PluginSettings {
             queue_timeout: Duration::from_millis(
                 self.queue_timeout_ms.unwrap_or(defaults::QUEUE_TIMEOUT_MS),
             ),
+            max_queued_calls: clamp(self.max_queued_calls.unwrap_or(defaults::MAX_QUEUED_CALLS)),
             reuse_instances: self.reuse_instances.unwrap_or(true),
             host_methods: self.host_methods.as_deref().map(Arc::from),
             stdio: self.stdio.unwrap_or_default(),

@@ -20,8 +20,7 @@ use crate::plugin::pool::Pooled;
 use crate::plugin::reload::{ReloadOutcome, Reloads, read_file};
 use crate::plugin::version::Version;
 use crate::runtime::{
-    Asynchronous, CallSite, EPOCH_TICK, EntryInfo, HostCallHandler, NoHostMethods, PluginContext,
-    PluginKind,
+    Asynchronous, CallSite, EntryInfo, HostCallHandler, NoHostMethods, PluginContext, PluginKind,
 };
 
 /// How a plugin is loaded: its name, settings and host methods.
@@ -591,13 +590,13 @@ impl Plugin {
             instance, settings, ..
         } = &mut *pooled;
         let settings = settings.clone();
-        // The epoch ends a guest that computes past its deadline; this ends one that waits past
-        // it inside an async host method or a WASI wait (one tick later, so a computing guest's
-        // own timeout is what reports first).
-        let bound = settings.timeout.saturating_add(EPOCH_TICK);
-        let running = instance.run_async(index, site, format, input, &settings);
-        match tokio::time::timeout(bound, running).await {
-            Ok(Ok(())) => {
+        // The deadline holds without a timer per call: the epoch ends a guest that computes past
+        // it, and an async host method or a WASI wait is awaited only until it.
+        match instance
+            .run_async(index, site, format, input, &settings)
+            .await
+        {
+            Ok(()) => {
                 let pooled = held.pooled();
                 let value = read(pooled.instance.output());
                 let fuel_consumed = pooled.instance.fuel_consumed();
@@ -608,17 +607,11 @@ impl Plugin {
                     fuel_consumed,
                 })
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 let keep = held.pooled().reuse && !error.is_guest_fault();
                 held.release(keep);
                 Err(error)
             }
-            // `held` drops the instance, which stopped inside a host call.
-            Err(_elapsed) => Err(Error::Timeout {
-                plugin: context.name.to_string(),
-                entry: entry.to_owned(),
-                limit: settings.timeout,
-            }),
         }
     }
 
@@ -694,6 +687,10 @@ impl Plugin {
     /// # Errors
     /// As [`Plugin::reload`].
     pub async fn reload_async(&self) -> Result<ReloadOutcome> {
+        if !self.is_async() {
+            let plugin = self.clone();
+            return self.off_the_executor(move || plugin.reload()).await;
+        }
         let inner = &*self.inner;
         inner
             .reloads
@@ -701,11 +698,36 @@ impl Plugin {
             .await
     }
 
+    /// Runs a sync plugin's reload from async code: on the runtime's blocking threads (its
+    /// compile, instantiation and WASI calls block), or here outside a runtime.
+    async fn off_the_executor(
+        &self,
+        work: impl FnOnce() -> Result<ReloadOutcome> + Send + 'static,
+    ) -> Result<ReloadOutcome> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn_blocking(work).await.unwrap_or_else(|joined| {
+                Err(Error::Engine {
+                    reason: format!(
+                        "the reload thread of plugin `{}` failed: {joined}",
+                        self.name()
+                    ),
+                })
+            }),
+            Err(_) => work(),
+        }
+    }
+
     /// [`Plugin::reload_from_bytes`] for async code (see [`Plugin::reload_async`]).
     ///
     /// # Errors
     /// As [`Plugin::reload`].
     pub async fn reload_from_bytes_async(&self, bytes: &[u8]) -> Result<ReloadOutcome> {
+        if !self.is_async() {
+            let (plugin, bytes) = (self.clone(), bytes.to_vec());
+            return self
+                .off_the_executor(move || plugin.reload_from_bytes(&bytes))
+                .await;
+        }
         let inner = &*self.inner;
         inner
             .reloads
@@ -764,6 +786,15 @@ impl Plugin {
     /// [`Error::NoRollbackTarget`] when no earlier version is kept.
     pub fn rollback(&self) -> Result<u64> {
         self.inner.reloads.rollback(&self.inner.serving)
+    }
+
+    /// [`Plugin::rollback`] for async code: waits for a reload in progress without blocking
+    /// the executor.
+    ///
+    /// # Errors
+    /// As [`Plugin::rollback`].
+    pub async fn rollback_async(&self) -> Result<u64> {
+        self.inner.reloads.rollback_async(&self.inner.serving).await
     }
 
     /// Numbers of the earlier versions kept for rollback, oldest first.

@@ -12,17 +12,19 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, Guard};
 
 use crate::error::{Error, Fast, Result};
-use crate::plugin::pool::{Pool, Pooled};
+use crate::plugin::pool::{Pool, Pooled, Waited};
 use crate::plugin::version::Version;
 use crate::runtime::{Instance, PluginContext};
 
 /// A place reserved for an instance being made: given back if the making fails or its future is
 /// dropped.
-struct Reserved<'a>(&'a Version);
+struct Reserved<'a>(&'a Version, &'a Pool);
 
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         self.0.forget_one();
+        // The place is free again: a caller waiting for one may make an instance now.
+        self.1.wake_one();
     }
 }
 
@@ -137,11 +139,22 @@ impl Serving {
                 });
             };
             let busy = || version.live_instances() >= settings.max_instances;
-            if let Some(pooled) = pool.wait(busy, left) {
-                if pooled.number == self.current_number.load(Ordering::Acquire) {
+            // A queue of bounded length: past `max_queued_calls`, a call is refused at once.
+            match pool.wait(busy, left, settings.max_queued_calls) {
+                Waited::Took(pooled)
+                    if pooled.number == self.current_number.load(Ordering::Acquire) =>
+                {
                     return Ok(pooled);
                 }
-                pool.discard(pooled);
+                Waited::Took(pooled) => pool.discard(pooled),
+                Waited::Woken => {}
+                Waited::QueueFull => {
+                    return Err(Error::Busy {
+                        plugin: self.context.name.to_string(),
+                        waited,
+                        max_instances: settings.max_instances,
+                    });
+                }
             }
         }
     }
@@ -163,7 +176,7 @@ impl Serving {
             let generation = self.context.settings_generation.load(Ordering::Acquire);
             let settings = self.context.settings.load_full();
             if version.reserve(settings.max_instances) {
-                let reserved = Reserved(&version);
+                let reserved = Reserved(&version, pool);
                 let instance = version.instantiate(&settings).await?;
                 std::mem::forget(reserved);
                 return Ok(Pooled::new(instance, version, generation, settings));
@@ -181,11 +194,22 @@ impl Serving {
                 });
             };
             let busy = || version.live_instances() >= settings.max_instances;
-            if let Some(pooled) = pool.wait_async(busy, left).await {
-                if pooled.number == self.current_number.load(Ordering::Acquire) {
+            // A queue of bounded length: past `max_queued_calls`, a call is refused at once.
+            match pool.wait_async(busy, left, settings.max_queued_calls).await {
+                Waited::Took(pooled)
+                    if pooled.number == self.current_number.load(Ordering::Acquire) =>
+                {
                     return Ok(pooled);
                 }
-                pool.discard(pooled);
+                Waited::Took(pooled) => pool.discard(pooled),
+                Waited::Woken => {}
+                Waited::QueueFull => {
+                    return Err(Error::Busy {
+                        plugin: self.context.name.to_string(),
+                        waited,
+                        max_instances: settings.max_instances,
+                    });
+                }
             }
         }
     }

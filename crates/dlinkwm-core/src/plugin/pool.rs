@@ -133,6 +133,16 @@ pub(crate) struct Pool {
     async_available: tokio::sync::Notify,
 }
 
+/// How a wait for an instance ended.
+pub(crate) enum Waited {
+    /// An idle instance was found.
+    Took(Box<Pooled>),
+    /// Woken (or the wait's bound passed): look again.
+    Woken,
+    /// `max_waiting` callers wait already: the queue is full.
+    QueueFull,
+}
+
 /// An async caller counted in `waiters` while its wait future lives: dropping the future (a
 /// cancelled call) takes the count back.
 struct Registered<'a>(&'a AtomicUsize);
@@ -264,9 +274,17 @@ impl Pool {
     /// Waits for an instance to be released while `busy` holds (checked under the wait lock,
     /// after registering as a waiter, so a release in between is not missed). Returns the idle
     /// instance found, if any.
-    pub(crate) fn wait(&self, busy: impl Fn() -> bool, at_most: Duration) -> Option<Box<Pooled>> {
+    pub(crate) fn wait(
+        &self,
+        busy: impl Fn() -> bool,
+        at_most: Duration,
+        max_waiting: usize,
+    ) -> Waited {
         let waiting = lock(&self.wait_lock);
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.fetch_add(1, Ordering::SeqCst) >= max_waiting {
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            return Waited::QueueFull;
+        }
         let idle = self.take_idle();
         let waiting = if idle.is_none() && busy() {
             // The timeout only bounds a wake-up missed across a version swap; releases wake
@@ -280,7 +298,7 @@ impl Pool {
         };
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         drop(waiting);
-        idle
+        idle.map_or(Waited::Woken, Waited::Took)
     }
 
     /// [`Pool::wait`] for async callers: the task waits, no thread is parked. Cancellation-safe:
@@ -289,26 +307,30 @@ impl Pool {
         &self,
         busy: impl Fn() -> bool,
         at_most: Duration,
-    ) -> Option<Box<Pooled>> {
+        max_waiting: usize,
+    ) -> Waited {
         let mut notified = std::pin::pin!(self.async_available.notified());
         // Registered before the checks below, so a release after them wakes this wait.
         notified.as_mut().enable();
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let before = self.waiters.fetch_add(1, Ordering::SeqCst);
         let _registered = Registered(&self.waiters);
+        if before >= max_waiting {
+            return Waited::QueueFull;
+        }
         if let Some(idle) = self.take_idle() {
-            return Some(idle);
+            return Waited::Took(idle);
         }
         if busy() {
             // As in `wait`, the timeout only bounds a wake-up missed across a version swap.
             let bound = at_most.min(Duration::from_millis(100));
             let _ = tokio::time::timeout(bound, notified).await;
         }
-        None
+        Waited::Woken
     }
 
     /// Wakes a caller waiting for an instance, if there is one: no syscall otherwise.
     #[inline]
-    fn wake_one(&self) {
+    pub(crate) fn wake_one(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.notify_one();
         }

@@ -134,12 +134,31 @@ impl Reloads {
             return Ok(ReloadOutcome::Unchanged);
         };
         let max = engine.options().max_module_bytes;
-        let result = match read_settled(&path, max) {
-            Ok(bytes) => {
-                // Hashed once: for the unchanged check and as the compiled-code cache key.
+        // Hashed once: for the unchanged check and as the compiled-code cache key.
+        let read = move |path: &Path| {
+            read_settled(path, max).map(|bytes| {
                 let hash = ContentHash::of(&bytes);
-                self.swap_in(engine, serving, id, &bytes, hash).await
+                (bytes, hash)
+            })
+        };
+        let read = match &serving.context.asynchronous {
+            // An async plugin's file is read and hashed off the executor.
+            Some(asynchronous) => {
+                let path = path.clone();
+                asynchronous
+                    .runtime
+                    .spawn_blocking(move || read(&path))
+                    .await
+                    .unwrap_or_else(|joined| {
+                        Err(Error::Engine {
+                            reason: format!("the thread reading a plugin file failed: {joined}"),
+                        })
+                    })
             }
+            None => read(&path),
+        };
+        let result = match read {
+            Ok((bytes, hash)) => self.swap_in(engine, serving, id, &bytes, hash).await,
             Err(error) => Err(error),
         };
         self.report(serving, result, Some(path))
@@ -348,8 +367,32 @@ impl Reloads {
     /// Makes the previous good version current again, at once (it is still compiled).
     pub(crate) fn rollback(&self, serving: &Serving) -> Result<u64> {
         let name: &str = &serving.context.name;
-        // Waits for a reload in progress (rollbacks are rare; a sync caller blocks its thread).
-        let _reloading = crate::runtime::wait(self.reload_lock.lock());
+        // A reload in progress is waited for, parking this thread; inside a tokio runtime that
+        // could be the thread the reload needs, so the caller is sent to `rollback_async`.
+        let _reloading = match self.reload_lock.try_lock() {
+            Ok(reloading) => reloading,
+            Err(_) if tokio::runtime::Handle::try_current().is_ok() => {
+                return Err(Error::WrongCallMode {
+                    plugin: name.to_owned(),
+                    reason: "a reload is in progress: use rollback_async to wait for it from \
+                             async code"
+                        .to_owned(),
+                });
+            }
+            Err(_) => crate::runtime::wait(self.reload_lock.lock()),
+        };
+        self.roll_back_locked(serving)
+    }
+
+    /// [`Reloads::rollback`], waiting for a reload in progress without parking a thread.
+    pub(crate) async fn rollback_async(&self, serving: &Serving) -> Result<u64> {
+        let _reloading = self.reload_lock.lock().await;
+        self.roll_back_locked(serving)
+    }
+
+    /// Rolls back, with the reload lock held.
+    fn roll_back_locked(&self, serving: &Serving) -> Result<u64> {
+        let name: &str = &serving.context.name;
         let target = lock(&self.history)
             .pop_back()
             .ok_or_else(|| Error::NoRollbackTarget {

@@ -22,7 +22,7 @@ mod bindings_async {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "plugin",
-        imports: { default: async },
+        imports: { default: async | trappable },
         exports: { default: async },
         with: { "dlinkwm:plugin/types": super::bindings::dlinkwm::plugin::types },
     });
@@ -68,9 +68,9 @@ impl bindings_async::PluginImports for StoreState {
         method: String,
         format: types::Format,
         input: Vec<u8>,
-    ) -> Result<Vec<u8>, types::HostError> {
+    ) -> wasmtime::Result<Result<Vec<u8>, types::HostError>> {
         if method.len() > dlinkwm_abi::MAX_HOST_METHOD_NAME {
-            return Err(name_too_long(&method));
+            return Ok(Err(name_too_long(&method)));
         }
         let status = crate::runtime::linker::host_call_async(
             self,
@@ -78,12 +78,13 @@ impl bindings_async::PluginImports for StoreState {
             to_format(format).code(),
             &input,
         )
-        .await;
-        host_answer(self, status)
+        .await?;
+        Ok(host_answer(self, status))
     }
 
-    async fn log(&mut self, level: types::LogLevel, message: String) {
+    async fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
         log_line(self, level, &message);
+        Ok(())
     }
 }
 

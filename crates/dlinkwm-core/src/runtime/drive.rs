@@ -32,35 +32,26 @@ pub(crate) fn wait<F: Future>(work: F) -> F::Output {
     pollster::block_on(work)
 }
 
-/// Runs `work` to its end from sync code: at once for a sync plugin, on the runtime an async
-/// plugin was loaded on otherwise (on a thread of its own when this thread is inside a runtime,
-/// where blocking on another future is not allowed).
-pub(crate) fn block_on<T: Send>(
+/// Runs `work` to its end from sync code: on this thread for a sync plugin, with the runtime an
+/// async plugin was loaded on otherwise (its timers and I/O are driven by that runtime's
+/// threads; the file watcher's reload thread is the usual caller). Inside a tokio runtime an
+/// async plugin's work is refused: blocking an executor thread on it could stop the very thread
+/// it needs (the async methods are for that).
+pub(crate) fn block_on<T>(
     context: &PluginContext,
-    work: impl Future<Output = Result<T>> + Send,
+    work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     let Some(asynchronous) = &context.asynchronous else {
         // A sync plugin's work waits only for the reload lock, which wakes it.
         return wait(work);
     };
-    let runtime = &asynchronous.runtime;
-    if tokio::runtime::Handle::try_current().is_err() {
-        return runtime.block_on(work);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::WrongCallMode {
+            plugin: context.name.to_string(),
+            reason: "it was loaded for async calls: inside a tokio runtime, use the async \
+                     methods (reload_async, reload_from_bytes_async)"
+                .to_owned(),
+        });
     }
-    std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new()
-            .name("dlinkwm-async-work".to_owned())
-            .spawn_scoped(scope, || runtime.block_on(work));
-        match spawned {
-            Ok(thread) => thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(error) => Err(Error::Engine {
-                reason: format!(
-                    "plugin `{}`: cannot start a thread to drive its work: {error}",
-                    context.name
-                ),
-            }),
-        }
-    })
+    asynchronous.runtime.block_on(work)
 }

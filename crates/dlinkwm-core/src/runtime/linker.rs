@@ -116,9 +116,8 @@ fn add_host_call_async(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> 
                     guest_len(input_len),
                     "host call input",
                 )?;
-                Ok(host_call_async(state, method, format, &data[input_range])
-                    .await
-                    .code())
+                let status = host_call_async(state, method, format, &data[input_range]).await?;
+                Ok(status.code())
             })
         },
     )?;
@@ -240,17 +239,24 @@ pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input
 
 /// [`host_call`] for an async call: a method that answers later is awaited while the guest's
 /// fiber is suspended. Its panic, like a sync method's, reaches the guest as an error value.
+///
+/// # Errors
+/// [`wasmtime::Trap::Interrupt`] when the call's deadline passes while the method is awaited
+/// (the epoch cannot interrupt a guest suspended here): the call ends with `Timeout`.
 pub(crate) async fn host_call_async(
     state: &mut StoreState,
     method: &str,
     format: i32,
     input: &[u8],
-) -> Status {
+) -> wasmtime::Result<Status> {
     use futures_util::FutureExt as _;
     state.call.host_result.clear();
     let outcome = match admit(state, method, format) {
         Err(refused) => Err(refused),
         Ok(format) => {
+            let Some(left) = crate::runtime::waits::time_left(state) else {
+                return Err(crate::runtime::waits::interrupted());
+            };
             let context = state.context.clone();
             let caller = CallerInfo {
                 plugin: &context.name,
@@ -264,20 +270,26 @@ pub(crate) async fn host_call_async(
             }))
             .unwrap_or_else(|panic| Err(panicked(&context.name, method, &*panic)));
             match started {
-                Ok(Some(later)) => match AssertUnwindSafe(later).catch_unwind().await {
-                    Ok(Ok(answer)) => {
-                        *result = answer;
-                        Ok(())
+                Ok(Some(later)) => {
+                    let answered =
+                        tokio::time::timeout(left, AssertUnwindSafe(later).catch_unwind()).await;
+                    match answered {
+                        Ok(Ok(Ok(answer))) => {
+                            *result = answer;
+                            Ok(())
+                        }
+                        Ok(Ok(Err(error))) => Err(error),
+                        Ok(Err(panic)) => Err(panicked(&context.name, method, &*panic)),
+                        // The method's future is dropped with the call.
+                        Err(_elapsed) => return Err(crate::runtime::waits::interrupted()),
                     }
-                    Ok(Err(error)) => Err(error),
-                    Err(panic) => Err(panicked(&context.name, method, &*panic)),
-                },
+                }
                 Ok(None) => Ok(()),
                 Err(error) => Err(error),
             }
         }
     };
-    conclude(state, method, outcome)
+    Ok(conclude(state, method, outcome))
 }
 
 /// The checks before a host method runs: the plugin may call it, and the format is known.

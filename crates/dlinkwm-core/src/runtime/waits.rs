@@ -39,7 +39,7 @@ const ERRNO_INVAL: i32 = 28;
 const CLOCK_MONOTONIC: u32 = 1;
 
 /// The time left until the current call's deadline, or `None` once it has passed.
-fn time_left(state: &StoreState) -> Option<Duration> {
+pub(crate) fn time_left(state: &StoreState) -> Option<Duration> {
     let now = state.ticks.load(Ordering::Relaxed);
     let left = state
         .call
@@ -51,7 +51,7 @@ fn time_left(state: &StoreState) -> Option<Duration> {
     Some(Duration::from_millis(left.saturating_mul(millis)))
 }
 
-fn interrupted() -> wasmtime::Error {
+pub(crate) fn interrupted() -> wasmtime::Error {
     wasmtime::Trap::Interrupt.into()
 }
 

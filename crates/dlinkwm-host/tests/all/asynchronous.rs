@@ -467,3 +467,81 @@ fn a_wasi_sleep_suspends_the_guest_and_ends_at_the_timeout() -> anyhow::Result<(
         Ok(())
     })
 }
+
+#[test]
+fn the_queue_of_waiting_calls_is_bounded() -> anyhow::Result<()> {
+    runtime(2).block_on(async {
+        let gates = Arc::new(Gates::default());
+        let host = host_with(
+            |config| {
+                config.defaults.max_instances = Some(1);
+                config.defaults.max_queued_calls = Some(1);
+                config.defaults.queue_timeout_ms = Some(60_000);
+            },
+            gates.clone(),
+        );
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let held = tokio::spawn({
+            let plugin = plugin.clone();
+            async move {
+                let call = HostCall {
+                    method: "wait",
+                    arg: "held",
+                };
+                plugin.call_async::<_, String>("call_host", &call).await
+            }
+        });
+        gates.entered.notified().await;
+        // Two more calls: the queue holds one, the other is refused at once.
+        let add = |pair: (i64, i64)| {
+            let plugin = plugin.clone();
+            tokio::spawn(async move { plugin.call_async::<_, i64>("add", &pair).await })
+        };
+        let (first, second) = (add((1, 2)), add((3, 4)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !first.is_finished() && !second.is_finished() {
+            assert!(Instant::now() < deadline, "neither call was refused");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (refused, queued, queued_sum) = if first.is_finished() {
+            (first.await?, second, 7)
+        } else {
+            (second.await?, first, 3)
+        };
+        let Err(Error::Plugin(CoreError::Busy { waited, .. })) = refused else {
+            panic!("expected Busy, got {refused:?}");
+        };
+        // Refused at once, not after the 60 s queue deadline; the queued call still waits.
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        assert!(!queued.is_finished());
+        gates.release.notify_one();
+        assert_eq!(held.await??, "released held");
+        assert_eq!(queued.await??, queued_sum);
+        Ok(())
+    })
+}
+
+#[test]
+fn reloads_and_rollbacks_from_async_code_never_block_the_executor() -> anyhow::Result<()> {
+    current_thread().block_on(async {
+        let host = host(|_| {});
+        let b = std::fs::read(SDK_TEST_B)?;
+        // An async plugin: the sync reload is refused inside a runtime, the async one works.
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let refused = plugin.reload_from_bytes(&b);
+        assert!(
+            matches!(refused, Err(Error::Plugin(CoreError::WrongCallMode { .. }))),
+            "{refused:?}"
+        );
+        plugin.reload_from_bytes_async(&b).await?;
+        assert_eq!(plugin.call_async::<_, String>("variant", &()).await?, "b");
+        assert_eq!(plugin.rollback_async().await?, 1);
+        assert_eq!(plugin.call_async::<_, String>("variant", &()).await?, "a");
+        // A sync plugin reloaded from async code: its compile and instantiation run on the
+        // blocking threads (the only executor thread here keeps running).
+        let sync = host.load(SDK_TEST_A)?;
+        sync.reload_from_bytes_async(&b).await?;
+        assert_eq!(sync.call::<_, String>("variant", &())?, "b");
+        Ok(())
+    })
+}
