@@ -1,0 +1,272 @@
+//! The server: a folder of plugins, what it learned about them, and running it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use dlinkwm_host::{Plugin, PluginDirectory, PluginHost, ReloadEvent};
+
+use crate::metrics::Metrics;
+
+/// How the server runs.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The bearer token of the admin routes (rollback, reload); `None` turns them off.
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret.
+        f.debug_struct("ServeOptions")
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl ServeOptions {
+    /// These options with the admin routes behind `token` (or off, with `None`).
+    #[must_use]
+    pub fn with_admin_token(mut self, token: Option<String>) -> Self {
+        self.admin_token = token;
+        self
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The folder could not be read or watched, or the runtime is missing.
+    #[error(transparent)]
+    Host(#[from] dlinkwm_host::Error),
+    /// The listener failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A folder of plugins served over HTTP. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) directory: PluginDirectory,
+    pub(crate) metrics: Metrics,
+    pub(crate) admin_token: Option<String>,
+    /// The plugins (by route name) the folder held at start: ready once all are loaded.
+    pub(crate) expected: BTreeSet<String>,
+    /// The last refusal of each plugin's file (a bad build), by route name.
+    pub(crate) refusals: Mutex<BTreeMap<String, String>>,
+}
+
+/// The route name of a plugin file: its name without `.wasm`.
+pub(crate) fn route_name(file: &str) -> &str {
+    file.strip_suffix(".wasm").unwrap_or(file)
+}
+
+impl Server {
+    /// Loads every `.wasm` file of `directory` for async calls with `host`'s configuration and
+    /// host methods, and follows the folder from then on.
+    ///
+    /// # Errors
+    /// [`ServeError::Host`] when the folder cannot be read or watched, or outside a tokio
+    /// runtime. A plugin file that cannot be loaded is not an error: it is reported (log,
+    /// metric, `GET /v1/plugins/{plugin}`) and `/readyz` answers 503 until it loads.
+    pub async fn from_directory(
+        host: &PluginHost,
+        directory: impl AsRef<Path>,
+        options: ServeOptions,
+    ) -> Result<Self, ServeError> {
+        let directory = directory.as_ref();
+        let expected = std::fs::read_dir(directory)
+            .map_err(|source| {
+                dlinkwm_host::Error::Plugin(dlinkwm_host::PluginError::Watch {
+                    path: directory.to_owned(),
+                    reason: source.to_string(),
+                })
+            })?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+            .filter(|name| name.ends_with(".wasm"))
+            .map(|name| route_name(&name).to_owned())
+            .collect();
+        let plugins = host.load_directory_async(directory).await?;
+        let inner = Arc::new(Inner {
+            directory: plugins,
+            metrics: Metrics::new(),
+            admin_token: options.admin_token,
+            expected,
+            refusals: Mutex::new(BTreeMap::new()),
+        });
+        follow_events(&inner);
+        Ok(Self { inner })
+    }
+
+    /// The router: mount it in an axum app, or run it with [`serve`].
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.clone())
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The plugin served under `name` (its file name without `.wasm`).
+    pub fn plugin(&self, name: &str) -> Option<Plugin> {
+        self.inner.directory.get(&format!("{name}.wasm"))
+    }
+
+    /// The route names of the plugins served now, sorted.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.inner
+            .directory
+            .names()
+            .iter()
+            .map(|file| route_name(file).to_owned())
+            .collect()
+    }
+
+    /// Whether every plugin the folder held at start is loaded.
+    pub fn ready(&self) -> bool {
+        let names: BTreeSet<String> = self.plugin_names().into_iter().collect();
+        self.inner.expected.is_subset(&names)
+    }
+
+    /// The last refusal of `name`'s file, if a bad build was refused.
+    pub fn last_refusal(&self, name: &str) -> Option<String> {
+        lock(&self.inner.refusals).get(name).cloned()
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Records what happens to the folder's plugins: files added or refused, and each plugin's
+/// reloads, refusals and rollbacks (as metrics and as the last refusal). On a thread of its own,
+/// which ends when the server is dropped.
+fn follow_events(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let events = inner.directory.events().clone();
+    let spawned = std::thread::Builder::new()
+        .name("dlinkwm-serve-events".to_owned())
+        .spawn(move || {
+            loop {
+                match events.recv_timeout(Duration::from_millis(500)) {
+                    Ok(event) => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        directory_event(&inner, &event);
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if weak.strong_count() == 0 {
+                            return;
+                        }
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the thread that records plugin events");
+    }
+}
+
+fn file_route(path: Option<&Path>, fallback: &str) -> String {
+    path.and_then(Path::file_name)
+        .and_then(|name| name.to_str())
+        .map_or_else(
+            || route_name(fallback).to_owned(),
+            |name| route_name(name).to_owned(),
+        )
+}
+
+fn directory_event(inner: &Arc<Inner>, event: &ReloadEvent) {
+    match event {
+        ReloadEvent::Added { path, .. } => {
+            let route = file_route(Some(path), "");
+            lock(&inner.refusals).remove(&route);
+            let Some(plugin) = inner.directory.get(&format!("{route}.wasm")) else {
+                return;
+            };
+            let weak: Weak<Inner> = Arc::downgrade(inner);
+            plugin.on_event(move |event| {
+                if let Some(inner) = weak.upgrade() {
+                    plugin_event(&inner, &route, event);
+                }
+            });
+        }
+        ReloadEvent::Failed {
+            path,
+            plugin,
+            error,
+        } => {
+            let route = file_route(path.as_deref(), plugin);
+            tracing::warn!(plugin = %route, %error, "plugin file refused");
+            inner.metrics.reloaded(&route, false);
+            lock(&inner.refusals).insert(route, error.to_string());
+        }
+        _ => {}
+    }
+}
+
+fn plugin_event(inner: &Inner, route: &str, event: &ReloadEvent) {
+    match event {
+        ReloadEvent::Reloaded { .. } => {
+            inner.metrics.reloaded(route, true);
+            lock(&inner.refusals).remove(route);
+        }
+        ReloadEvent::Failed { error, .. } => {
+            inner.metrics.reloaded(route, false);
+            lock(&inner.refusals).insert(route.to_owned(), error.to_string());
+        }
+        ReloadEvent::RolledBack { .. } => inner.metrics.rolled_back(route),
+        _ => {}
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting connections
+/// and lets the requests in flight finish, for at most `drain`.
+///
+/// # Errors
+/// [`ServeError::Io`] when the listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    let (draining, drained) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            ?drain,
+            "shutting down: no new connections, finishing requests in flight"
+        );
+        let _ = draining.send(());
+    };
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::pin!(server);
+    let deadline = async move {
+        if drained.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = &mut server => Ok(served?),
+        () = deadline => {
+            tracing::warn!(?drain, "requests still running after the drain timeout; stopping");
+            Ok(())
+        }
+    }
+}
