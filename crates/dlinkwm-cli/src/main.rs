@@ -10,6 +10,7 @@ mod inspect;
 mod new;
 mod output;
 mod run;
+mod serve;
 mod watch;
 
 use std::io::Write as _;
@@ -41,7 +42,7 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
-    /// Machine-readable JSON output (call, inspect, config check, cache).
+    /// Machine-readable JSON output (call, inspect, config check, cache); JSON log lines (serve).
     #[arg(long, global = true)]
     json: bool,
 
@@ -87,6 +88,9 @@ enum Command {
     ///
     /// Example: dlinkwm cache info
     Cache(cache::CacheArgs),
+    /// Serve a folder of plugins over HTTP: POST /v1/plugins/<plugin>/<entry>, hot-swapped when
+    /// their files change, with /metrics, /healthz and /readyz.
+    Serve(serve::ServeArgs),
     /// Print shell completions.
     ///
     /// Example: dlinkwm completions bash > /etc/bash_completion.d/dlinkwm
@@ -98,7 +102,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_logging(&cli.log_level, cli.verbose);
+    // A server's access log is its INFO lines: on by default for `serve`, in JSON with --json.
+    let serving = matches!(cli.command, Command::Serve(_));
+    let level = if serving && cli.log_level == "warn" {
+        "info"
+    } else {
+        &cli.log_level
+    };
+    output::init_logging(level, cli.verbose, serving && cli.json);
     let config = cli.config.as_deref();
     let result = match &cli.command {
         Command::Init(args) => init::run(args, config),
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
         Command::New(args) => new::run(args),
         Command::Config(args) => config_cmd::run(args, config, cli.json),
         Command::Cache(args) => cache::run(args, config, cli.json),
+        Command::Serve(args) => serve::run(args, config),
         Command::Completions { shell } => completions(*shell),
     };
     match result {

@@ -78,7 +78,7 @@ impl<S: tracing::Subscriber> Layer<S> for GuestLines {
 
 /// Installs the subscriber: DlinkWM's own events at `level` (or `DLINKWM_LOG`), guest output
 /// always, both on stderr.
-pub fn init_logging(level: &str, verbose: u8) {
+pub fn init_logging(level: &str, verbose: u8, json: bool) {
     let level = match verbose {
         0 => level,
         1 => "info",
@@ -87,6 +87,19 @@ pub fn init_logging(level: &str, verbose: u8) {
     };
     let filter = EnvFilter::try_from_env("DLINKWM_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},{GUEST_TARGET}=off")));
+    if json {
+        // One JSON object per line (JSON escapes whatever guest text a field holds); guest
+        // output is among them, as events of target `dlinkwm::guest`.
+        let filter = EnvFilter::try_from_env("DLINKWM_LOG")
+            .unwrap_or_else(|_| EnvFilter::new(format!("{level},{GUEST_TARGET}=info")));
+        let lines = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+            .with_filter(filter);
+        tracing_subscriber::registry().with(lines).init();
+        return;
+    }
     // DlinkWM's own events carry guest text too (names, messages): every field is escaped,
     // while the layer's own colours stay.
     let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {

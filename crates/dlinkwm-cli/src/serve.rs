@@ -1,0 +1,93 @@
+//! `dlinkwm serve`: a folder of plugins as HTTP services (the `dlinkwm-serve` library).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use dlinkwm_host::{PluginHost, Stdio};
+use dlinkwm_serve::{ServeOptions, Server};
+
+use crate::output::note;
+
+/// The environment variable holding the admin routes' bearer token (not an argument: command
+/// lines are visible to every user of the machine).
+const TOKEN_VARIABLE: &str = "DLINKWM_ADMIN_TOKEN";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The folder of plugins: every `.wasm` file in it, served as /v1/plugins/<file name
+    /// without .wasm>/<entry>. New, replaced and removed files are picked up while serving.
+    dir: PathBuf,
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// After SIGTERM or SIGINT, how long requests in flight may run before the process exits,
+    /// in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    drain_secs: u64,
+}
+
+pub fn run(args: &ServeArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    let mut config = crate::call::load_config(config)?;
+    if config.defaults.stdio.is_none() {
+        config.defaults.stdio = Some(Stdio::Log);
+    }
+    let token = std::env::var(TOKEN_VARIABLE)
+        .ok()
+        .filter(|token| !token.is_empty());
+    let admin = if token.is_some() {
+        "on (bearer token from DLINKWM_ADMIN_TOKEN)"
+    } else {
+        "off (set DLINKWM_ADMIN_TOKEN to turn them on)"
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let host = PluginHost::builder().config(config).build()?;
+        let options = ServeOptions::default().with_admin_token(token);
+        let server = Server::from_directory(&host, &args.dir, options)
+            .await
+            .with_context(|| format!("cannot serve `{}`", args.dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        note(format_args!(
+            "serving {} plugin(s) from {} on http://{address} (admin routes {admin})",
+            server.plugin_names().len(),
+            args.dir.display(),
+        ));
+        let drain = Duration::from_secs(args.drain_secs);
+        dlinkwm_serve::serve(listener, server.router(), shutdown_signal(), drain).await?;
+        note(format_args!("stopped"));
+        anyhow::Ok(())
+    })
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
