@@ -88,7 +88,7 @@ enum Command {
     ///
     /// Example: dlinkwm cache info
     Cache(cache::CacheArgs),
-    /// Serve a folder of plugins over HTTP: POST /v1/plugins/<plugin>/<entry>, hot-swapped when
+    /// Serve a folder of plugins over HTTP: POST /v1/plugins/{plugin}/{entry}, hot-swapped when
     /// their files change, with /metrics, /healthz and /readyz.
     Serve(serve::ServeArgs),
     /// Print shell completions.

@@ -17,8 +17,9 @@ const TOKEN_VARIABLE: &str = "DLINKWM_ADMIN_TOKEN";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The folder of plugins: every `.wasm` file in it, served as /v1/plugins/<file name
-    /// without .wasm>/<entry>. New, replaced and removed files are picked up while serving.
+    /// The folder of plugins: every `.wasm` file in it, served as /v1/plugins/{name}/{entry}
+    /// (name: the file name without .wasm). New, replaced and removed files are picked up while
+    /// serving.
     dir: PathBuf,
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
