@@ -559,14 +559,19 @@ impl Plugin {
         if context.asynchronous.is_none() {
             return Err(wrong_mode(self.name(), false));
         }
-        let pooled = serving.acquire_async().await?;
+        // The slow path (making an instance, waiting for one) is boxed: its large future would
+        // otherwise be part of every call's future.
+        let pooled = match serving.take_current_idle() {
+            Some(pooled) => pooled,
+            None => Box::pin(serving.acquire_async()).await?,
+        };
         let mut held = Held {
             serving,
             pooled: Some(pooled),
         };
         if !held.pooled().refresh(context) {
             let retired = held.take();
-            held.pooled = Some(serving.regranted_async(retired).await?);
+            held.pooled = Some(Box::pin(serving.regranted_async(retired)).await?);
         }
         let site = CallSite {
             plugin: &context.name,

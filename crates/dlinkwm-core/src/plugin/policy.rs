@@ -159,6 +159,18 @@ impl Serving {
         }
     }
 
+    /// An idle instance of the current version, if one is there now: the fast path of an async
+    /// call, which awaits [`Serving::acquire_async`] only without one.
+    #[inline]
+    pub(crate) fn take_current_idle(&self) -> Option<Box<Pooled>> {
+        let pooled = self.pool.take_idle()?;
+        if pooled.number == self.current_number.load(Ordering::Acquire) {
+            return Some(pooled);
+        }
+        self.pool.discard(pooled);
+        None
+    }
+
     /// [`Serving::acquire`] for async calls: a new instance is made by awaiting, and a full
     /// pool is waited for without parking a thread, up to the queue deadline. Cancellation-safe:
     /// dropping the future gives back any place it reserved.

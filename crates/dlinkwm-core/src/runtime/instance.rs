@@ -217,8 +217,13 @@ impl Instance {
                     .run_async(store, index, site, format, input, settings)
                     .await
             }
+            // Boxed: a component call's future is large, and would otherwise be part of every
+            // core module's call future.
             Calls::AsyncComponent(bindings) => {
-                component_instance::call_async(bindings, store, site, format, input, settings).await
+                Box::pin(component_instance::call_async(
+                    bindings, store, site, format, input, settings,
+                ))
+                .await
             }
             Calls::Component(_) => Err(Error::WrongCallMode {
                 plugin: site.plugin.to_owned(),
