@@ -26,6 +26,8 @@ struct Running {
     client: Client<HttpConnector, Full<Bytes>>,
     _dir: tempfile::TempDir,
     dir: PathBuf,
+    /// Signalled when a `nap` host method starts.
+    nap_started: Arc<tokio::sync::Notify>,
 }
 
 struct Answer {
@@ -44,15 +46,16 @@ impl Answer {
     }
 }
 
-/// Signalled when a `nap` starts.
-static NAP_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-fn methods() -> HostMethods {
+/// `nap` sleeps 500 ms, after signalling `started`.
+fn methods(started: Arc<tokio::sync::Notify>) -> HostMethods {
     let mut methods = HostMethods::new();
-    methods.register_async("nap", |arg: String| async move {
-        NAP_STARTED.notify_one();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Ok::<_, String>(format!("rested {arg}"))
+    methods.register_async("nap", move |arg: String| {
+        let started = started.clone();
+        async move {
+            started.notify_one();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<_, String>(format!("rested {arg}"))
+        }
     });
     methods
 }
@@ -63,9 +66,10 @@ async fn start(configure: impl FnOnce(&mut Config, &Path)) -> anyhow::Result<Run
     std::fs::copy(SDK_TEST_A, path.join("sdk.wasm"))?;
     let mut config = Config::default();
     configure(&mut config, &path);
+    let nap_started = Arc::new(tokio::sync::Notify::new());
     let host = PluginHost::builder()
         .config(config)
-        .host_methods(methods())
+        .host_methods(methods(nap_started.clone()))
         .build()?;
     let options = ServeOptions::default().with_admin_token(Some(TOKEN.to_owned()));
     let server = Server::from_directory(&host, &path, options).await?;
@@ -88,6 +92,7 @@ async fn start(configure: impl FnOnce(&mut Config, &Path)) -> anyhow::Result<Run
         client: Client::builder(TokioExecutor::new()).build_http(),
         _dir: dir,
         dir: path,
+        nap_started,
     })
 }
 
@@ -455,6 +460,7 @@ fn graceful_shutdown_finishes_the_request_in_flight() -> anyhow::Result<()> {
     runtime().block_on(async {
         let mut running = start(|_, _| {}).await?;
         let stop = running.stop.take().expect("not stopped yet");
+        let nap_started = running.nap_started.clone();
         let running_ref = &running;
         let slow = async move {
             running_ref
@@ -466,7 +472,7 @@ fn graceful_shutdown_finishes_the_request_in_flight() -> anyhow::Result<()> {
         };
         let (answer, ()) = tokio::join!(slow, async move {
             // The request is under way (its host method sleeps 500 ms) when the signal comes.
-            NAP_STARTED.notified().await;
+            nap_started.notified().await;
             let _ = stop.send(());
         });
         let answer = answer?;
@@ -477,6 +483,43 @@ fn graceful_shutdown_finishes_the_request_in_flight() -> anyhow::Result<()> {
         tokio::time::timeout(WAIT, &mut running.task).await???;
         // No new connections once it is down.
         assert!(tokio::net::TcpStream::connect(running.addr).await.is_err());
+        Ok(())
+    })
+}
+
+#[test]
+fn an_entry_not_allowed_is_403_and_a_saturated_plugin_is_503_with_retry_after() -> anyhow::Result<()>
+{
+    runtime().block_on(async {
+        let running = start(|config, dir| {
+            let name = dir.join("sdk.wasm").display().to_string();
+            config.entry_functions.insert(
+                name.clone(),
+                vec!["echo".to_owned(), "call_host".to_owned()],
+            );
+            let settings = config.plugins.entry(name).or_default();
+            settings.max_instances = Some(1);
+            settings.queue_timeout_ms = Some(50);
+        })
+        .await?;
+        let refused = running.post_json("/v1/plugins/sdk/add", "[1,2]").await?;
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        assert_eq!(refused.json()["kind"], "EntryNotAllowed");
+        // The only instance naps (500 ms) while a second request waits 50 ms for it.
+        let nap = running.post_json(
+            "/v1/plugins/sdk/call_host",
+            r#"{"method":"nap","arg":"busy"}"#,
+        );
+        let second = async {
+            running.nap_started.notified().await;
+            running.post_json("/v1/plugins/sdk/echo", "\"x\"").await
+        };
+        let (nap, busy) = tokio::join!(nap, second);
+        assert_eq!(nap?.status, 200);
+        let busy = busy?;
+        assert_eq!(busy.status, 503, "{}", busy.text());
+        assert_eq!(busy.json()["kind"], "Busy");
+        assert_eq!(busy.headers["retry-after"], "1");
         Ok(())
     })
 }
