@@ -59,11 +59,18 @@ struct Loaded {
     plugins: Plugins,
     sender: crossbeam_channel::Sender<ReloadEvent>,
     refused: Arc<Mutex<HashMap<PathBuf, ContentHash>>>,
+    /// The engine's `max_module_bytes`: a larger file is not read to be hashed.
+    max_bytes: u64,
 }
 
 impl Loaded {
     /// Whether `path` holds the bytes that were refused last time (then it is not loaded again).
     fn refused_before(&self, path: &Path) -> Option<ContentHash> {
+        let too_large = std::fs::metadata(path).is_ok_and(|meta| meta.len() > self.max_bytes);
+        if too_large {
+            // Loading refuses it without reading it whole.
+            return Some(ContentHash::of(&[]));
+        }
         let hash = std::fs::read(path)
             .ok()
             .map(|bytes| ContentHash::of(&bytes));
@@ -155,7 +162,7 @@ impl PluginHost {
     /// When the directory cannot be read or watched.
     pub fn load_directory(&self, directory: impl AsRef<Path>) -> Result<PluginDirectory> {
         let directory = directory.as_ref();
-        let (loaded, events) = Self::new_directory();
+        let (loaded, events) = self.new_directory();
         let load = {
             let (host, loaded) = (self.clone(), loaded.clone());
             move |path: &Path| -> Option<dlinkwm_core::Plugin> {
@@ -194,7 +201,7 @@ impl PluginHost {
                 reason: "a directory of async plugins is loaded inside a tokio runtime".to_owned(),
             }
         })?;
-        let (loaded, events) = Self::new_directory();
+        let (loaded, events) = self.new_directory();
         let watcher = self.watcher()?;
         for path in wasm_files(directory)? {
             let Some(hash) = loaded.refused_before(&path) else {
@@ -220,12 +227,14 @@ impl PluginHost {
         })
     }
 
-    fn new_directory() -> (Loaded, crossbeam_channel::Receiver<ReloadEvent>) {
+    fn new_directory(&self) -> (Loaded, crossbeam_channel::Receiver<ReloadEvent>) {
         let (sender, events) = crossbeam_channel::unbounded();
+        let max_bytes = self.engine().options().max_module_bytes;
         let loaded = Loaded {
             plugins: Arc::default(),
             sender,
             refused: Arc::default(),
+            max_bytes: u64::try_from(max_bytes).unwrap_or(u64::MAX),
         };
         (loaded, events)
     }

@@ -10,11 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use dlinkwm_host::{Format, Plugin, PluginKind};
 use subtle::ConstantTimeEq as _;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Instrument as _;
 
 use crate::server::{Server, lock};
 use crate::status::{Failure, status_of};
+
+/// The longest a client may take to send a request body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) fn router(server: Server) -> Router {
     Router::new()
@@ -26,6 +30,7 @@ pub(crate) fn router(server: Server) -> Router {
         .route("/v1/plugins/{plugin}/rollback", post(rollback))
         .route("/v1/plugins/{plugin}/reload", post(reload))
         .route("/v1/plugins/{plugin}/{entry}", post(call))
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(
             // One access-log line per request: method, path, status, latency.
             TraceLayer::new_for_http()
@@ -138,9 +143,17 @@ fn authorized(server: &Server, headers: &HeaderMap) -> Result<(), Failure> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        .and_then(|value| value.strip_prefix("Bearer "));
+    // Digests of equal length are compared, so neither the token nor its length leaks through
+    // the comparison's time; an empty token never opens anything (`Server` refuses one).
+    let matches = given.is_some_and(|given| {
+        let (given, token) = (
+            blake3::hash(given.as_bytes()),
+            blake3::hash(token.as_bytes()),
+        );
+        bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+    });
+    if matches {
         Ok(())
     } else {
         Err(Failure::new(
@@ -164,8 +177,12 @@ async fn rollback(
     };
     match plugin.rollback_async().await {
         Ok(version) => axum::Json(serde_json::json!({ "version": version })).into_response(),
-        Err(error) => Failure::new(StatusCode::CONFLICT, "NoRollbackTarget", error.to_string())
-            .into_response(),
+        Err(_) => Failure::new(
+            StatusCode::CONFLICT,
+            "NoRollbackTarget",
+            "no earlier version is kept to roll back to",
+        )
+        .into_response(),
     }
 }
 
@@ -183,7 +200,8 @@ async fn reload(
     match plugin.reload_async().await {
         Ok(_) => axum::Json(serde_json::json!({ "version": plugin.version() })).into_response(),
         Err(error) => {
-            lock(&server.inner.refusals).insert(name, error.to_string());
+            let refusal = crate::server::scrub(&error.to_string(), plugin.name(), &name);
+            lock(&server.inner.refusals).insert(name, refusal);
             Failure::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "ReloadRefused",
@@ -239,9 +257,32 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|declared| declared > limit as u64) {
         return Err(too_large(declared));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(None))
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let over = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+            || error.into_inner().is::<http_body_util::LengthLimitError>();
+        if over {
+            too_large(None)
+        } else {
+            // The client stopped sending, or took too long.
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "BadBody",
+                "the request body could not be read",
+            )
+        }
+    })
+}
+
+/// The `entry` label of a call's metrics: the entry's name when the plugin has such an entry,
+/// else `_unknown` (names from URLs would let any client create series without bound, and
+/// put text of its choosing in the exposition).
+fn entry_label<'a>(plugin: &Plugin, entry: &'a str) -> &'a str {
+    if plugin.entries().iter().any(|known| known.name == entry) {
+        entry
+    } else {
+        "_unknown"
+    }
 }
 
 /// Decrements the in-flight gauge when the request ends, however it ends.
@@ -270,13 +311,10 @@ async fn call(
     let input = match read_body(&headers, body, limit).await {
         Ok(input) => input,
         Err(refused) => {
-            server.metrics().call_finished(
-                &name,
-                &entry,
-                "InputTooLarge",
-                Default::default(),
-                None,
-            );
+            let label = entry_label(&plugin, &entry);
+            server
+                .metrics()
+                .call_finished(&name, label, refused.kind, Default::default(), None);
             return refused.into_response();
         }
     };
@@ -304,9 +342,10 @@ async fn call(
         }
         Err(error) => {
             let (status, kind, message) = status_of(&entry, &error);
+            let label = entry_label(&plugin, &entry);
             server
                 .metrics()
-                .call_finished(&name, &entry, kind, took, None);
+                .call_finished(&name, label, kind, took, None);
             Failure {
                 status,
                 kind,

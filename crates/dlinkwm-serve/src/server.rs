@@ -59,8 +59,9 @@ pub(crate) struct Inner {
     pub(crate) directory: PluginDirectory,
     pub(crate) metrics: Metrics,
     pub(crate) admin_token: Option<String>,
-    /// The plugins (by route name) the folder held at start: ready once all are loaded.
-    pub(crate) expected: BTreeSet<String>,
+    /// The plugins (by route name) the folder held at start and still holds: ready once all
+    /// are loaded.
+    pub(crate) expected: Mutex<BTreeSet<String>>,
     /// The last refusal of each plugin's file (a bad build), by route name.
     pub(crate) refusals: Mutex<BTreeMap<String, String>>,
 }
@@ -91,17 +92,21 @@ impl Server {
                     reason: source.to_string(),
                 })
             })?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-            .filter(|name| name.ends_with(".wasm"))
-            .map(|name| route_name(&name).to_owned())
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            // The files the directory loads: regular files named `*.wasm`.
+            .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "wasm"))
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?;
+                Some(route_name(name).to_owned())
+            })
             .collect();
         let plugins = host.load_directory_async(directory).await?;
         let inner = Arc::new(Inner {
             directory: plugins,
             metrics: Metrics::new(),
-            admin_token: options.admin_token,
-            expected,
+            // An empty token would open the admin routes to a request without one.
+            admin_token: options.admin_token.filter(|token| !token.is_empty()),
+            expected: Mutex::new(expected),
             refusals: Mutex::new(BTreeMap::new()),
         });
         follow_events(&inner);
@@ -136,7 +141,7 @@ impl Server {
     /// Whether every plugin the folder held at start is loaded.
     pub fn ready(&self) -> bool {
         let names: BTreeSet<String> = self.plugin_names().into_iter().collect();
-        self.inner.expected.is_subset(&names)
+        lock(&self.inner.expected).is_subset(&names)
     }
 
     /// The last refusal of `name`'s file, if a bad build was refused.
@@ -196,9 +201,10 @@ fn directory_event(inner: &Arc<Inner>, event: &ReloadEvent) {
                 return;
             };
             let weak: Weak<Inner> = Arc::downgrade(inner);
+            let name = plugin.name().to_owned();
             plugin.on_event(move |event| {
                 if let Some(inner) = weak.upgrade() {
-                    plugin_event(&inner, &route, event);
+                    plugin_event(&inner, &route, &name, event);
                 }
             });
         }
@@ -210,13 +216,17 @@ fn directory_event(inner: &Arc<Inner>, event: &ReloadEvent) {
             let route = file_route(path.as_deref(), plugin);
             tracing::warn!(plugin = %route, %error, "plugin file refused");
             inner.metrics.reloaded(&route, false);
-            lock(&inner.refusals).insert(route, error.to_string());
+            let shown = path
+                .as_deref()
+                .map_or_else(|| plugin.clone(), |path| path.display().to_string());
+            let refusal = scrub(&error.to_string(), &shown, &route);
+            lock(&inner.refusals).insert(route, refusal);
         }
         _ => {}
     }
 }
 
-fn plugin_event(inner: &Inner, route: &str, event: &ReloadEvent) {
+fn plugin_event(inner: &Inner, route: &str, name: &str, event: &ReloadEvent) {
     match event {
         ReloadEvent::Reloaded { .. } => {
             inner.metrics.reloaded(route, true);
@@ -224,11 +234,25 @@ fn plugin_event(inner: &Inner, route: &str, event: &ReloadEvent) {
         }
         ReloadEvent::Failed { error, .. } => {
             inner.metrics.reloaded(route, false);
-            lock(&inner.refusals).insert(route.to_owned(), error.to_string());
+            let refusal = scrub(&error.to_string(), name, route);
+            lock(&inner.refusals).insert(route.to_owned(), refusal);
         }
         ReloadEvent::RolledBack { .. } => inner.metrics.rolled_back(route),
+        // A removed file is no longer expected for readiness.
+        ReloadEvent::FileRemoved { .. } => {
+            lock(&inner.expected).remove(route);
+        }
         _ => {}
     }
+}
+
+/// An error's text for clients: the plugin's file path (its name inside the host) replaced by
+/// its route name, so no host path reaches a response.
+pub(crate) fn scrub(message: &str, path: &str, route: &str) -> String {
+    if path.is_empty() {
+        return message.to_owned();
+    }
+    message.replace(path, route)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting connections

@@ -335,6 +335,11 @@ fn every_route_and_status() -> anyhow::Result<()> {
                 1,
             ),
             (r#"dlinkwm_rollbacks_total{plugin="sdk"}"#, 1),
+            // Entry names from URLs that the plugin does not have share one label.
+            (
+                r#"dlinkwm_requests_total{plugin="sdk",entry="_unknown",outcome="EntryNotFound"}"#,
+                1,
+            ),
         ] {
             assert!(
                 text.lines().any(|line| line == format!("{series} {count}")),
@@ -444,6 +449,10 @@ fn files_added_and_removed_while_serving() -> anyhow::Result<()> {
                 answer.json()["last_refusal"].is_string()
             })
             .await?;
+        // The refusal names the plugin, not the host's path of its file.
+        let refusal = running.get("/v1/plugins/bad").await?.text();
+        let folder = running.dir.display().to_string();
+        assert!(!refusal.contains(&folder), "{refusal}");
         assert_eq!(
             running
                 .send("POST", "/v1/plugins/bad/variant", None, &[], None)
