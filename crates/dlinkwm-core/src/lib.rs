@@ -46,7 +46,10 @@ pub use engine::{
     disk_cache, is_component,
 };
 pub use error::{Error, Result};
-pub use plugin::{Metered, Plugin, PluginOptions, ReloadEvent, ReloadOutcome, WeakPlugin};
+pub use plugin::{
+    CallObserver, CallRecord, Metered, Plugin, PluginOptions, ReloadEvent, ReloadOutcome,
+    WeakPlugin,
+};
 pub use runtime::{
     CallerInfo, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallFuture, HostCallHandler,
     NoHostMethods, PluginKind, StoreState, register_host_functions,

@@ -50,10 +50,11 @@ pub use dlinkwm_core::disk_cache;
 /// their own engine configuration).
 pub use dlinkwm_core::wasmtime;
 pub use dlinkwm_core::{
-    CallerInfo, Config, ConfigError, ConfigEvent, ContentHash, DEFAULT_CONFIG_FILE,
-    DEFAULT_CONFIG_TOML, DynamicConfig, EPOCH_TICK, Engine, EngineOptions, EntryInfo, EntryKind,
-    Format, HostCallError, HostCallFuture, Metered, PluginKind, PluginSettings, ReloadEvent,
-    ReloadOutcome, ResolvedSettings, Stdio, create_default_config_if_missing, is_component,
+    CallObserver, CallRecord, CallerInfo, Config, ConfigError, ConfigEvent, ContentHash,
+    DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, DynamicConfig, EPOCH_TICK, Engine, EngineOptions,
+    EntryInfo, EntryKind, Format, HostCallError, HostCallFuture, Metered, PluginKind,
+    PluginSettings, ReloadEvent, ReloadOutcome, ResolvedSettings, Stdio,
+    create_default_config_if_missing, is_component,
 };
 pub use host::{PluginHost, PluginHostBuilder};
 pub use methods::HostMethods;

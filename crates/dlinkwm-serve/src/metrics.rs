@@ -58,6 +58,35 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Records every call of the server's plugins: the host's call observer.
+pub(crate) struct Recorder(pub(crate) std::sync::Arc<Metrics>);
+
+impl dlinkwm_host::CallObserver for Recorder {
+    fn call_finished(&self, call: &dlinkwm_host::CallRecord<'_>) {
+        let file = std::path::Path::new(call.plugin)
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or(call.plugin);
+        let route = crate::server::route_name(file);
+        let (entry, outcome) = match call.outcome {
+            Ok(()) => (call.entry, "ok"),
+            Err(error) => {
+                let kind = crate::status::plugin_status(call.entry, error).1;
+                // Names the plugin has no entry for (or may not call) come from clients: one
+                // label for all of them, so no client creates series.
+                let entry = match error {
+                    dlinkwm_host::PluginError::EntryNotFound { .. }
+                    | dlinkwm_host::PluginError::EntryNotAllowed { .. } => "_unknown",
+                    _ => call.entry,
+                };
+                (entry, kind)
+            }
+        };
+        self.0
+            .call_finished(route, entry, outcome, call.duration, call.fuel_consumed);
+    }
+}
+
 impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("dlinkwm");

@@ -1,7 +1,5 @@
 //! The routes and their handlers.
 
-use std::time::Instant;
-
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -323,17 +321,12 @@ async fn call(
     let _in_flight = InFlight(gauge);
     let span =
         tracing::info_span!("call", plugin = %name, entry = %entry, version = plugin.version());
-    let started = Instant::now();
     let result = plugin
         .call_metered_async(&entry, format, &input, <[u8]>::to_vec)
         .instrument(span)
         .await;
-    let took = started.elapsed();
     match result {
         Ok(metered) => {
-            server
-                .metrics()
-                .call_finished(&name, &entry, "ok", took, metered.fuel_consumed);
             let mut response = metered.value.into_response();
             response
                 .headers_mut()
@@ -342,10 +335,6 @@ async fn call(
         }
         Err(error) => {
             let (status, kind, message) = status_of(&entry, &error);
-            let label = entry_label(&plugin, &entry);
-            server
-                .metrics()
-                .call_finished(&name, label, kind, took, None);
             Failure {
                 status,
                 kind,

@@ -57,7 +57,7 @@ pub struct Server {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) directory: PluginDirectory,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin_token: Option<String>,
     /// The plugins (by route name) the folder held at start and still holds: ready once all
     /// are loaded.
@@ -100,10 +100,14 @@ impl Server {
                 Some(route_name(name).to_owned())
             })
             .collect();
+        // Calls are counted by the host's call observer, so they are counted however they are
+        // made (the router, or the application calling a served plugin itself).
+        let metrics = Arc::new(Metrics::new());
+        let host = host.with_observer(Arc::new(crate::metrics::Recorder(metrics.clone())));
         let plugins = host.load_directory_async(directory).await?;
         let inner = Arc::new(Inner {
             directory: plugins,
-            metrics: Metrics::new(),
+            metrics,
             // An empty token would open the admin routes to a request without one.
             admin_token: options.admin_token.filter(|token| !token.is_empty()),
             expected: Mutex::new(expected),

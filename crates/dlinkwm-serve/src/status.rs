@@ -49,6 +49,14 @@ pub fn status_of(entry: &str, error: &Error) -> (StatusCode, &'static str, Strin
             "the call failed".to_owned(),
         );
     };
+    plugin_status(entry, error)
+}
+
+/// [`status_of`] for the engine's error.
+pub(crate) fn plugin_status(
+    entry: &str,
+    error: &PluginError,
+) -> (StatusCode, &'static str, String) {
     let (status, kind, message) = match error {
         PluginError::EntryNotFound { .. } => (
             StatusCode::NOT_FOUND,

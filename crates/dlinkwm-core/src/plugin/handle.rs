@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dlinkwm_abi::Format;
@@ -33,6 +33,34 @@ pub struct PluginOptions {
     pub settings: ResolvedSettings,
     /// The host methods the plugin can call.
     pub host: Arc<dyn HostCallHandler>,
+    /// Told of every call that ends (metrics, tracing); `None` costs nothing.
+    pub observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// One call that ended, as a [`CallObserver`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct CallRecord<'a> {
+    /// The plugin's name.
+    pub plugin: &'a str,
+    /// The entry called, as the caller named it (it may not exist: see `outcome`).
+    pub entry: &'a str,
+    /// The version that was current when the call started.
+    pub version: u64,
+    /// How it ended.
+    pub outcome: std::result::Result<(), &'a Error>,
+    /// From the call's start (including any wait for an instance) to its end.
+    pub duration: Duration,
+    /// Fuel the call consumed, when fuel is metered.
+    pub fuel_consumed: Option<u64>,
+}
+
+/// Told of every call of the plugins it is given to (`PluginOptions::observer`): how an
+/// application keeps per-plugin figures without wrapping every call. Called on the calling
+/// thread or task after the call ends; an async call whose future is dropped is not reported.
+pub trait CallObserver: Send + Sync + 'static {
+    /// A call ended.
+    fn call_finished(&self, call: &CallRecord<'_>);
 }
 
 impl Default for PluginOptions {
@@ -41,6 +69,7 @@ impl Default for PluginOptions {
             name: None,
             settings: ResolvedSettings::default(),
             host: Arc::new(NoHostMethods),
+            observer: None,
         }
     }
 }
@@ -157,6 +186,7 @@ struct PluginInner {
     serving: Serving,
     /// The file, the versions kept for rollback, the events.
     reloads: Reloads,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -318,6 +348,7 @@ impl Plugin {
         asynchronous: Option<Asynchronous>,
     ) -> Result<Self> {
         check_enforceable(engine, &name, &options.settings)?;
+        let observer = options.observer;
         let context = Arc::new(PluginContext {
             name: Arc::from(name),
             host: options.host,
@@ -334,6 +365,7 @@ impl Plugin {
                 engine: engine.clone(),
                 serving: Serving::new(context, version, first),
                 reloads: Reloads::new(path),
+                observer,
             }),
         })
     }
@@ -467,6 +499,9 @@ impl Plugin {
         input: &[u8],
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<Metered<R>> {
+        if let Some(observer) = &self.inner.observer {
+            return self.call_observed(observer, entry, format, input, read);
+        }
         let running = self.run(entry, format, input).map_err(|error| *error)?;
         let value = read(running.pooled.instance.output());
         let fuel_consumed = self.finish(running);
@@ -474,6 +509,53 @@ impl Plugin {
             value,
             fuel_consumed,
         })
+    }
+
+    /// [`Plugin::call_metered`], timed and reported to the plugin's observer.
+    #[inline(never)]
+    fn call_observed<R>(
+        &self,
+        observer: &Arc<dyn CallObserver>,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Metered<R>> {
+        let (started, version) = (Instant::now(), self.version());
+        let result = self
+            .run(entry, format, input)
+            .map_err(|error| *error)
+            .map(|running| {
+                let value = read(running.pooled.instance.output());
+                let fuel_consumed = self.finish(running);
+                Metered {
+                    value,
+                    fuel_consumed,
+                }
+            });
+        self.report(observer, entry, version, started, &result);
+        result
+    }
+
+    fn report<R>(
+        &self,
+        observer: &Arc<dyn CallObserver>,
+        entry: &str,
+        version: u64,
+        started: Instant,
+        result: &Result<Metered<R>>,
+    ) {
+        observer.call_finished(&CallRecord {
+            plugin: self.name(),
+            entry,
+            version,
+            outcome: result.as_ref().map(|_| ()),
+            duration: started.elapsed(),
+            fuel_consumed: result
+                .as_ref()
+                .ok()
+                .and_then(|metered| metered.fuel_consumed),
+        });
     }
 
     /// Runs `entry` on an instance of the current version and returns that instance with the
@@ -548,6 +630,22 @@ impl Plugin {
     /// # Errors
     /// As [`Plugin::call`]; [`Error::WrongCallMode`] for a plugin loaded for sync calls.
     pub async fn call_async<R>(
+        &self,
+        entry: &str,
+        format: Format,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Metered<R>> {
+        let Some(observer) = &self.inner.observer else {
+            return self.call_async_unobserved(entry, format, input, read).await;
+        };
+        let (started, version) = (Instant::now(), self.version());
+        let result = self.call_async_unobserved(entry, format, input, read).await;
+        self.report(observer, entry, version, started, &result);
+        result
+    }
+
+    async fn call_async_unobserved<R>(
         &self,
         entry: &str,
         format: Format,

@@ -18,5 +18,5 @@ mod version;
 
 pub use events::ReloadEvent;
 pub(crate) use events::Subscribers;
-pub use handle::{Metered, Plugin, PluginOptions, WeakPlugin};
+pub use handle::{CallObserver, CallRecord, Metered, Plugin, PluginOptions, WeakPlugin};
 pub use reload::ReloadOutcome;

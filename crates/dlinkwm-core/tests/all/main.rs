@@ -22,6 +22,7 @@ pub fn options(settings: ResolvedSettings) -> PluginOptions {
         name: None,
         settings,
         host: Arc::new(dlinkwm_core::NoHostMethods),
+        observer: None,
     }
 }
 
@@ -30,6 +31,7 @@ pub fn options_with_host(settings: ResolvedSettings, host: impl HostCallHandler)
         name: None,
         settings,
         host: Arc::new(host),
+        observer: None,
     }
 }
 

@@ -545,3 +545,49 @@ fn reloads_and_rollbacks_from_async_code_never_block_the_executor() -> anyhow::R
         Ok(())
     })
 }
+
+/// What a call observer saw: entry, version, whether it succeeded.
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<(String, u64, bool)>>);
+
+impl dlinkwm_host::CallObserver for Seen {
+    fn call_finished(&self, call: &dlinkwm_host::CallRecord<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((call.entry.to_owned(), call.version, call.outcome.is_ok()));
+    }
+}
+
+#[test]
+fn a_call_observer_sees_every_sync_and_async_call() -> anyhow::Result<()> {
+    let seen = Arc::new(Seen::default());
+    let host = PluginHost::builder()
+        .host_methods(crate::methods())
+        .observer(seen.clone())
+        .build()?;
+    let sync = host.load(SDK_TEST_A)?;
+    assert_eq!(sync.call::<_, i64>("add", &(1_i64, 2_i64))?, 3);
+    assert!(sync.call::<_, ()>("nope", &()).is_err());
+    runtime(1).block_on(async {
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        assert_eq!(
+            plugin.call_async::<_, i64>("add", &(2_i64, 2_i64)).await?,
+            4
+        );
+        anyhow::Ok(())
+    })?;
+    // A host without an observer reports nothing (and pays nothing).
+    let quiet = PluginHost::builder().build()?.load(SDK_TEST_A)?;
+    quiet.call::<_, i64>("add", &(0_i64, 0_i64))?;
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            ("add".to_owned(), 1, true),
+            ("nope".to_owned(), 1, false),
+            ("add".to_owned(), 1, true),
+        ]
+    );
+    Ok(())
+}
