@@ -390,9 +390,12 @@ fn reloads_under_continuous_async_calls_lose_no_call_and_hand_the_state_over() -
         plugin.reload_from_bytes_async(&b).await?;
         assert_eq!(plugin.call_async::<_, u64>("count", &()).await?, 101);
         let stop = Arc::new(AtomicBool::new(false));
+        // Calls answered by each caller: every reload waits until both have made calls since
+        // the last one, so the reloads really interleave with calls.
+        let answered: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let callers: Vec<_> = (0..2)
-            .map(|_| {
-                let (plugin, stop) = (plugin.clone(), stop.clone());
+            .map(|index| {
+                let (plugin, stop, answered) = (plugin.clone(), stop.clone(), answered.clone());
                 tokio::spawn(async move {
                     let (mut calls, mut last_version) = (0_u64, 0_u64);
                     while !stop.load(Ordering::SeqCst) {
@@ -402,12 +405,28 @@ fn reloads_under_continuous_async_calls_lose_no_call_and_hand_the_state_over() -
                         assert!(version >= last_version, "{version} after {last_version}");
                         last_version = version;
                         calls += 1;
+                        answered[index].fetch_add(1, Ordering::SeqCst);
                     }
                     anyhow::Ok(calls)
                 })
             })
             .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = [0_u64; 2];
         for round in 0..6 {
+            // Bounded wait until each caller has answered again since the last reload.
+            loop {
+                let now = [
+                    answered[0].load(Ordering::SeqCst),
+                    answered[1].load(Ordering::SeqCst),
+                ];
+                if now[0] > seen[0] && now[1] > seen[1] {
+                    seen = now;
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the callers stopped answering");
+                tokio::task::yield_now().await;
+            }
             let bytes = if round % 2 == 0 { &a } else { &b };
             plugin.reload_from_bytes_async(bytes).await?;
         }
