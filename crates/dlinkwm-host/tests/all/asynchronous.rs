@@ -610,3 +610,60 @@ fn a_call_observer_sees_every_sync_and_async_call() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_queue_bound_holds_for_sync_callers_too() -> anyhow::Result<()> {
+    let (entered, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let entered = std::sync::Mutex::new(entered);
+    let mut methods = crate::methods();
+    methods.register("block", move |_: String| {
+        let _ = entered.lock().unwrap().send(());
+        let _ = release_rx.lock().unwrap().recv_timeout(WAIT_LIMIT);
+        Ok::<_, String>("released".to_owned())
+    });
+    let mut config = Config::default();
+    config.defaults.max_instances = Some(1);
+    config.defaults.max_queued_calls = Some(1);
+    config.defaults.queue_timeout_ms = Some(60_000);
+    let host = PluginHost::builder()
+        .config(config)
+        .host_methods(methods)
+        .build()?;
+    let plugin = host.load(SDK_TEST_A)?;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let held = scope.spawn(|| {
+            let call = HostCall {
+                method: "block",
+                arg: "x",
+            };
+            plugin.call::<_, String>("call_host", &call)
+        });
+        entered_rx.recv_timeout(WAIT_LIMIT)?;
+        // Two more sync callers: the queue holds one, the other is refused at once.
+        let first = scope.spawn(|| plugin.call::<_, i64>("add", &(1_i64, 2_i64)));
+        let second = scope.spawn(|| plugin.call::<_, i64>("add", &(3_i64, 4_i64)));
+        let deadline = Instant::now() + WAIT_LIMIT;
+        while !first.is_finished() && !second.is_finished() {
+            assert!(Instant::now() < deadline, "neither call was refused");
+            std::thread::yield_now();
+        }
+        let (refused, queued) = if first.is_finished() {
+            (first.join().expect("no panic"), second)
+        } else {
+            (second.join().expect("no panic"), first)
+        };
+        assert!(
+            matches!(refused, Err(Error::Plugin(CoreError::Busy { .. }))),
+            "{refused:?}"
+        );
+        release.send(())?;
+        assert_eq!(held.join().expect("no panic")?, "released");
+        assert!(queued.join().expect("no panic").is_ok());
+        Ok(())
+    })
+}
+
+/// The longest a test waits for an event.
+const WAIT_LIMIT: Duration = Duration::from_secs(60);
