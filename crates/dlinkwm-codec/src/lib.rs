@@ -3,8 +3,28 @@
 //! (`dlinkwm`, for entries and host calls) both follow, so the two sides can never disagree.
 //!
 //! - **JSON** (`serde_json`) and **postcard** carry any `serde` value.
-//! - **Raw** bytes carry a typed value only as text: nothing is `()` (or `None`), and bytes
-//!   are a UTF-8 string. Everything else needs JSON or postcard.
+//! - **Raw** bytes carry one string, one byte buffer or nothing: a `String`/`&str` is its UTF-8
+//!   bytes, a [`Bytes`] is its bytes as they are, and no bytes is `()` (or `None`). Everything
+//!   else needs JSON or postcard.
+//!
+//! # Bytes that stay bytes
+//!
+//! serde encodes a `Vec<u8>` as a *sequence of numbers*: postcard spends a loop per byte on it
+//! and JSON writes `[104,105,...]`, several bytes per byte. [`Bytes`] (serde_bytes' `ByteBuf`)
+//! is a byte buffer serde encodes as bytes: in postcard a length and one `memcpy`, in the raw
+//! format the bytes themselves. (JSON has no bytes: it still writes an array of numbers, so move
+//! large binary data in postcard or raw.) A field of a struct gets the same treatment with
+//! `#[serde(with = "serde_bytes")]`.
+//!
+//! ```
+//! use dlinkwm_codec::{Bytes, Format, decode, encode};
+//!
+//! let data = Bytes::from(vec![0u8, 255, 7]);
+//! assert_eq!(encode(&data, Format::Postcard)?, [3, 0, 255, 7]);
+//! assert_eq!(encode(&data, Format::Raw)?, [0, 255, 7]);
+//! assert_eq!(decode::<Bytes>(&[0, 255, 7], Format::Raw)?, data);
+//! # Ok::<(), dlinkwm_codec::CodecError>(())
+//! ```
 //!
 //! ```
 //! use dlinkwm_codec::{Format, decode, encode};
@@ -18,12 +38,20 @@
 //! ```
 #![deny(missing_docs)]
 
+mod raw;
+
 pub use dlinkwm_abi::Format;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+/// `#[serde(with = "serde_bytes")]` for a `Vec<u8>` field that should travel as bytes.
+pub use serde_bytes;
+/// A byte buffer that serde encodes as bytes (a length and the bytes), not as a sequence of
+/// numbers: the type for binary entry arguments, results and host-method values.
+pub use serde_bytes::ByteBuf as Bytes;
 
 /// What the raw format can carry, for messages.
-pub const RAW_RULE: &str = "the raw format carries only a string or nothing; use json or postcard";
+pub const RAW_RULE: &str =
+    "the raw format carries only a string, a byte buffer (Bytes) or nothing; use json or postcard";
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,17 +79,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Result<T, Co
     match format {
         Format::Json => serde_json::from_slice(bytes).map_err(invalid),
         Format::Postcard => postcard::from_bytes(bytes).map_err(invalid),
-        Format::Raw => {
-            let value = if bytes.is_empty() {
-                serde_json::Value::Null
-            } else {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|_| invalid(format_args!("{RAW_RULE} (the input is not UTF-8)")))?;
-                serde_json::Value::String(text.to_owned())
-            };
-            serde_json::from_value(value)
-                .map_err(|error| invalid(format_args!("{RAW_RULE}: {error}")))
-        }
+        Format::Raw => raw::decode(bytes).map_err(invalid),
         other => Err(CodecError::Unsupported(other)),
     }
 }
@@ -83,15 +101,7 @@ pub fn encode_into<T: Serialize + ?Sized>(
             *output = postcard::to_extend(value, buffer).map_err(invalid)?;
             Ok(())
         }
-        Format::Raw => match serde_json::to_value(value) {
-            Ok(serde_json::Value::Null) => Ok(()),
-            Ok(serde_json::Value::String(text)) => {
-                output.extend_from_slice(text.as_bytes());
-                Ok(())
-            }
-            Ok(_) => Err(invalid(RAW_RULE)),
-            Err(error) => Err(invalid(error)),
-        },
+        Format::Raw => raw::encode_into(value, output).map_err(invalid),
         other => Err(CodecError::Unsupported(other)),
     }
 }
@@ -133,6 +143,37 @@ mod tests {
         assert_eq!(error, CodecError::Invalid(RAW_RULE.to_owned()));
         assert!(decode::<u8>(b"1", Format::Raw).is_err());
         assert!(decode::<String>(&[0xff], Format::Raw).is_err());
+        assert_eq!(decode::<String>(b"", Format::Raw).unwrap(), "");
+        assert_eq!(
+            decode::<Option<String>>(b"x", Format::Raw)
+                .unwrap()
+                .as_deref(),
+            Some("x")
+        );
+        assert!(decode::<()>(b"x", Format::Raw).is_err());
+        assert!(encode(&[1u8, 2], Format::Raw).is_err());
+        assert!(encode(&vec![1u8, 2], Format::Raw).is_err());
+    }
+
+    #[test]
+    fn bytes_stay_bytes() {
+        let data = Bytes::from((0..=255u8).collect::<Vec<_>>());
+        for format in [Format::Json, Format::Postcard, Format::Raw] {
+            let encoded = encode(&data, format).unwrap();
+            assert_eq!(
+                decode::<Bytes>(&encoded, format).unwrap(),
+                data,
+                "{format:?}"
+            );
+        }
+        let postcard = encode(&data, Format::Postcard).unwrap();
+        assert_eq!(&postcard[..2], [0x80, 0x02], "a varint length");
+        assert_eq!(&postcard[2..], &data[..], "then the bytes themselves");
+        assert_eq!(encode(&data, Format::Raw).unwrap(), &data[..]);
+        // A failed encode leaves the buffer as it was.
+        let mut output = b"kept".to_vec();
+        assert!(encode_into(&(1u8, 2u8), Format::Raw, &mut output).is_err());
+        assert_eq!(output, b"kept");
     }
 
     #[test]

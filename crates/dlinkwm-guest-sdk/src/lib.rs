@@ -33,6 +33,21 @@ pub mod log;
 pub mod state;
 
 pub use dlinkwm_abi::{ABI_VERSION, Format};
+/// A byte buffer that travels as bytes (a length and a `memcpy` in postcard, the bytes
+/// themselves in raw) where a `Vec<u8>` would be a sequence of numbers: take and return it from
+/// entries that move binary data.
+///
+/// ```
+/// #[dlinkwm::entry]
+/// fn checksum(data: dlinkwm::Bytes) -> dlinkwm::Bytes {
+///     let sum = data.iter().fold(0u8, |sum, byte| sum.wrapping_add(*byte));
+///     dlinkwm::Bytes::from(vec![sum])
+/// }
+/// # fn main() {}
+/// ```
+pub use dlinkwm_codec::Bytes;
+/// `#[serde(with = "dlinkwm::serde_bytes")]`, for `Vec<u8>` fields that should travel as bytes.
+pub use dlinkwm_codec::serde_bytes;
 pub use dlinkwm_macros::entry;
 pub use error::{Error, ErrorKind};
 

@@ -32,6 +32,12 @@ mod methods;
 mod plugin;
 
 pub use directory::PluginDirectory;
+/// A byte buffer that travels as bytes in typed calls (a length and a `memcpy` in postcard, the
+/// bytes themselves in raw), where a `Vec<u8>` would be a sequence of numbers. See
+/// `dlinkwm-codec`.
+pub use dlinkwm_codec::Bytes;
+/// `#[serde(with = "serde_bytes")]`, for `Vec<u8>` fields that should travel as bytes.
+pub use dlinkwm_codec::serde_bytes;
 /// The engine layer under this crate. Everything a host needs is re-exported here; this is for
 /// DlinkWM's own crates.
 #[doc(hidden)]

@@ -58,6 +58,30 @@ fn typed_struct_round_trip_and_zero_arg_entries() -> anyhow::Result<()> {
 }
 
 #[test]
+fn bytes_travel_as_bytes_in_every_format() -> anyhow::Result<()> {
+    use dlinkwm_host::Bytes;
+    let plugin = host().load(SDK_TEST_A)?;
+    // Every byte value, not UTF-8: the raw format carries it as it is.
+    let data = Bytes::from((0..=255u8).cycle().take(70_000).collect::<Vec<_>>());
+    for format in [Format::Postcard, Format::Raw, Format::Json] {
+        let echoed: Bytes = plugin.call_with("echo_buf", format, &data)?;
+        assert_eq!(echoed, data, "{format:?}");
+    }
+    // What crosses the boundary in postcard: a varint length and the bytes, nothing per byte.
+    let encoded = plugin.call_bytes("echo_buf", Format::Postcard, &[3, 0, 255, 7])?;
+    assert_eq!(encoded, [3, 0, 255, 7]);
+    let raw = plugin.call_bytes("echo_buf", Format::Raw, &[0, 255, 7])?;
+    assert_eq!(raw, [0, 255, 7]);
+    // A string in raw is its bytes, the empty string included.
+    let raw = plugin.with_format(Format::Raw);
+    let text: String = raw.call("echo", "hé")?;
+    assert_eq!(text, "hé");
+    let empty: String = raw.call("echo", "")?;
+    assert_eq!(empty, "");
+    Ok(())
+}
+
+#[test]
 fn a_guest_error_is_a_typed_error_and_the_plugin_carries_on() -> anyhow::Result<()> {
     let plugin = host().load(SDK_TEST_A)?;
     let error = plugin.call::<_, ()>("fail", "no such user").unwrap_err();

@@ -29,6 +29,12 @@ fn echo_bytes(bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// Bytes that travel as bytes (a length and a copy in postcard, the bytes themselves in raw).
+#[dlinkwm::entry]
+fn echo_buf(bytes: dlinkwm::Bytes) -> dlinkwm::Bytes {
+    bytes
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Point {
     x: i64,
