@@ -97,12 +97,38 @@ pub fn encode_into<T: Serialize + ?Sized>(
     match format {
         Format::Json => serde_json::to_writer(&mut *output, value).map_err(invalid),
         Format::Postcard => {
-            let buffer = std::mem::take(output);
-            *output = postcard::to_extend(value, buffer).map_err(invalid)?;
-            Ok(())
+            let before = output.len();
+            postcard::serialize_with_flavor(value, Append(&mut *output)).map_err(|error| {
+                output.truncate(before);
+                invalid(error)
+            })
         }
         Format::Raw => raw::encode_into(value, output).map_err(invalid),
         other => Err(CodecError::Unsupported(other)),
+    }
+}
+
+/// postcard's output into a `Vec` that copies slices with `extend_from_slice` (one `memcpy`;
+/// postcard's own `to_extend` pushes them byte by byte).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

@@ -177,7 +177,11 @@ pub mod __private {
         crate::exports::free(ptr, len);
         match result {
             Ok(output) => {
-                ffi::set_output(&output);
+                // No `set_output` is an empty output (ABI §1): an entry with nothing to say
+                // (`()` in postcard) saves the host call.
+                if !output.is_empty() {
+                    ffi::set_output(&output);
+                }
                 dlinkwm_abi::ENTRY_OK
             }
             Err(error) => {

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dlinkwm_host::{Config, Engine, EngineOptions, Format, HostMethods, PluginHost};
+use dlinkwm_host::{Bytes, Config, Engine, EngineOptions, Format, HostMethods, PluginHost};
 use serde::{Deserialize, Serialize};
 use wasmtime::{Caller, Linker, Module, Store, TypedFunc};
 
@@ -221,7 +221,8 @@ impl RawPlugin {
         input: &[u8],
         read: impl FnOnce(&[u8]) -> R,
     ) -> R {
-        let func = self.entries[entry].clone();
+        // Borrowed, not cloned: a hand-written host keeps its `TypedFunc`s.
+        let func = &self.entries[entry];
         let len = input.len() as i32;
         let ptr = if input.is_empty() {
             0
@@ -355,6 +356,75 @@ fn bench(c: &mut Criterion) {
         );
     }
 
+    // What users call: the typed API on an SDK entry, against the same SDK entry called by hand
+    // (postcard, the host's default format; `()` is no bytes either way).
+    let raw_sdk_all =
+        &mut RawPlugin::new(&wasmtime_engine, &sdk_module, &["noop", "echo", "echo_buf"]);
+    bench_pair(
+        c,
+        "typed no-arg call",
+        || sdk.call::<(), ()>("noop", &()).unwrap(),
+        || {
+            raw_sdk_all.round_trip("noop", 2, &[], |out| {
+                postcard::from_bytes::<()>(out).unwrap()
+            })
+        },
+    );
+    // 64 KiB through a typed entry, beside the raw byte echo of the WAT guest with its output
+    // copied out (what a caller needs to own the answer).
+    let data = Bytes::from(vec![0x5au8; 64 * 1024]);
+    let text = "z".repeat(64 * 1024);
+    let sdk_raw = sdk.with_format(Format::Raw);
+    bench_pair(
+        c,
+        "typed 64 KiB Bytes (postcard)",
+        || {
+            assert_eq!(
+                sdk.call::<Bytes, Bytes>("echo_buf", &data).unwrap().len(),
+                data.len()
+            )
+        },
+        || {
+            assert_eq!(
+                raw.round_trip("echo", 0, &data, <[u8]>::to_vec).len(),
+                data.len()
+            )
+        },
+    );
+    bench_pair(
+        c,
+        "typed 64 KiB String (raw)",
+        || {
+            assert_eq!(
+                sdk_raw.call::<str, String>("echo", &text).unwrap().len(),
+                text.len()
+            )
+        },
+        || {
+            let out = raw.round_trip("echo", 0, text.as_bytes(), <[u8]>::to_vec);
+            assert_eq!(String::from_utf8(out).unwrap().len(), text.len())
+        },
+    );
+    let vec = vec![0x5au8; 64 * 1024];
+    bench_pair(
+        c,
+        "typed 64 KiB Vec<u8> (postcard)",
+        || {
+            assert_eq!(
+                sdk.call::<Vec<u8>, Vec<u8>>("echo_bytes", &vec)
+                    .unwrap()
+                    .len(),
+                vec.len()
+            )
+        },
+        || {
+            assert_eq!(
+                raw.round_trip("echo", 0, &vec, <[u8]>::to_vec).len(),
+                vec.len()
+            )
+        },
+    );
+
     let input = [7u8; 16];
     bench_pair(
         c,
@@ -395,29 +465,106 @@ fn bench(c: &mut Criterion) {
                 .map(drop)
                 .unwrap()
         },
+        || raw_fresh_call(&wasmtime_engine, &raw_pre),
+    );
+
+    // The same with the pooling allocator on both sides.
+    let pooled_host = PluginHost::builder()
+        .config(fresh_config_pooled())
+        .engine(Engine::new(EngineOptions::default().with_pooling(true)).unwrap())
+        .build()
+        .unwrap();
+    let pooled = pooled_host
+        .load_bytes("bench-pooled", BENCH_GUEST.as_bytes())
+        .unwrap();
+    let pooled_engine = raw_pooling_engine();
+    let pooled_module = Module::new(&pooled_engine, BENCH_GUEST).unwrap();
+    let pooled_pre = raw_linker(&pooled_engine)
+        .instantiate_pre(&pooled_module)
+        .unwrap();
+    bench_pair(
+        c,
+        "instantiate + no-arg call (pooling)",
         || {
-            let state = RawState {
-                wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
-                memory: None,
-                output: Vec::new(),
-                result: Vec::new(),
-            };
-            let mut store = Store::new(&wasmtime_engine, state);
-            store.set_epoch_deadline(u64::MAX / 2);
-            let instance = raw_pre.instantiate(&mut store).unwrap();
-            let memory = instance.get_memory(&mut store, "memory");
-            store.data_mut().memory = memory;
-            let func = instance
-                .get_typed_func::<(i32, i32, i32), i32>(&mut store, "noop")
-                .unwrap();
-            assert_eq!(func.call(&mut store, (0, 0, 0)).unwrap(), 0);
+            pooled
+                .call_bytes("noop", Format::Raw, &[])
+                .map(drop)
+                .unwrap()
         },
+        || raw_fresh_call(&pooled_engine, &pooled_pre),
+    );
+
+    // A new plugin of bytes whose compiled code the engine already holds (`sdk` keeps it alive),
+    // ready to call, vs linking and instantiating the held module by hand.
+    // The hand-written host builds its linker once, like DlinkWM's engine.
+    let held_linker = raw_linker(&wasmtime_engine);
+    bench_pair(
+        c,
+        "new plugin from a held module",
+        || drop(host.load_bytes("again", &sdk_bytes).unwrap()),
+        || {
+            let pre = held_linker.instantiate_pre(&sdk_module).unwrap();
+            let mut store = raw_store(&wasmtime_engine);
+            let instance = pre.instantiate(&mut store).unwrap();
+            if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+                init.call(&mut store, ()).unwrap();
+            }
+        },
+    );
+    assert_eq!(
+        host.engine().compile_count(),
+        2,
+        "the loads reused the held module"
     );
 
     cold_load(c, &sdk_bytes);
     knobs(c);
     components(c);
     report();
+}
+
+/// A host configuration with a fresh instance for every call.
+fn fresh_config_pooled() -> Config {
+    let mut config = Config::default();
+    config.engine.cache = Some(false);
+    config.defaults.reuse_instances = Some(false);
+    config
+}
+
+/// A raw engine with the pooling allocator, configured like DlinkWM's pooling engine.
+fn raw_pooling_engine() -> wasmtime::Engine {
+    let mut pooling = wasmtime::PoolingAllocationConfig::default();
+    pooling.total_memories(256);
+    pooling.total_tables(256);
+    pooling.total_core_instances(256);
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    wasmtime::Engine::new(&config).unwrap()
+}
+
+fn raw_store(engine: &wasmtime::Engine) -> Store<RawState> {
+    let state = RawState {
+        wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+        memory: None,
+        output: Vec::new(),
+        result: Vec::new(),
+    };
+    let mut store = Store::new(engine, state);
+    store.set_epoch_deadline(u64::MAX / 2);
+    store
+}
+
+/// A fresh instance and one no-arg call, by hand.
+fn raw_fresh_call(engine: &wasmtime::Engine, pre: &wasmtime::InstancePre<RawState>) {
+    let mut store = raw_store(engine);
+    let instance = pre.instantiate(&mut store).unwrap();
+    let memory = instance.get_memory(&mut store, "memory");
+    store.data_mut().memory = memory;
+    let func = instance
+        .get_typed_func::<(i32, i32, i32), i32>(&mut store, "noop")
+        .unwrap();
+    assert_eq!(func.call(&mut store, (0, 0, 0)).unwrap(), 0);
 }
 
 /// The `greet` example (JSON in, a host method call, JSON out) as a core module (C, Rust) and as
@@ -553,45 +700,104 @@ fn knobs(c: &mut Criterion) {
     group.finish();
 }
 
-/// Loading an already-seen plugin in a new engine (disk cache) vs compiling it.
+/// Loading an already-seen plugin in a new engine (disk cache) vs `Module::deserialize_file`
+/// of the same compiled code; compiling a never-seen plugin (the disk cache on, as in a real
+/// host) vs `Module::new`.
 fn cold_load(c: &mut Criterion, bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let options = EngineOptions::default().with_cache_dir(Some(dir.path().to_owned()));
     let path = dir.path().join("sdk_test.wasm");
     std::fs::write(&path, bytes).unwrap();
-    let seed = Engine::new(options.clone()).unwrap();
-    dlinkwm_host::core::Plugin::load(&seed, &path, Default::default()).unwrap();
-    let mut group = c.benchmark_group("cold load of a seen plugin");
+    let config = || {
+        let mut config = Config::default();
+        config.engine.cache = Some(true);
+        config
+    };
+    let host_on = |engine: Engine| {
+        PluginHost::builder()
+            .config(config())
+            .engine(engine)
+            .build()
+            .unwrap()
+    };
+    host_on(Engine::new(options.clone()).unwrap())
+        .load(&path)
+        .unwrap();
+    let mut group = c.benchmark_group("cold load");
     group.sample_size(10);
     group.bench_function("dlinkwm (disk cache, new engine)", |b| {
         b.iter_custom(|n| {
-            let engines: Vec<Engine> = (0..n)
-                .map(|_| Engine::new(options.clone()).unwrap())
+            let hosts: Vec<PluginHost> = (0..n)
+                .map(|_| host_on(Engine::new(options.clone()).unwrap()))
                 .collect();
             let started = Instant::now();
-            for engine in &engines {
-                dlinkwm_host::core::Plugin::load(engine, &path, Default::default()).unwrap();
-                assert_eq!(engine.compile_count(), 0);
+            for host in &hosts {
+                drop(host.load(&path).unwrap());
             }
             let elapsed = started.elapsed();
-            SAMPLES
-                .lock()
-                .unwrap()
-                .entry("cold load|dlinkwm".into())
-                .or_default()
-                .push(elapsed.as_nanos() as f64 / n as f64);
+            for host in &hosts {
+                assert_eq!(host.engine().compile_count(), 0);
+            }
+            record("cold load|dlinkwm", elapsed, n);
             elapsed
         })
     });
     let engine = Engine::new(EngineOptions::default()).unwrap();
-    group.bench_function("compile (Module::new)", |b| {
+    let serialized = dir.path().join("raw.cwasm");
+    std::fs::write(
+        &serialized,
+        Module::new(engine.wasmtime(), bytes)
+            .unwrap()
+            .serialize()
+            .unwrap(),
+    )
+    .unwrap();
+    group.bench_function("raw (Module::deserialize_file)", |b| {
         b.iter_custom(|n| {
             timed("cold load|raw", n, || {
+                // SAFETY: the file was written by `Module::serialize` just above.
+                drop(unsafe { Module::deserialize_file(engine.wasmtime(), &serialized) }.unwrap())
+            })
+        })
+    });
+    group.bench_function("dlinkwm (compile a never-seen plugin)", |b| {
+        b.iter_custom(|n| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..n {
+                let cache = tempfile::tempdir().unwrap();
+                let host = host_on(
+                    Engine::new(
+                        EngineOptions::default().with_cache_dir(Some(cache.path().to_owned())),
+                    )
+                    .unwrap(),
+                );
+                let started = Instant::now();
+                let plugin = host.load(&path).unwrap();
+                elapsed += started.elapsed();
+                assert_eq!(host.engine().compile_count(), 1);
+                drop(plugin);
+            }
+            record("compile|dlinkwm", elapsed, n);
+            elapsed
+        })
+    });
+    group.bench_function("raw (Module::new)", |b| {
+        b.iter_custom(|n| {
+            timed("compile|raw", n, || {
                 drop(Module::new(engine.wasmtime(), bytes).unwrap())
             })
         })
     });
     group.finish();
+}
+
+fn record(name: &str, elapsed: Duration, iterations: u64) {
+    SAMPLES
+        .lock()
+        .unwrap()
+        .entry(name.to_owned())
+        .or_default()
+        .push(elapsed.as_nanos() as f64 / iterations as f64);
 }
 
 /// Calls per second on one plugin with one and with two threads.
@@ -637,19 +843,26 @@ fn report() {
     };
     println!();
     println!(
-        "{:<32} {:>14} {:>14} {:>8}  target",
+        "{:<36} {:>14} {:>14} {:>8}  target",
         "row", "dlinkwm", "raw wasmtime", "ratio"
     );
     let rows = [
+        ("typed no-arg call", "<= 2.0"),
         ("no-arg entry call", "<= 2.0"),
         ("no-arg call_bytes", ""),
         ("echo 64 B", "<= 1.3"),
         ("echo 64 KiB", "<= 1.1"),
-        ("small struct (postcard)", "<= 1.3"),
-        ("small struct (json)", "<= 1.3"),
+        ("small struct (postcard)", "<= 1.2"),
+        ("small struct (json)", "<= 1.2"),
+        ("typed 64 KiB Bytes (postcard)", "<= 1.2"),
+        ("typed 64 KiB String (raw)", ""),
+        ("typed 64 KiB Vec<u8> (postcard)", ""),
         ("guest -> host method call", ""),
-        ("instantiate + no-arg call", ""),
-        ("cold load", "<= 0.02"),
+        ("instantiate + no-arg call", "<= 1.5"),
+        ("instantiate + no-arg call (pooling)", "<= 1.3"),
+        ("new plugin from a held module", "<= 2.0"),
+        ("cold load", "<= 2.0"),
+        ("compile", "<= 1.1"),
     ];
     for (row, target) in rows {
         if let (Some(ours), Some(raw)) = (
@@ -657,7 +870,7 @@ fn report() {
             median(&format!("{row}|raw")),
         ) {
             println!(
-                "{row:<32} {:>11.0} ns {:>11.0} ns {:>8.3}  {target}",
+                "{row:<36} {:>11.0} ns {:>11.0} ns {:>8.3}  {target}",
                 ours,
                 raw,
                 ours / raw

@@ -21,17 +21,17 @@ fn load(engine: &Engine, path: &str) -> Plugin {
     Plugin::load(engine, path, PluginOptions::default()).expect("loads")
 }
 
-/// The layout of an entry: magic (8), content hash (32), engine hash (32), then the checksum (32).
+/// The layout of an entry: the payload, then a trailer of magic (8), content hash (32), engine
+/// hash (32) and the checksum (XXH3-128, 16).
 const KEYS: usize = 72;
-const HEADER: usize = KEYS + 32;
+const TRAILER: usize = KEYS + 16;
 
 /// An entry with these keys and payload and a valid checksum.
 fn with_checksum(keys: &[u8], payload: &[u8]) -> Vec<u8> {
-    let checksum = blake3::Hasher::new()
-        .update(keys)
-        .update(payload)
-        .finalize();
-    [keys, checksum.as_bytes(), payload].concat()
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(keys);
+    hasher.update(payload);
+    [payload, keys, &hasher.digest128().to_le_bytes()[..]].concat()
 }
 
 fn the_entry(dir: &Path) -> PathBuf {
@@ -79,10 +79,16 @@ fn corrupt_truncated_and_foreign_entries_are_recompiled_never_run() -> anyhow::R
     // Valid headers (keys and checksum), with a payload that is not wasmtime's, or keys that name
     // another engine configuration.
     let garbage = vec![0x7fu8; 4096];
-    let foreign_payload = with_checksum(&good[..KEYS], &garbage);
-    let mut other_engine = good[..KEYS].to_vec();
+    let (payload, trailer) = good.split_at(good.len() - TRAILER);
+    let foreign_payload = with_checksum(&trailer[..KEYS], &garbage);
+    let mut other_engine = trailer[..KEYS].to_vec();
     other_engine[KEYS - 1] ^= 1;
-    let other_engine = with_checksum(&other_engine, &good[HEADER..]);
+    let other_engine = with_checksum(&other_engine, payload);
+    assert_eq!(
+        with_checksum(&trailer[..KEYS], payload),
+        good,
+        "the layout above"
+    );
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("corrupt", flipped),
         ("truncated", good[..good.len() / 3].to_vec()),
