@@ -95,7 +95,13 @@ pub fn encode_into<T: Serialize + ?Sized>(
     output: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     match format {
-        Format::Json => serde_json::to_writer(&mut *output, value).map_err(invalid),
+        Format::Json => {
+            let before = output.len();
+            serde_json::to_writer(&mut *output, value).map_err(|error| {
+                output.truncate(before);
+                invalid(error)
+            })
+        }
         Format::Postcard => {
             let before = output.len();
             postcard::serialize_with_flavor(value, Append(&mut *output)).map_err(|error| {

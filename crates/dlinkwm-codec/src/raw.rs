@@ -92,7 +92,16 @@ impl<'a> ser::Serializer for Serializer<'a> {
         serialize_u128(u128);
         serialize_f32(f32);
         serialize_f64(f64);
-        serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    /// A unit variant (`enum Mode { Fast }`) is its name, as in JSON.
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.serialize_str(variant)
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -234,9 +243,21 @@ impl<'de> de::Deserializer<'de> for Deserializer<'de> {
         visitor.visit_newtype_struct(self)
     }
 
+    /// A unit variant, by its name (the text); a variant with data is refused by the visitor.
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_enum(de::IntoDeserializer::<Error>::into_deserializer(
+            self.text()?,
+        ))
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 seq tuple tuple_struct map struct
-        enum identifier ignored_any
+        identifier ignored_any
     }
 }
 
@@ -281,5 +302,25 @@ mod tests {
         );
         // Not UTF-8: bytes, which a JSON value cannot hold.
         assert!(decode::<serde_json::Value>(&[0xff, 0]).is_err());
+    }
+
+    #[test]
+    fn unit_variants_are_their_names() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        enum Mode {
+            Fast,
+            Tuned(u8),
+        }
+        let mut output = Vec::new();
+        encode_into(&Mode::Fast, &mut output).unwrap();
+        assert_eq!(output, b"Fast");
+        assert_eq!(decode::<Mode>(b"Fast").unwrap(), Mode::Fast);
+        assert!(decode::<Mode>(b"Slow").is_err());
+        assert!(
+            decode::<Mode>(b"Tuned").is_err(),
+            "a variant with data has no raw form"
+        );
+        assert!(encode_into(&Mode::Tuned(1), &mut output).is_err());
+        assert_eq!(output, b"Fast", "unchanged by the failed encode");
     }
 }

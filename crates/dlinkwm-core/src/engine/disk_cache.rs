@@ -255,6 +255,9 @@ pub(crate) struct DiskCache {
     euid: u32,
     /// Set when a folder failed the trust check: the cache is off for this engine.
     refused: AtomicBool,
+    /// Whether core modules are mapped from their entries' files (cleared when the file system
+    /// refuses executable mappings).
+    map_files: AtomicBool,
 }
 
 fn warn_refused(dir: &Path, reason: &str) {
@@ -289,6 +292,7 @@ impl DiskCache {
             max_bytes,
             euid: platform::euid(),
             refused: AtomicBool::new(false),
+            map_files: AtomicBool::new(true),
         };
         cache.usable().then_some(cache)
     }
@@ -368,7 +372,10 @@ impl DiskCache {
         }
         // Sized from `fstat` up front: growing the buffer while reading would copy it again
         // and again (an entry is megabytes). `read_to_end` still reads to the real end.
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
+        let mut bytes = Vec::new();
+        // Best effort: an entry too large to allocate at once is left to `read_to_end`, whose
+        // failure is an error value, never an abort.
+        let _ = bytes.try_reserve_exact(usize::try_from(meta.len()).unwrap_or(0).saturating_add(1));
         if let Err(error) = (&file).read_to_end(&mut bytes) {
             tracing::warn!(file = %path.display(), %error, "cannot read a compiled-code cache entry; compiling");
             return None;
@@ -407,16 +414,39 @@ impl DiskCache {
             // SAFETY: a verified entry, written by `Component::serialize` (see above).
             unsafe { Component::deserialize(engine, payload) }.map(Code::Component)
         } else {
-            // SAFETY: a verified entry, written by `Module::serialize` (see above). The file is
-            // the one just read and verified (the descriptor pins its inode), and DlinkWM never
-            // modifies an entry's file in place (it replaces entries by renaming new files over
-            // them and unlinks them), so the mapped code stays what was verified.
-            unsafe { Module::deserialize_open_file(engine, file) }.map(Code::Module)
+            self.module(engine, file, payload).map(Code::Module)
         };
         match code {
             Ok(code) => Some(code),
             Err(error) => refuse(&format!("wasmtime refused it: {error:#}")),
         }
+    }
+
+    /// A verified core-module entry as a module: mapped from its file, else (a cache on a
+    /// `noexec` mount refuses executable mappings; from then on this engine does not try) from
+    /// the bytes read. The mapping keeps the file open while the module lives (wasmtime also
+    /// maps linear-memory images from it): one descriptor per cached module in use.
+    fn module(
+        &self,
+        engine: &wasmtime::Engine,
+        file: std::fs::File,
+        payload: &[u8],
+    ) -> wasmtime::Result<Module> {
+        if self.map_files.load(Ordering::Relaxed) {
+            // SAFETY: a verified entry, written by `Module::serialize` (see `load`). The file is
+            // the one just read and verified (the descriptor pins its inode), and DlinkWM never
+            // modifies an entry's file in place (it replaces entries by renaming new files over
+            // them and unlinks them), so the mapped code stays what was verified.
+            match unsafe { Module::deserialize_open_file(engine, file) } {
+                Ok(module) => return Ok(module),
+                Err(error) => {
+                    self.map_files.store(false, Ordering::Relaxed);
+                    tracing::debug!(dir = %self.dir.display(), error = %format!("{error:#}"), "cannot map compiled code from the cache's files; copying it instead");
+                }
+            }
+        }
+        // SAFETY: as above; the payload is the verified bytes.
+        unsafe { Module::deserialize(engine, payload) }
     }
 
     /// Stores `code` for `hash`, atomically; failures are logged, never fatal.
