@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use dlinkwm_abi::{ABI_VERSION, ENTRY_ERROR, ENTRY_OK, Format, LogLevel, Status, import};
 
 fn sdk_file(path: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../sdk")
-        .join(path);
+    // The run-time variable (cargo sets it for tests), not the compile-time one: a test binary
+    // built by another checkout sharing the target directory would read that checkout's files.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let file = manifest_dir.join("../../sdk").join(path);
     std::fs::read_to_string(&file).unwrap_or_else(|error| panic!("{}: {error}", file.display()))
 }
 
