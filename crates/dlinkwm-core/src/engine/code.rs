@@ -2,9 +2,12 @@
 //! [`is_component`]), keyed by the [`ContentHash`] of the plugin's bytes.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
-use wasmtime::Module;
 use wasmtime::component::Component;
+use wasmtime::{InstancePre, Module};
+
+use crate::runtime::{ExportTable, StoreState};
 
 /// Whether `bytes` are a WebAssembly component (binary header with layer 1) rather than a core
 /// module (layer 0).
@@ -22,9 +25,16 @@ pub fn is_component(bytes: &[u8]) -> bool {
 pub struct ContentHash([u8; 32]);
 
 impl ContentHash {
-    /// Hashes `bytes`.
+    /// Hashes `bytes` (from 128 KiB up, on every core: rayon's pool, which the compiler uses
+    /// too).
     pub fn of(bytes: &[u8]) -> Self {
-        Self(*blake3::hash(bytes).as_bytes())
+        let mut hasher = blake3::Hasher::new();
+        if bytes.len() >= 128 * 1024 {
+            hasher.update_rayon(bytes);
+        } else {
+            hasher.update(bytes);
+        }
+        Self(*hasher.finalize().as_bytes())
     }
 
     /// The raw hash.
@@ -69,4 +79,41 @@ impl Code {
 pub(crate) struct CompiledModule {
     pub(crate) code: Code,
     pub(crate) hash: ContentHash,
+    /// A core module's export table and pre-instantiation, made by the first version that needs
+    /// them (one for sync plugins, one for async ones: they link differently) and shared by every
+    /// later version and plugin of this code.
+    pub(crate) prepared: [OnceLock<Prepared>; 2],
+}
+
+/// What making instances of a core module needs, worked out once per compiled module.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub(crate) exports: Arc<ExportTable>,
+    pub(crate) pre: InstancePre<StoreState>,
+}
+
+impl CompiledModule {
+    pub(crate) fn new(code: Code, hash: ContentHash) -> Self {
+        Self {
+            code,
+            hash,
+            prepared: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The prepared export table and pre-instantiation for sync (`false`) or async (`true`)
+    /// plugins, made by `prepare` the first time (an error is returned, never kept).
+    pub(crate) fn prepared<E>(
+        &self,
+        asynchronous: bool,
+        prepare: impl FnOnce() -> Result<Prepared, E>,
+    ) -> Result<Prepared, E> {
+        let slot = &self.prepared[usize::from(asynchronous)];
+        if let Some(prepared) = slot.get() {
+            return Ok(prepared.clone());
+        }
+        let prepared = prepare()?;
+        // Two first loads racing both prepare; the first to finish is kept.
+        Ok(slot.get_or_init(|| prepared).clone())
+    }
 }

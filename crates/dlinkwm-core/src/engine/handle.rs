@@ -243,7 +243,7 @@ impl Engine {
                 code
             }
         };
-        let compiled = Arc::new(CompiledModule { code, hash });
+        let compiled = Arc::new(CompiledModule::new(code, hash));
         let mut modules = self
             .inner
             .modules

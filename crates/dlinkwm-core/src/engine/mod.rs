@@ -13,7 +13,7 @@ mod handle;
 mod options;
 mod ticker;
 
-pub(crate) use code::{Code, CompiledModule};
+pub(crate) use code::{Code, CompiledModule, Prepared};
 pub use code::{ContentHash, is_component};
 pub use code_limits::MAX_NESTING;
 pub use handle::Engine;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::config::ResolvedSettings;
-use crate::engine::{Code, CompiledModule, ContentHash, Engine};
+use crate::engine::{Code, CompiledModule, ContentHash, Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::runtime::{
     AsyncBindingsPre, BindingsPre, ExportTable, Instance, PluginContext, PluginKind, StoreState,
@@ -16,7 +16,7 @@ use crate::runtime::{
 pub(crate) struct Version {
     pub(crate) number: u64,
     pub(crate) module: Arc<CompiledModule>,
-    pub(crate) exports: ExportTable,
+    pub(crate) exports: Arc<ExportTable>,
     pre: Pre,
     engine: Engine,
     context: Arc<PluginContext>,
@@ -99,13 +99,16 @@ impl Version {
         let (wasmtime, ticks) = (engine.wasmtime(), &engine.inner.ticks);
         let (pre, exports, mut first) = match &module.code {
             Code::Module(code) => {
-                let exports = ExportTable::new(plugin, code)?;
-                let linker = if asynchronous {
-                    &engine.inner.linker_async
-                } else {
-                    &engine.inner.linker
-                };
-                let pre = linker.instantiate_pre(code).map_err(instantiate_error)?;
+                let Prepared { exports, pre } = module.prepared(asynchronous, || {
+                    let exports = Arc::new(ExportTable::new(plugin, code)?);
+                    let linker = if asynchronous {
+                        &engine.inner.linker_async
+                    } else {
+                        &engine.inner.linker
+                    };
+                    let pre = linker.instantiate_pre(code).map_err(instantiate_error)?;
+                    Ok::<_, Error>(Prepared { exports, pre })
+                })?;
                 let first = if asynchronous {
                     Instance::new_async(wasmtime, ticks, &pre, &exports, context, number).await?
                 } else {
@@ -125,7 +128,7 @@ impl Version {
                 let names = first.component_entries(plugin).await?;
                 (
                     Pre::AsyncComponent(pre),
-                    ExportTable::for_component(names),
+                    Arc::new(ExportTable::for_component(names)),
                     first,
                 )
             }
@@ -141,7 +144,7 @@ impl Version {
                 let names = first.component_entries(plugin).await?;
                 (
                     Pre::Component(pre),
-                    ExportTable::for_component(names),
+                    Arc::new(ExportTable::for_component(names)),
                     first,
                 )
             }

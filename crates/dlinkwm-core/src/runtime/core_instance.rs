@@ -2,6 +2,8 @@
 //! calls use, resolved once, and ABI v1's call sequence (input copied into a buffer from
 //! `dlinkwm_alloc`, the entry called, its status and output read back).
 
+use std::sync::{Arc, OnceLock};
+
 use dlinkwm_abi::{ENTRY_ERROR, ENTRY_OK, Format};
 use wasmtime::{Extern, Store, TypedFunc};
 
@@ -17,11 +19,15 @@ enum EntryFunc {
     Plain(TypedFunc<(), ()>),
 }
 
-/// The exports an instance's calls use, resolved once at instantiation. Calls borrow them:
+/// The exports an instance's calls use, each resolved once: the ABI's own at instantiation,
+/// an entry at its first call (a fresh instance per call resolves only the entry it calls; the
+/// export table checked every entry's signature when the version loaded). Calls borrow them:
 /// cloning a `TypedFunc` clones its registered type, which costs more than the call itself.
 pub(crate) struct Funcs {
+    instance: wasmtime::Instance,
+    exports: Arc<ExportTable>,
     alloc: Option<TypedFunc<i32, i32>>,
-    entries: Box<[EntryFunc]>,
+    entries: Box<[OnceLock<EntryFunc>]>,
     abi_version: Option<TypedFunc<(), i32>>,
     state_save: Option<TypedFunc<(i32, i32, i32), i32>>,
     state_restore: Option<TypedFunc<(i32, i32, i32), i32>>,
@@ -33,7 +39,7 @@ impl Funcs {
     pub(crate) fn instantiate(
         store: &mut Store<StoreState>,
         pre: &wasmtime::InstancePre<StoreState>,
-        exports: &ExportTable,
+        exports: &Arc<ExportTable>,
         plugin: &str,
         settings: &ResolvedSettings,
     ) -> Result<Self> {
@@ -45,7 +51,7 @@ impl Funcs {
         let instance = pre
             .instantiate(&mut *store)
             .map_err(|error| not_instantiated(store, error, site, settings))?;
-        let (funcs, initialize) = Self::resolve(store, instance, exports, plugin)?;
+        let (funcs, initialize) = Self::resolve(store, instance, exports);
         if let Some(initialize) = initialize {
             let site = CallSite {
                 plugin,
@@ -62,7 +68,7 @@ impl Funcs {
     pub(crate) async fn instantiate_async(
         store: &mut Store<StoreState>,
         pre: &wasmtime::InstancePre<StoreState>,
-        exports: &ExportTable,
+        exports: &Arc<ExportTable>,
         plugin: &str,
         settings: &ResolvedSettings,
     ) -> Result<Self> {
@@ -75,7 +81,7 @@ impl Funcs {
             Ok(instance) => instance,
             Err(error) => return Err(not_instantiated(store, error, site, settings)),
         };
-        let (funcs, initialize) = Self::resolve(store, instance, exports, plugin)?;
+        let (funcs, initialize) = Self::resolve(store, instance, exports);
         if let Some(initialize) = initialize {
             let site = CallSite {
                 plugin,
@@ -91,9 +97,8 @@ impl Funcs {
     fn resolve(
         store: &mut Store<StoreState>,
         instance: wasmtime::Instance,
-        exports: &ExportTable,
-        plugin: &str,
-    ) -> Result<(Self, Option<TypedFunc<(), ()>>)> {
+        exports: &Arc<ExportTable>,
+    ) -> (Self, Option<TypedFunc<(), ()>>) {
         let memory = exports
             .memory
             .as_ref()
@@ -115,35 +120,62 @@ impl Funcs {
             func(&mut *store, &exports.abi_version).and_then(|f| f.typed::<(), i32>(&*store).ok());
         let state_save = abi_func(&mut *store, &exports.state_save);
         let state_restore = abi_func(&mut *store, &exports.state_restore);
-        let mut entries = Vec::with_capacity(exports.entries.len());
-        for entry in &exports.entries {
-            let func = entry
-                .export
-                .as_ref()
-                .and_then(|export| instance.get_module_export(&mut *store, export))
-                .and_then(Extern::into_func)
-                .ok_or_else(|| Error::ExportMissing {
-                    plugin: plugin.to_owned(),
-                    export: entry.name.clone(),
-                })?;
-            let typed = match entry.kind {
-                EntryKind::Abi => func.typed(&*store).map(EntryFunc::Abi),
-                EntryKind::Plain => func.typed(&*store).map(EntryFunc::Plain),
-            };
-            entries.push(typed.map_err(|error| Error::Instantiate {
-                plugin: plugin.to_owned(),
-                reason: format!("export `{}`: {error:#}", entry.name),
-            })?);
-        }
         store.data_mut().memory = memory;
         let funcs = Self {
+            instance,
+            exports: exports.clone(),
             alloc,
             abi_version,
-            entries: entries.into_boxed_slice(),
+            entries: (0..exports.entries.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             state_save,
             state_restore,
         };
-        Ok((funcs, initialize))
+        (funcs, initialize)
+    }
+
+    /// Entry number `index`, resolved (and type-checked) at its first call on this instance.
+    #[inline]
+    fn entry(
+        &self,
+        store: &mut Store<StoreState>,
+        index: usize,
+        plugin: &str,
+    ) -> Result<&EntryFunc> {
+        match self.entries[index].get() {
+            Some(entry) => Ok(entry),
+            None => self.resolve_entry(store, index, plugin),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn resolve_entry(
+        &self,
+        store: &mut Store<StoreState>,
+        index: usize,
+        plugin: &str,
+    ) -> Result<&EntryFunc> {
+        let entry = &self.exports.entries[index];
+        let func = entry
+            .export
+            .as_ref()
+            .and_then(|export| self.instance.get_module_export(&mut *store, export))
+            .and_then(Extern::into_func)
+            .ok_or_else(|| Error::ExportMissing {
+                plugin: plugin.to_owned(),
+                export: entry.name.clone(),
+            })?;
+        let typed = match entry.kind {
+            EntryKind::Abi => func.typed(&*store).map(EntryFunc::Abi),
+            EntryKind::Plain => func.typed(&*store).map(EntryFunc::Plain),
+        };
+        let typed = typed.map_err(|error| Error::Instantiate {
+            plugin: plugin.to_owned(),
+            reason: format!("export `{}`: {error:#}", entry.name),
+        })?;
+        Ok(self.entries[index].get_or_init(|| typed))
     }
 
     /// [`Funcs::run`], awaited: the guest runs on a fiber and yields at epoch ticks.
@@ -156,7 +188,7 @@ impl Funcs {
         input: &[u8],
         settings: &ResolvedSettings,
     ) -> Result<()> {
-        match &self.entries[index] {
+        match self.entry(store, index, site.plugin)? {
             EntryFunc::Abi(func) => {
                 call_abi_async(
                     store,
@@ -238,7 +270,7 @@ impl Funcs {
         input: &[u8],
         settings: &ResolvedSettings,
     ) -> Fast<()> {
-        match &self.entries[index] {
+        match self.entry(store, index, site.plugin).map_err(Box::new)? {
             EntryFunc::Abi(func) => call_abi(
                 store,
                 self.alloc.as_ref(),

@@ -65,7 +65,7 @@ impl Instance {
         wasmtime: &wasmtime::Engine,
         ticks: &Ticks,
         pre: &wasmtime::InstancePre<StoreState>,
-        exports: &ExportTable,
+        exports: &Arc<ExportTable>,
         context: &Arc<PluginContext>,
         version: u64,
     ) -> Result<Self> {
@@ -101,7 +101,7 @@ impl Instance {
         wasmtime: &wasmtime::Engine,
         ticks: &Ticks,
         pre: &wasmtime::InstancePre<StoreState>,
-        exports: &ExportTable,
+        exports: &Arc<ExportTable>,
         context: &Arc<PluginContext>,
         version: u64,
     ) -> Result<Self> {
