@@ -25,16 +25,10 @@ pub fn is_component(bytes: &[u8]) -> bool {
 pub struct ContentHash([u8; 32]);
 
 impl ContentHash {
-    /// Hashes `bytes` (from 128 KiB up, on every core: rayon's pool, which the compiler uses
-    /// too).
+    /// Hashes `bytes` (on this thread: handing a few hundred kilobytes to rayon's pool costs
+    /// more in wake-ups than it saves — measured, new plugin of held code 64 µs → 99 µs).
     pub fn of(bytes: &[u8]) -> Self {
-        let mut hasher = blake3::Hasher::new();
-        if bytes.len() >= 128 * 1024 {
-            hasher.update_rayon(bytes);
-        } else {
-            hasher.update(bytes);
-        }
-        Self(*hasher.finalize().as_bytes())
+        Self(*blake3::hash(bytes).as_bytes())
     }
 
     /// The raw hash.
