@@ -20,6 +20,13 @@ pub fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
 
+/// A fast, non-cryptographic fingerprint of a plugin's bytes (XXH3-128): how the engine finds
+/// code it holds for the same bytes. Never trusted alone: a match is confirmed by comparing the
+/// bytes themselves.
+pub(crate) fn fingerprint(bytes: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(bytes)
+}
+
 /// The BLAKE3 hash of a plugin's bytes: the key of every compiled-code cache.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentHash([u8; 32]);
@@ -73,6 +80,10 @@ impl Code {
 pub(crate) struct CompiledModule {
     pub(crate) code: Code,
     pub(crate) hash: ContentHash,
+    /// The bytes this was compiled from, kept while the code is held: a later load of the same
+    /// bytes is recognised by a fast fingerprint and a comparison with these, instead of
+    /// hashing them again (see `Engine::content_hash`).
+    pub(crate) bytes: Arc<[u8]>,
     /// A core module's export table and pre-instantiation, made by the first version that needs
     /// them (one for sync plugins, one for async ones: they link differently) and shared by every
     /// later version and plugin of this code.
@@ -87,10 +98,11 @@ pub(crate) struct Prepared {
 }
 
 impl CompiledModule {
-    pub(crate) fn new(code: Code, hash: ContentHash) -> Self {
+    pub(crate) fn new(code: Code, hash: ContentHash, bytes: Arc<[u8]>) -> Self {
         Self {
             code,
             hash,
+            bytes,
             prepared: [OnceLock::new(), OnceLock::new()],
         }
     }

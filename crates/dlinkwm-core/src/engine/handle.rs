@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use wasmtime::component::Component;
 use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
-use crate::engine::code::{Code, CompiledModule, ContentHash, is_component};
+use crate::engine::code::{Code, CompiledModule, ContentHash, fingerprint, is_component};
 use crate::engine::code_limits;
 use crate::engine::disk_cache::DiskCache;
 use crate::engine::options::EngineOptions;
@@ -41,6 +41,8 @@ pub(crate) struct EngineInner {
     pub(crate) component_linker_async: wasmtime::component::Linker<StoreState>,
     pub(crate) options: EngineOptions,
     modules: Mutex<HashMap<ContentHash, Weak<CompiledModule>>>,
+    /// The same modules by the fingerprint of their bytes (see [`Engine::content_hash`]).
+    fingerprints: Mutex<HashMap<u128, Weak<CompiledModule>>>,
     /// One lock per content hash being compiled: a second loader of the same bytes waits for
     /// the first one's result, while other plugins compile beside it.
     compiling: Mutex<HashMap<ContentHash, Arc<Mutex<()>>>>,
@@ -116,6 +118,7 @@ impl Engine {
                 component_linker_async,
                 options,
                 modules: Mutex::new(HashMap::new()),
+                fingerprints: Mutex::new(HashMap::new()),
                 compiling: Mutex::new(HashMap::new()),
                 compiles: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
@@ -158,6 +161,20 @@ impl Engine {
     /// The wasmtime engine, for hosts that need it directly.
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner.wasmtime
+    }
+
+    /// The content hash of `bytes`. For bytes whose compiled code the engine holds, found by
+    /// their XXH3-128 fingerprint and confirmed byte for byte against the bytes that code was
+    /// compiled from (several times faster than BLAKE3; a fingerprint collision, accidental or
+    /// crafted, only falls back to hashing); otherwise BLAKE3 of the bytes.
+    pub fn content_hash(&self, bytes: &[u8]) -> ContentHash {
+        let held = lock(&self.inner.fingerprints)
+            .get(&fingerprint(bytes))
+            .and_then(Weak::upgrade);
+        match held {
+            Some(module) if *module.bytes == *bytes => module.hash,
+            _ => ContentHash::of(bytes),
+        }
     }
 
     /// The compiled module for `bytes` (whose content hash the caller already computed),
@@ -243,14 +260,15 @@ impl Engine {
                 code
             }
         };
-        let compiled = Arc::new(CompiledModule::new(code, hash));
-        let mut modules = self
-            .inner
-            .modules
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        modules.retain(|_, weak| weak.strong_count() > 0);
-        modules.insert(hash, Arc::downgrade(&compiled));
+        let compiled = Arc::new(CompiledModule::new(code, hash, Arc::from(bytes)));
+        {
+            let mut modules = lock(&self.inner.modules);
+            modules.retain(|_, weak| weak.strong_count() > 0);
+            modules.insert(hash, Arc::downgrade(&compiled));
+        }
+        let mut fingerprints = lock(&self.inner.fingerprints);
+        fingerprints.retain(|_, weak| weak.strong_count() > 0);
+        fingerprints.insert(fingerprint(bytes), Arc::downgrade(&compiled));
         Ok(compiled)
     }
 

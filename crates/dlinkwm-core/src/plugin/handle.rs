@@ -356,7 +356,7 @@ impl Plugin {
             settings_generation: AtomicU64::new(0),
             asynchronous,
         });
-        let hash = ContentHash::of(bytes);
+        let hash = engine.content_hash(bytes);
         let (version, first) = Version::load(engine, &context, 1, bytes, hash).await?;
         tracing::info!(plugin = %context.name, hash = %version.hash(), elapsed = ?version.load_time, "plugin loaded");
         let version = Arc::new(version);

@@ -135,9 +135,10 @@ impl Reloads {
         };
         let max = engine.options().max_module_bytes;
         // Hashed once: for the unchanged check and as the compiled-code cache key.
+        let hasher = engine.clone();
         let read = move |path: &Path| {
             read_settled(path, max).map(|bytes| {
-                let hash = ContentHash::of(&bytes);
+                let hash = hasher.content_hash(&bytes);
                 (bytes, hash)
             })
         };
@@ -208,7 +209,7 @@ impl Reloads {
                 return;
             }
         };
-        let hash = ContentHash::of(&bytes);
+        let hash = engine.content_hash(&bytes);
         let generation = serving.context.settings_generation.load(Ordering::Acquire);
         if *lock(&self.last_refused) == Some((hash, generation)) {
             tracing::debug!(plugin = name, %hash, "file unchanged since it was refused");
@@ -288,7 +289,7 @@ impl Reloads {
         bytes: &[u8],
     ) -> Result<ReloadOutcome> {
         let result = self
-            .swap_in(engine, serving, id, bytes, ContentHash::of(bytes))
+            .swap_in(engine, serving, id, bytes, engine.content_hash(bytes))
             .await;
         self.report(serving, result, None)
     }

@@ -258,3 +258,28 @@ fn entries_are_found_by_exact_name_whatever_their_length_and_number() -> anyhow:
     }
     Ok(())
 }
+
+#[test]
+fn held_code_is_found_again_by_its_bytes_and_reports_the_same_content_hash() {
+    use dlinkwm_core::ContentHash;
+    let engine = engine();
+    let bytes = std::fs::read(SDK_TEST_A).unwrap();
+    let expected = ContentHash::of(&bytes);
+    // Nothing held yet: the hash is computed.
+    assert_eq!(engine.content_hash(&bytes), expected);
+    let first = Plugin::from_bytes(&engine, &bytes, options(ResolvedSettings::default())).unwrap();
+    // Held: found by fingerprint, confirmed against the bytes, the same hash and no compile.
+    assert_eq!(engine.content_hash(&bytes), expected);
+    let second = Plugin::from_bytes(&engine, &bytes, options(ResolvedSettings::default())).unwrap();
+    assert_eq!(second.content_hash(), expected);
+    assert_eq!(engine.compile_count(), 1);
+    // Other bytes (one byte changed in a custom section's worth of trailing data) are other
+    // content: hashed, never mistaken for the held code.
+    let mut other = bytes.clone();
+    other.extend_from_slice(&[0, 3, 1, b'x']);
+    assert_eq!(engine.content_hash(&other), ContentHash::of(&other));
+    assert_ne!(engine.content_hash(&other), expected);
+    drop((first, second));
+    // Released: hashed again, still the same value.
+    assert_eq!(engine.content_hash(&bytes), expected);
+}
