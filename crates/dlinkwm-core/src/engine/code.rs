@@ -20,11 +20,20 @@ pub fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
 
-/// A fast, non-cryptographic fingerprint of a plugin's bytes (XXH3-128): how the engine finds
-/// code it holds for the same bytes. Never trusted alone: a match is confirmed by comparing the
-/// bytes themselves.
-pub(crate) fn fingerprint(bytes: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(bytes)
+/// A cheap fingerprint of a plugin's bytes: their length and an XXH3-128 of their first and last
+/// 8 KiB. How the engine finds code it holds for the same bytes; never trusted alone: a match is
+/// confirmed by comparing the bytes themselves (two different plugins with one fingerprint only
+/// cost the later one the full hash).
+pub(crate) fn fingerprint(bytes: &[u8]) -> (usize, u128) {
+    const EDGE: usize = 8 * 1024;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    if bytes.len() <= 2 * EDGE {
+        hasher.update(bytes);
+    } else {
+        hasher.update(&bytes[..EDGE]);
+        hasher.update(&bytes[bytes.len() - EDGE..]);
+    }
+    (bytes.len(), hasher.digest128())
 }
 
 /// The BLAKE3 hash of a plugin's bytes: the key of every compiled-code cache.

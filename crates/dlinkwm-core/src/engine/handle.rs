@@ -42,7 +42,7 @@ pub(crate) struct EngineInner {
     pub(crate) options: EngineOptions,
     modules: Mutex<HashMap<ContentHash, Weak<CompiledModule>>>,
     /// The same modules by the fingerprint of their bytes (see [`Engine::content_hash`]).
-    fingerprints: Mutex<HashMap<u128, Weak<CompiledModule>>>,
+    fingerprints: Mutex<HashMap<(usize, u128), Weak<CompiledModule>>>,
     /// One lock per content hash being compiled: a second loader of the same bytes waits for
     /// the first one's result, while other plugins compile beside it.
     compiling: Mutex<HashMap<ContentHash, Arc<Mutex<()>>>>,
@@ -164,9 +164,10 @@ impl Engine {
     }
 
     /// The content hash of `bytes`. For bytes whose compiled code the engine holds, found by
-    /// their XXH3-128 fingerprint and confirmed byte for byte against the bytes that code was
-    /// compiled from (several times faster than BLAKE3; a fingerprint collision, accidental or
-    /// crafted, only falls back to hashing); otherwise BLAKE3 of the bytes.
+    /// a cheap fingerprint (length, first and last 8 KiB) and confirmed byte for byte against
+    /// the bytes that code was compiled from (a `memcmp`, several times faster than BLAKE3; a
+    /// fingerprint collision, accidental or crafted, only falls back to hashing); otherwise
+    /// BLAKE3 of the bytes.
     pub fn content_hash(&self, bytes: &[u8]) -> ContentHash {
         let held = lock(&self.inner.fingerprints)
             .get(&fingerprint(bytes))

@@ -279,6 +279,13 @@ fn held_code_is_found_again_by_its_bytes_and_reports_the_same_content_hash() {
     other.extend_from_slice(&[0, 3, 1, b'x']);
     assert_eq!(engine.content_hash(&other), ContentHash::of(&other));
     assert_ne!(engine.content_hash(&other), expected);
+    // Same length, same first and last 8 KiB (the fingerprint matches the held code's), one
+    // byte different in the middle: the byte comparison catches it.
+    assert!(bytes.len() > 64 * 1024);
+    let mut middle = bytes.clone();
+    middle[bytes.len() / 2] ^= 1;
+    assert_eq!(engine.content_hash(&middle), ContentHash::of(&middle));
+    assert_ne!(engine.content_hash(&middle), expected);
     drop((first, second));
     // Released: hashed again, still the same value.
     assert_eq!(engine.content_hash(&bytes), expected);
