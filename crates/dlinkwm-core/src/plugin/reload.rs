@@ -70,6 +70,12 @@ pub(crate) fn read_file(path: &Path, max: usize) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    // Sized up front (capped by the limit, fallibly): growing the buffer while reading copies it
+    // again at every doubling.
+    if let Ok(meta) = file.metadata() {
+        let expected = meta.len().saturating_add(1).min(limit);
+        let _ = bytes.try_reserve_exact(usize::try_from(expected).unwrap_or(0));
+    }
     file.take(limit)
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
