@@ -278,6 +278,19 @@ pub enum Error {
         plugin: String,
     },
 
+    /// A new version failed the plugin's smoke call (`smoke` in its settings): it was refused
+    /// and does not serve.
+    #[error("plugin `{plugin}` failed its smoke call of `{entry}`: {source}")]
+    SmokeFailed {
+        /// The plugin.
+        plugin: String,
+        /// The smoke call's entry.
+        entry: String,
+        /// What the call ended in.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The new version refused the state handed over by the old one, or the old one could not
     /// produce it.
     #[error("state hand-over for plugin `{plugin}` failed: {source}")]

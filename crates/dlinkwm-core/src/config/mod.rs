@@ -13,4 +13,6 @@ pub use file::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
     create_default_config_if_missing,
 };
-pub use settings::{PluginSettings, Preopen, ResolvedSettings, Stdio, defaults};
+pub use settings::{
+    PluginSettings, Preopen, ResolvedSettings, Smoke, SmokeFormat, Stdio, defaults,
+};

@@ -39,6 +39,51 @@ fn yes() -> bool {
     true
 }
 
+/// A smoke call: an entry and an input every new version of the plugin must answer without an
+/// error before it serves (at load and at every reload). A version that fails it is refused like
+/// a bad file, with the call's error, and the current version keeps serving.
+///
+/// ```toml
+/// [plugins."greeter.wasm"]
+/// smoke = { entry = "greet", input = '{"name":"smoke test"}', format = "json" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smoke {
+    /// The entry to call.
+    pub entry: String,
+    /// Its input, as text (sent as its UTF-8 bytes). Default: empty.
+    #[serde(default)]
+    pub input: String,
+    /// The format the input is in: `"raw"` (the default), `"json"` or `"postcard"`.
+    #[serde(default)]
+    pub format: SmokeFormat,
+}
+
+/// The format of a smoke call's input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmokeFormat {
+    /// The bytes as they are.
+    #[default]
+    Raw,
+    /// JSON text.
+    Json,
+    /// postcard (an empty input is `()`).
+    Postcard,
+}
+
+impl SmokeFormat {
+    /// The ABI format.
+    pub fn format(self) -> dlinkwm_abi::Format {
+        match self {
+            Self::Raw => dlinkwm_abi::Format::Raw,
+            Self::Json => dlinkwm_abi::Format::Json,
+            Self::Postcard => dlinkwm_abi::Format::Postcard,
+        }
+    }
+}
+
 /// Per-plugin settings as written in `[defaults]` or `[plugins."path"]`: every field optional,
 /// a plugin's own table overriding the defaults field by field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -77,6 +122,8 @@ pub struct PluginSettings {
     pub preopens: Option<Vec<Preopen>>,
     /// How many earlier good versions are kept for rollback.
     pub keep_versions: Option<u64>,
+    /// A call every new version must pass before it serves; see [`Smoke`].
+    pub smoke: Option<Smoke>,
 }
 
 impl PluginSettings {
@@ -102,7 +149,8 @@ impl PluginSettings {
             env,
             args,
             preopens,
-            keep_versions
+            keep_versions,
+            smoke
         )
     }
 }
@@ -168,6 +216,8 @@ pub struct ResolvedSettings {
     pub preopens: Vec<Preopen>,
     /// Earlier good versions kept for rollback.
     pub keep_versions: usize,
+    /// The smoke call a new version must pass before it serves.
+    pub smoke: Option<Smoke>,
 }
 
 impl Default for ResolvedSettings {
@@ -236,6 +286,7 @@ impl PluginSettings {
             args: self.args.clone().unwrap_or_default(),
             preopens: self.preopens.clone().unwrap_or_default(),
             keep_versions: clamp(self.keep_versions.unwrap_or(defaults::KEEP_VERSIONS)),
+            smoke: self.smoke.clone(),
         }
     }
 }

@@ -238,7 +238,8 @@ impl Reloads {
             Err(Error::InvalidModule { .. }
                 | Error::ExportMissing { .. }
                 | Error::EntryNotFound { .. }
-                | Error::AbiVersionUnsupported { .. })
+                | Error::AbiVersionUnsupported { .. }
+                | Error::SmokeFailed { .. })
         );
         *lock(&self.last_refused) = caused_by_bytes.then_some((hash, generation));
         let _ = self.report(serving, result, Some(path));

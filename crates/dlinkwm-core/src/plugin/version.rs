@@ -166,6 +166,17 @@ impl Version {
                 exports.entry(plugin, entry)?;
             }
         }
+        let settings = context.settings.load_full();
+        if let Some(smoke) = &settings.smoke {
+            first
+                .smoke(plugin, &exports, smoke, &settings)
+                .await
+                .map_err(|error| Error::SmokeFailed {
+                    plugin: plugin.to_owned(),
+                    entry: smoke.entry.clone(),
+                    source: Box::new(error),
+                })?;
+        }
         let version = Self {
             number,
             module,

@@ -178,6 +178,29 @@ impl Instance {
         }
     }
 
+    /// Runs the plugin's smoke call on this (new, not yet serving) instance: the entry must
+    /// exist and answer without an error, within the plugin's limits.
+    pub(crate) async fn smoke(
+        &mut self,
+        plugin: &str,
+        exports: &ExportTable,
+        smoke: &crate::config::Smoke,
+        settings: &ResolvedSettings,
+    ) -> Result<()> {
+        let index = exports.entry(plugin, &smoke.entry)?;
+        let site = CallSite {
+            plugin,
+            entry: &smoke.entry,
+        };
+        let (format, input) = (smoke.format.format(), smoke.input.as_bytes());
+        if self.is_async() {
+            self.run_async(index, site, format, input, settings).await
+        } else {
+            self.run(index, site, format, input, settings)
+                .map_err(|error| *error)
+        }
+    }
+
     /// Calls entry number `index` with `input` in `format`, leaving its output in
     /// [`Instance::output`].
     #[inline]

@@ -424,3 +424,78 @@ fn config_edits_apply_to_the_next_call_and_bad_edits_are_kept_out() -> anyhow::R
     );
     Ok(())
 }
+
+#[test]
+fn a_version_that_fails_the_smoke_call_is_refused_and_the_current_one_keeps_serving()
+-> anyhow::Result<()> {
+    let smoke = |entry: &str, input: &str| -> anyhow::Result<ResolvedSettings> {
+        let toml = format!(
+            "[plugins.\"plugin\"]\nsmoke = {{ entry = \"{entry}\", input = \"{input}\" }}\n"
+        );
+        Ok(Config::from_toml(&toml)?.settings_for("plugin"))
+    };
+    // A first version that fails it never loads; the error is the smoke call's.
+    let error = Plugin::from_bytes(
+        &engine(),
+        &std::fs::read(SDK_TEST_A)?,
+        options(smoke("fail", "not today")?),
+    )
+    .unwrap_err();
+    match &error {
+        Error::SmokeFailed { entry, source, .. } => {
+            assert_eq!(entry, "fail");
+            assert!(
+                matches!(&**source, Error::Guest { message, .. } if message == "not today"),
+                "{source:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        error.to_string().contains("smoke call of `fail`"),
+        "{error}"
+    );
+    // An entry the version does not have fails it too.
+    let missing = Plugin::from_bytes(
+        &engine(),
+        &std::fs::read(SDK_TEST_A)?,
+        options(smoke("no_such_entry", "")?),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&missing, Error::SmokeFailed { source, .. }
+            if matches!(**source, Error::EntryNotFound { .. })),
+        "{missing:?}"
+    );
+
+    // Passing versions load and reload; one whose `echo` traps is refused.
+    let plugin = Plugin::from_bytes(
+        &engine(),
+        &std::fs::read(SDK_TEST_A)?,
+        options(smoke("echo", "still alive")?),
+    )?;
+    let events = plugin.subscribe();
+    let trapping = abi_module(
+        1,
+        "i32.const 0",
+        r#"(func (export "echo") (param i32 i32 i32) (result i32) unreachable)"#,
+    );
+    let refused = plugin.reload_from_bytes(trapping.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&refused, Error::SmokeFailed { source, .. } if matches!(**source, Error::Trap { .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        next_event(&events),
+        ReloadEvent::Failed {
+            error: Error::SmokeFailed { .. },
+            ..
+        }
+    ));
+    assert_eq!(plugin.version(), 1);
+    assert_eq!(variant(&plugin), "a");
+    plugin.reload_from_bytes(&std::fs::read(SDK_TEST_B)?)?;
+    assert_eq!(plugin.version(), 2);
+    assert_eq!(variant(&plugin), "b");
+    Ok(())
+}
