@@ -77,9 +77,12 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
                     plugin.version()
                 ));
             }
-            ReloadEvent::RolledBack { to, .. } => {
-                note(format_args!("rolled back to version {to}"));
-            }
+            ReloadEvent::RolledBack { to, reason, .. } => match reason {
+                Some(reason) => note(format_args!(
+                    "rolled back to version {to} by itself: {reason}"
+                )),
+                None => note(format_args!("rolled back to version {to}")),
+            },
             _ => {}
         }
     }

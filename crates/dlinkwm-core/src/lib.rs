@@ -37,7 +37,7 @@ mod watch;
 
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
-    PluginSettings, Preopen, ResolvedSettings, Smoke, SmokeFormat, Stdio,
+    PluginSettings, Preopen, ResolvedSettings, RollbackOn, Smoke, SmokeFormat, Stdio,
     create_default_config_if_missing, defaults,
 };
 pub use dlinkwm_abi as abi;

@@ -14,5 +14,5 @@ pub use file::{
     create_default_config_if_missing,
 };
 pub use settings::{
-    PluginSettings, Preopen, ResolvedSettings, Smoke, SmokeFormat, Stdio, defaults,
+    PluginSettings, Preopen, ResolvedSettings, RollbackOn, Smoke, SmokeFormat, Stdio, defaults,
 };

@@ -60,6 +60,26 @@ pub struct Smoke {
     pub format: SmokeFormat,
 }
 
+/// Automatic rollback: a version made current by a reload that has `faults` guest faults or
+/// errors within `within` of its swap is rolled back by itself to the version before it (a
+/// `RolledBack` event with the reason), and the same content is not loaded again from the
+/// plugin's file until different bytes arrive. Off unless set.
+///
+/// ```toml
+/// [plugins."greeter.wasm"]
+/// rollback_on = { faults = 5, within = "30s" }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackOn {
+    /// How many guest faults (traps, panics, limits) or guest errors roll the version back:
+    /// the call that makes this many does. At least 1.
+    pub faults: u64,
+    /// How long after the swap they count: `"30s"`, `"500ms"`, `"2m"`.
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+}
+
 /// The format of a smoke call's input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +144,8 @@ pub struct PluginSettings {
     pub keep_versions: Option<u64>,
     /// A call every new version must pass before it serves; see [`Smoke`].
     pub smoke: Option<Smoke>,
+    /// Roll a new version back by itself when it faults; see [`RollbackOn`].
+    pub rollback_on: Option<RollbackOn>,
 }
 
 impl PluginSettings {
@@ -150,7 +172,8 @@ impl PluginSettings {
             args,
             preopens,
             keep_versions,
-            smoke
+            smoke,
+            rollback_on
         )
     }
 }
@@ -218,6 +241,8 @@ pub struct ResolvedSettings {
     pub keep_versions: usize,
     /// The smoke call a new version must pass before it serves.
     pub smoke: Option<Smoke>,
+    /// When a reloaded version rolls back by itself.
+    pub rollback_on: Option<RollbackOn>,
 }
 
 impl Default for ResolvedSettings {
@@ -287,6 +312,10 @@ impl PluginSettings {
             preopens: self.preopens.clone().unwrap_or_default(),
             keep_versions: clamp(self.keep_versions.unwrap_or(defaults::KEEP_VERSIONS)),
             smoke: self.smoke.clone(),
+            rollback_on: self.rollback_on.map(|rule| RollbackOn {
+                faults: rule.faults.max(1),
+                ..rule
+            }),
         }
     }
 }

@@ -45,6 +45,9 @@ pub enum ReloadEvent {
         to: u64,
         /// Its content hash.
         hash: ContentHash,
+        /// Why, when DlinkWM rolled back by itself (`rollback_on`); `None` for a rollback the
+        /// application asked for.
+        reason: Option<String>,
     },
     /// A new plugin file appeared in a watched directory and was loaded.
     Added {

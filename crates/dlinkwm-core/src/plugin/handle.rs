@@ -600,9 +600,39 @@ impl Plugin {
             }),
             Err(error) => {
                 let keep = *reuse && !error.is_guest_fault();
+                self.note_fault(&pooled.version, &error);
                 serving.release(pooled, keep);
                 Err(error)
             }
+        }
+    }
+
+    /// Counts a failed call against its version's probation (`rollback_on`); the fault that
+    /// reaches the limit starts the automatic rollback on a thread of its own (this call, and
+    /// any other in flight, end as they would have: the rollback fails none of them).
+    #[inline]
+    fn note_fault(&self, version: &Arc<Version>, error: &Error) {
+        if let Some(canary) = &version.canary
+            && let Some(reason) = canary.fault(error)
+        {
+            self.roll_back_faulty(version.clone(), reason);
+        }
+    }
+
+    #[cold]
+    fn roll_back_faulty(&self, version: Arc<Version>, reason: String) {
+        let plugin = self.downgrade();
+        let spawned = std::thread::Builder::new()
+            .name("dlinkwm-rollback".to_owned())
+            .spawn(move || {
+                if let Some(inner) = plugin.inner.upgrade() {
+                    inner
+                        .reloads
+                        .roll_back_faulty(&inner.serving, &version, reason);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(plugin = self.name(), %error, "cannot start the automatic rollback");
         }
     }
 
@@ -712,6 +742,7 @@ impl Plugin {
             }
             Err(error) => {
                 let keep = held.pooled().reuse && !error.is_guest_fault();
+                self.note_fault(&held.pooled().version, &error);
                 held.release(keep);
                 Err(error)
             }

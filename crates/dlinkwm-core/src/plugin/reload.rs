@@ -17,7 +17,7 @@ use crate::plugin::events::{EventBus, ReloadEvent};
 use crate::plugin::held::{InCall, reentrant};
 use crate::plugin::policy::Serving;
 use crate::plugin::pool::Pooled;
-use crate::plugin::version::Version;
+use crate::plugin::version::{Canary, Version};
 use crate::runtime::Instance;
 use crate::sync::lock;
 
@@ -343,6 +343,7 @@ impl Reloads {
         let settings = context.settings.load_full();
         let handed_over = hand_over(serving, id, &mut new, &mut first, &settings).await?;
         self.next_number.store(number + 1, Ordering::Relaxed);
+        new.canary = settings.rollback_on.map(Canary::new);
         let new = Arc::new(new);
         // The old version stops taking calls; the calls it is running finish on it.
         serving.make_current(new.clone());
@@ -389,17 +390,35 @@ impl Reloads {
             }
             Err(_) => crate::runtime::wait(self.reload_lock.lock()),
         };
-        self.roll_back_locked(serving)
+        self.roll_back_locked(serving, None)
     }
 
     /// [`Reloads::rollback`], waiting for a reload in progress without parking a thread.
     pub(crate) async fn rollback_async(&self, serving: &Serving) -> Result<u64> {
         let _reloading = self.reload_lock.lock().await;
-        self.roll_back_locked(serving)
+        self.roll_back_locked(serving, None)
+    }
+
+    /// The automatic rollback of version `from` (`rollback_on`), on a thread of its own: only if
+    /// `from` still serves. Its bytes are then refused as the file's content until different
+    /// bytes arrive, so the watcher does not load them again.
+    pub(crate) fn roll_back_faulty(&self, serving: &Serving, from: &Version, reason: String) {
+        let name: &str = &serving.context.name;
+        let _reloading = crate::runtime::wait(self.reload_lock.lock());
+        if serving.current().number != from.number {
+            return;
+        }
+        let generation = serving.context.settings_generation.load(Ordering::Acquire);
+        match self.roll_back_locked(serving, Some(reason)) {
+            Ok(_) => *lock(&self.last_refused) = Some((from.hash(), generation)),
+            Err(error) => {
+                tracing::warn!(plugin = name, %error, "cannot roll a faulting version back");
+            }
+        }
     }
 
     /// Rolls back, with the reload lock held.
-    fn roll_back_locked(&self, serving: &Serving) -> Result<u64> {
+    fn roll_back_locked(&self, serving: &Serving, reason: Option<String>) -> Result<u64> {
         let name: &str = &serving.context.name;
         let target = lock(&self.history)
             .pop_back()
@@ -409,12 +428,22 @@ impl Reloads {
         let to = target.number;
         let hash = target.hash();
         let from = serving.make_current(target);
-        tracing::info!(plugin = name, from = from.number, to, "plugin rolled back");
+        match &reason {
+            Some(reason) => tracing::warn!(
+                plugin = name,
+                from = from.number,
+                to,
+                reason,
+                "plugin rolled back by itself"
+            ),
+            None => tracing::info!(plugin = name, from = from.number, to, "plugin rolled back"),
+        }
         self.events.emit(ReloadEvent::RolledBack {
             plugin: name.to_owned(),
             from: from.number,
             to,
             hash,
+            reason,
         });
         Ok(to)
     }

@@ -1,10 +1,10 @@
 //! One loaded, validated version of a plugin and its bounded pool of instances.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::ResolvedSettings;
+use crate::config::{ResolvedSettings, RollbackOn};
 use crate::engine::{Code, CompiledModule, ContentHash, Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::runtime::{
@@ -26,6 +26,50 @@ pub(crate) struct Version {
     live: AtomicUsize,
     pub(crate) loaded_at: SystemTime,
     pub(crate) load_time: Duration,
+    /// Set on a version a reload made current while `rollback_on` is set: its faults in the
+    /// window after the swap.
+    pub(crate) canary: Option<Canary>,
+}
+
+/// A reloaded version on probation (`rollback_on`): how many guest faults it may have, until
+/// when, and how many it had.
+pub(crate) struct Canary {
+    until: Instant,
+    allowed: u64,
+    within: Duration,
+    faults: AtomicU64,
+    tripped: AtomicBool,
+}
+
+impl Canary {
+    pub(crate) fn new(rule: RollbackOn) -> Self {
+        Self {
+            until: Instant::now() + rule.within,
+            allowed: rule.faults.max(1),
+            within: rule.within,
+            faults: AtomicU64::new(0),
+            tripped: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts `error` if the guest caused it within the window. Returns the reason to roll back
+    /// when this is the fault that reaches the limit (once per version).
+    pub(crate) fn fault(&self, error: &Error) -> Option<String> {
+        if !(error.is_guest_fault() || matches!(error, Error::Guest { .. })) {
+            return None;
+        }
+        if Instant::now() > self.until {
+            return None;
+        }
+        let faults = self.faults.fetch_add(1, Ordering::AcqRel) + 1;
+        if faults < self.allowed || self.tripped.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(format!(
+            "{faults} guest faults or errors within {:?} of the swap (rollback_on); the last: {error}",
+            self.within
+        ))
+    }
 }
 
 /// How a version makes instances: a core module's `InstancePre` (from the sync or the async
@@ -188,6 +232,7 @@ impl Version {
             live: AtomicUsize::new(1),
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
+            canary: None,
         };
         Ok((version, first))
     }

@@ -499,3 +499,59 @@ fn a_version_that_fails_the_smoke_call_is_refused_and_the_current_one_keeps_serv
     assert_eq!(variant(&plugin), "b");
     Ok(())
 }
+
+#[test]
+fn a_faulting_new_version_rolls_back_by_itself_and_does_not_come_back() -> anyhow::Result<()> {
+    let config = Config::from_toml(
+        "[plugins.\"plugin\"]\nrollback_on = { faults = 3, within = \"10m\" }\n",
+    )?;
+    let fixture = watched(SDK_TEST_A, config.settings_for("plugin"));
+    let faulty = abi_module(
+        1,
+        "i32.const 0",
+        r#"(func (export "variant") (param i32 i32 i32) (result i32) unreachable)"#,
+    );
+    replace_by_rename(&fixture.path, faulty.as_bytes());
+    assert!(matches!(
+        next_event(&fixture.events),
+        ReloadEvent::Reloaded { version: 2, .. }
+    ));
+    // Two faults: still on probation, still serving.
+    for _ in 0..2 {
+        assert!(matches!(
+            call_postcard(&fixture.plugin, "variant", &()),
+            Err(Error::Trap { .. })
+        ));
+    }
+    assert_eq!(fixture.plugin.version(), 2);
+    // The third fails like the others (the rollback fails no call), then the version rolls back.
+    assert!(matches!(
+        call_postcard(&fixture.plugin, "variant", &()),
+        Err(Error::Trap { .. })
+    ));
+    match next_event(&fixture.events) {
+        ReloadEvent::RolledBack {
+            from: 2,
+            to: 1,
+            reason: Some(reason),
+            ..
+        } => assert!(reason.contains("3 guest faults"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fixture.plugin.version(), 1);
+    assert_eq!(variant(&fixture.plugin), "a");
+    // The faulty bytes written again are not loaded again (no flapping); different bytes are.
+    std::fs::write(&fixture.path, faulty.as_bytes())?;
+    replace_by_rename(&fixture.path, &std::fs::read(SDK_TEST_B)?);
+    match next_event(&fixture.events) {
+        ReloadEvent::Reloaded { hash, .. } => {
+            assert_eq!(
+                hash,
+                dlinkwm_core::ContentHash::of(&std::fs::read(SDK_TEST_B)?)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(variant(&fixture.plugin), "b");
+    Ok(())
+}
