@@ -83,6 +83,11 @@ pub mod import {
 /// [`Status::UnknownMethod`] before the name is read.
 pub const MAX_HOST_METHOD_NAME: usize = 256;
 
+/// The custom section in which a plugin declares what it needs from its host (host methods,
+/// environment variables, directories, the ABI version), one need per line of UTF-8 text; the
+/// host refuses to load a plugin whose needs it does not grant (docs/abi.md §10).
+pub const NEEDS_SECTION: &str = "dlinkwm-needs";
+
 /// The longest error message the host keeps from a guest (`set_error`, a component's
 /// `err(string)`), in bytes; longer ones are cut at a character boundary.
 pub const MAX_ERROR_MESSAGE: usize = 64 * 1024;

@@ -278,6 +278,19 @@ pub enum Error {
         plugin: String,
     },
 
+    /// The plugin declares needs (its `dlinkwm-needs` custom section) that the host or the
+    /// plugin's settings do not grant; it was refused before its first call.
+    #[error(
+        "plugin `{plugin}` needs what it is not granted: {}; grant them in its settings          (dlinkwm.toml) or register the methods",
+        missing.join(", ")
+    )]
+    NeedsNotGranted {
+        /// The plugin.
+        plugin: String,
+        /// Each missing need, with what is missing.
+        missing: Vec<String>,
+    },
+
     /// A new version failed the plugin's smoke call (`smoke` in its settings): it was refused
     /// and does not serve.
     #[error("plugin `{plugin}` failed its smoke call of `{entry}`: {source}")]

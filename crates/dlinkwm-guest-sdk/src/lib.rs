@@ -81,6 +81,41 @@ macro_rules! trace {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Trace, &::std::format!($($arg)*)) };
 }
 
+/// Declares what the plugin needs from its host, in the plugin's `dlinkwm-needs` custom section:
+/// host methods it calls, environment variables and directories it uses (and, always, the ABI
+/// version it was built for). The host checks them when it loads the plugin and refuses it with
+/// one message listing everything missing, instead of letting the first call that needs it
+/// fail.
+///
+/// ```
+/// dlinkwm::needs!(
+///     host_method = ["custom_greet"],
+///     env = ["GREETING"],
+///     preopen = ["/data"],
+/// );
+/// # fn main() {}
+/// ```
+///
+/// Each key may be left out; a misspelt key is a compile error. Use it once per plugin.
+#[macro_export]
+macro_rules! needs {
+    ($($key:ident = [$($value:literal),* $(,)?]),* $(,)?) => {
+        const _: () = {
+            $(let _ = $crate::__private::NeedKey::$key;)*
+            const TEXT: &str = ::core::concat!(
+                "abi 1\n",
+                $($(::core::stringify!($key), " ", $value, "\n",)*)*
+            );
+            #[used]
+            #[unsafe(link_section = "dlinkwm-needs")]
+            static NEEDS: [u8; TEXT.len()] = $crate::__private::needs_bytes::<{ TEXT.len() }>(TEXT);
+        };
+    };
+}
+
+// `needs!` writes "abi 1": a new ABI version must update it.
+const _: () = assert!(dlinkwm_abi::ABI_VERSION == 1);
+
 /// The ABI's required exports. They live here, in the SDK, so every plugin built with it has
 /// them; the host calls them, plugin code never does.
 mod exports {
@@ -135,6 +170,26 @@ pub mod __private {
     use crate::{Error, Format, ffi};
 
     pub use crate::state::{run_state_restore, run_state_save};
+
+    /// The keys `needs!` accepts (a misspelt one does not name a variant).
+    #[allow(non_camel_case_types, missing_docs)]
+    pub enum NeedKey {
+        host_method,
+        env,
+        preopen,
+    }
+
+    /// The section's text as the array a `link_section` static needs.
+    pub const fn needs_bytes<const N: usize>(text: &str) -> [u8; N] {
+        let bytes = text.as_bytes();
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = bytes[i];
+            i += 1;
+        }
+        out
+    }
 
     static PANIC_HOOK: Once = Once::new();
 

@@ -278,4 +278,8 @@ impl dlinkwm_core::HostCallHandler for HostMethods {
             None => Err(HostCallError::UnknownMethod(method.to_owned())),
         }
     }
+
+    fn provides(&self, method: &str) -> Option<bool> {
+        Some(self.methods.contains_key(method))
+    }
 }

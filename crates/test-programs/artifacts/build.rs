@@ -43,6 +43,12 @@ const GUESTS: &[Guest] = &[
         package: "sdk_test",
         features: &["variant_b"],
     },
+    Guest {
+        constant: "SDK_TEST_NEEDS",
+        workspace: "crates/test-programs/guests",
+        package: "sdk_test",
+        features: &["needs"],
+    },
 ];
 
 fn main() {

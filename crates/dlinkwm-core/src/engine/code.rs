@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::Component;
 use wasmtime::{InstancePre, Module};
 
+use crate::engine::needs::Needs;
 use crate::runtime::{ExportTable, StoreState};
 
 /// Whether `bytes` are a WebAssembly component (binary header with layer 1) rather than a core
@@ -97,6 +98,8 @@ pub(crate) struct CompiledModule {
     /// them (one for sync plugins, one for async ones: they link differently) and shared by every
     /// later version and plugin of this code.
     pub(crate) prepared: [OnceLock<Prepared>; 2],
+    /// The needs its bytes declare, read once (`engine::needs`).
+    pub(crate) needs: OnceLock<Result<Needs, String>>,
 }
 
 /// What making instances of a core module needs, worked out once per compiled module.
@@ -113,7 +116,13 @@ impl CompiledModule {
             hash,
             bytes,
             prepared: [OnceLock::new(), OnceLock::new()],
+            needs: OnceLock::new(),
         }
+    }
+
+    /// The needs the bytes declare, read the first time they are asked for.
+    pub(crate) fn needs(&self) -> &Result<Needs, String> {
+        self.needs.get_or_init(|| Needs::of(&self.bytes))
     }
 
     /// The prepared export table and pre-instantiation for sync (`false`) or async (`true`)

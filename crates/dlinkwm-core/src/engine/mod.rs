@@ -10,6 +10,7 @@ mod code;
 mod code_limits;
 pub mod disk_cache;
 mod handle;
+pub(crate) mod needs;
 mod options;
 mod ticker;
 

@@ -239,7 +239,8 @@ impl Reloads {
                 | Error::ExportMissing { .. }
                 | Error::EntryNotFound { .. }
                 | Error::AbiVersionUnsupported { .. }
-                | Error::SmokeFailed { .. })
+                | Error::SmokeFailed { .. }
+                | Error::NeedsNotGranted { .. })
         );
         *lock(&self.last_refused) = caused_by_bytes.then_some((hash, generation));
         let _ = self.report(serving, result, Some(path));

@@ -135,6 +135,18 @@ impl Version {
         let started = std::time::Instant::now();
         let plugin = &*context.name;
         let module = compile(engine, context, bytes, hash).await?;
+        match module.needs() {
+            Ok(needs) => {
+                let settings = context.settings.load();
+                crate::engine::needs::check(plugin, needs, &settings, &*context.host)?;
+            }
+            Err(reason) => {
+                return Err(Error::InvalidModule {
+                    plugin: plugin.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+        }
         let instantiate_error = |error: wasmtime::Error| Error::Instantiate {
             plugin: plugin.to_owned(),
             reason: format!("{error:#}"),

@@ -79,6 +79,14 @@ pub trait HostCallHandler: Send + Sync + 'static {
         self.call(caller, method, format, input, output)
             .map(|()| None)
     }
+
+    /// Whether a method of this name exists, for checking a plugin's declared needs at load:
+    /// `Some(false)` refuses a plugin that declares it; `None` (the default) means the handler
+    /// cannot tell, and only the plugin's `host_methods` allowlist is checked.
+    fn provides(&self, method: &str) -> Option<bool> {
+        let _ = method;
+        None
+    }
 }
 
 /// A shared handler serves calls too, so one handler can be given to several plugins and kept
@@ -105,6 +113,10 @@ impl<T: HostCallHandler + ?Sized> HostCallHandler for std::sync::Arc<T> {
     ) -> Result<Option<HostCallFuture>, HostCallError> {
         (**self).call_async(caller, method, format, input, output)
     }
+
+    fn provides(&self, method: &str) -> Option<bool> {
+        (**self).provides(method)
+    }
 }
 
 /// No host methods at all: every call is answered with [`HostCallError::UnknownMethod`].
@@ -121,5 +133,9 @@ impl HostCallHandler for NoHostMethods {
         _output: &mut Vec<u8>,
     ) -> Result<(), HostCallError> {
         Err(HostCallError::UnknownMethod(method.to_owned()))
+    }
+
+    fn provides(&self, _method: &str) -> Option<bool> {
+        Some(false)
     }
 }

@@ -182,3 +182,44 @@ fn a_trap_discards_the_instance_and_the_next_call_gets_a_fresh_one() -> anyhow::
     assert_eq!(plugin.live_instances(), 1);
     Ok(())
 }
+
+#[test]
+fn a_needs_section_too_large_or_not_text_is_refused_as_an_invalid_module() {
+    let module = |section: &str| {
+        format!(r#"(module (@custom "dlinkwm-needs" "{section}") (func (export "run")))"#)
+    };
+    let load = |wat: String| {
+        let bytes = wat::parse_str(&wat).expect("valid wat");
+        Plugin::from_bytes(&engine(), &bytes, options(ResolvedSettings::default()))
+    };
+    let big = "env X\\0a".repeat(12 * 1024);
+    for (what, wat) in [
+        ("over 64 KiB", module(&big)),
+        ("not UTF-8", module("env \\ff\\fe")),
+        ("an ABI version that is not a number", module("abi one")),
+    ] {
+        match load(wat) {
+            Err(Error::InvalidModule { reason, .. }) => {
+                assert!(reason.contains("dlinkwm-needs"), "{what}: {reason}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // A plain module declaring an environment variable it is not granted is refused with it.
+    match load(module("abi 1\\0aenv SECRET_TOKEN\\0a")) {
+        Err(Error::NeedsNotGranted { missing, .. }) => {
+            assert_eq!(
+                missing,
+                ["environment variable `SECRET_TOKEN` (not in `env`)"]
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A wrong ABI version is named too.
+    match load(module("abi 9")) {
+        Err(Error::NeedsNotGranted { missing, .. }) => {
+            assert!(missing[0].contains("ABI version 9"))
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,5 +1,5 @@
 use dlinkwm_host::core::{CallerInfo, HostCallError, HostCallHandler as _};
-use dlinkwm_host::{Format, HostMethods};
+use dlinkwm_host::{Format, HostMethods, PluginHost};
 
 use crate::{GreetParams, methods};
 
@@ -84,5 +84,60 @@ fn raw_methods_get_bytes_and_format() -> anyhow::Result<()> {
         Err(HostCallError::Failed("only raw, not json".into()))
     );
     assert_eq!(methods.names(), vec!["shout".to_owned()]);
+    Ok(())
+}
+
+#[test]
+fn declared_needs_are_checked_at_load_with_one_message_listing_what_is_missing()
+-> anyhow::Result<()> {
+    use dlinkwm_host::{Config, PluginError};
+    use test_programs_artifacts::SDK_TEST_NEEDS;
+    // Nothing granted, no methods: refused before any call, everything missing named at once.
+    let bare = PluginHost::builder().build()?;
+    let error = bare.load(SDK_TEST_NEEDS).unwrap_err();
+    match error.as_plugin_error() {
+        Some(PluginError::NeedsNotGranted { missing, .. }) => {
+            assert_eq!(missing.len(), 3, "{missing:?}");
+            assert!(missing[0].contains("custom_greet") && missing[0].contains("no such method"));
+            assert!(missing[1].contains("DLINKWM_TEST_NEED"));
+            assert!(missing[2].contains("/needed"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        error.to_string().contains("needs what it is not granted"),
+        "{error}"
+    );
+
+    // The method registered but not allowed for this plugin.
+    let dir = tempfile::tempdir()?;
+    let granted = |host_methods: &str| -> anyhow::Result<Config> {
+        Ok(Config::from_toml(&format!(
+            "[defaults]\nenv = [\"DLINKWM_TEST_NEED\"]\nhost_methods = {host_methods}\n\
+             preopens = [{{ host = {:?}, guest = \"/needed\" }}]\n",
+            dir.path().display().to_string()
+        ))?)
+    };
+    let host = PluginHost::builder()
+        .host_methods(methods())
+        .config(granted("[\"fails\"]")?)
+        .build()?;
+    let error = host.load(SDK_TEST_NEEDS).unwrap_err();
+    match error.as_plugin_error() {
+        Some(PluginError::NeedsNotGranted { missing, .. }) => {
+            assert_eq!(missing.len(), 1, "{missing:?}");
+            assert!(missing[0].contains("not in the plugin's `host_methods`"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Everything granted: it loads and answers.
+    let host = PluginHost::builder()
+        .host_methods(methods())
+        .config(granted("[\"custom_greet\"]")?)
+        .build()?;
+    let plugin = host.load(SDK_TEST_NEEDS)?;
+    let echoed: String = plugin.call("echo", "granted")?;
+    assert_eq!(echoed, "granted");
     Ok(())
 }

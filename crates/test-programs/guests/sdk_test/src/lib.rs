@@ -16,6 +16,13 @@ fn variant() -> String {
     VARIANT.to_owned()
 }
 
+#[cfg(feature = "needs")]
+dlinkwm::needs!(
+    host_method = ["custom_greet"],
+    env = ["DLINKWM_TEST_NEED"],
+    preopen = ["/needed"],
+);
+
 #[dlinkwm::entry]
 fn noop() {}
 
