@@ -45,6 +45,37 @@ pub enum Lang {
     Javascript,
 }
 
+/// How a new Rust plugin depends on the guest SDK: the `--sdk-path` given; else, when this
+/// `dlinkwm` was built from a source checkout that is still there, that checkout's SDK (a path
+/// dependency, so the plugin and the host speak the same unreleased ABI); else the released
+/// SDK of this version from crates.io.
+fn sdk_dependency(sdk_path: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(path) = sdk_path {
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("cannot find the guest SDK at `{}`", path.display()))?;
+        return Ok(format!(
+            "{{ package = \"dlinkwm-guest-sdk\", path = {:?} }}",
+            path.display().to_string()
+        ));
+    }
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dlinkwm-guest-sdk");
+    match checkout
+        .join("Cargo.toml")
+        .is_file()
+        .then(|| checkout.canonicalize())
+    {
+        Some(Ok(path)) => Ok(format!(
+            "{{ package = \"dlinkwm-guest-sdk\", path = {:?} }}",
+            path.display().to_string()
+        )),
+        _ => Ok(format!(
+            "{{ package = \"dlinkwm-guest-sdk\", version = \"{}\" }}",
+            env!("CARGO_PKG_VERSION")
+        )),
+    }
+}
+
 /// A file of a scaffold: where it goes in the project, and its text.
 struct Template {
     path: &'static str,
@@ -55,7 +86,7 @@ macro_rules! template {
     ($path:literal, $source:literal) => {
         Template {
             path: $path,
-            text: include_str!(concat!("../../../", $source)),
+            text: include_str!(concat!("../templates/", $source)),
         }
     };
 }
@@ -252,16 +283,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     if let Some(language) = args.lang.toolchain() {
         return scaffold_other(args.lang, language, name, dir);
     }
-    let sdk = match &args.sdk_path {
-        Some(path) => path.clone(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../dlinkwm-guest-sdk"),
-    };
-    let sdk = sdk.canonicalize().with_context(|| {
-        format!(
-            "cannot find the guest SDK at `{}`; pass --sdk-path",
-            sdk.display()
-        )
-    })?;
+    let sdk = sdk_dependency(args.sdk_path.as_deref())?;
     std::fs::create_dir_all(dir.join("src"))
         .with_context(|| format!("cannot create `{}`", dir.display()))?;
     let manifest = format!(
@@ -274,7 +296,7 @@ edition = "2024"
 crate-type = ["cdylib"]
 
 [dependencies]
-dlinkwm = {{ package = "dlinkwm-guest-sdk", path = {sdk:?} }}
+dlinkwm = {sdk}
 serde = {{ version = "1", features = ["derive"] }}
 
 [profile.release]
@@ -284,7 +306,6 @@ strip = true
 # Its own workspace, so it builds wherever it is created.
 [workspace]
 "#,
-        sdk = sdk.display().to_string()
     );
     std::fs::write(dir.join("Cargo.toml"), manifest)?;
     std::fs::write(dir.join("src/lib.rs"), LIB)?;

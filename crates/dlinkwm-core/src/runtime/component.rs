@@ -11,7 +11,8 @@ use crate::runtime::store::StoreState;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        // The world, through a link to the repository's `wit/plugin.wit` (packaged as a file).
+        path: "wit",
         world: "plugin",
     });
 }
@@ -20,7 +21,8 @@ mod bindings {
 /// call awaits the method while the guest's fiber is suspended) and so are the exports.
 mod bindings_async {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        // The world, through a link to the repository's `wit/plugin.wit` (packaged as a file).
+        path: "wit",
         world: "plugin",
         imports: { default: async | trappable },
         exports: { default: async },

@@ -1,0 +1,1 @@
+../../../../../../../examples/plugins/assemblyscript/assembly/index.ts

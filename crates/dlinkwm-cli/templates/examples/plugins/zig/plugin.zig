@@ -1,0 +1,1 @@
+../../../../../../examples/plugins/zig/plugin.zig

@@ -1,0 +1,1 @@
+../../../../../sdk/go/dlinkwm.go

@@ -1,0 +1,1 @@
+../../../../../sdk/javascript/dlinkwm.js

@@ -1,0 +1,1 @@
+../../../../../sdk/zig/dlinkwm.zig
