@@ -107,7 +107,9 @@ macro_rules! needs {
                 $($(::core::stringify!($key), " ", $value, "\n",)*)*
             );
             #[used]
-            #[unsafe(link_section = "dlinkwm-needs")]
+            // A custom section in wasm; elsewhere (a plugin's native unit tests) a plain static:
+            // Mach-O section names have another form.
+            #[cfg_attr(target_family = "wasm", unsafe(link_section = "dlinkwm-needs"))]
             static NEEDS: [u8; TEXT.len()] = $crate::__private::needs_bytes::<{ TEXT.len() }>(TEXT);
         };
     };

@@ -40,7 +40,8 @@ fn yes() -> bool {
 }
 
 /// A smoke call: an entry and an input every new version of the plugin must answer without an
-/// error before it serves (at load and at every reload). A version that fails it is refused like
+/// error before it serves (at load and at every reload). It runs on an instance of its own,
+/// dropped after, so no call sees what it did (nor does it see state handed over by a reload). A version that fails it is refused like
 /// a bad file, with the call's error, and the current version keeps serving.
 ///
 /// ```toml
@@ -60,8 +61,9 @@ pub struct Smoke {
     pub format: SmokeFormat,
 }
 
-/// Automatic rollback: a version made current by a reload that has `faults` guest faults or
-/// errors within `within` of its swap is rolled back by itself to the version before it (a
+/// Automatic rollback: a version made current by a reload that has `faults` guest faults
+/// (traps, panics, limits — not the error values its entries return, which may be the
+/// caller's bad input) within `within` of its swap is rolled back by itself to the version before it (a
 /// `RolledBack` event with the reason), and the same content is not loaded again from the
 /// plugin's file until different bytes arrive. Off unless set.
 ///
@@ -72,7 +74,7 @@ pub struct Smoke {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackOn {
-    /// How many guest faults (traps, panics, limits) or guest errors roll the version back:
+    /// How many guest faults (traps, panics, limits) roll the version back:
     /// the call that makes this many does. At least 1.
     pub faults: u64,
     /// How long after the swap they count: `"30s"`, `"500ms"`, `"2m"`.

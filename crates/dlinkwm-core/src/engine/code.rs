@@ -21,6 +21,10 @@ pub fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
 
+/// The largest plugin whose bytes are kept beside its compiled code: above it, a second load of
+/// the same bytes hashes them again (BLAKE3, a few milliseconds) rather than holding a copy.
+pub(crate) const KEEP_BYTES_UP_TO: usize = 4 << 20;
+
 /// A cheap fingerprint of a plugin's bytes: their length and an XXH3-128 of their first and last
 /// 8 KiB. How the engine finds code it holds for the same bytes; never trusted alone: a match is
 /// confirmed by comparing the bytes themselves (two different plugins with one fingerprint only
@@ -90,16 +94,16 @@ impl Code {
 pub(crate) struct CompiledModule {
     pub(crate) code: Code,
     pub(crate) hash: ContentHash,
-    /// The bytes this was compiled from, kept while the code is held: a later load of the same
-    /// bytes is recognised by a fast fingerprint and a comparison with these, instead of
-    /// hashing them again (see `Engine::content_hash`).
-    pub(crate) bytes: Arc<[u8]>,
+    /// The bytes this was compiled from, kept while the code is held (up to
+    /// [`KEEP_BYTES_UP_TO`]): a later load of the same bytes is recognised by a fast fingerprint
+    /// and a comparison with these, instead of hashing them again (`Engine::content_hash`).
+    pub(crate) bytes: Option<Arc<[u8]>>,
     /// A core module's export table and pre-instantiation, made by the first version that needs
     /// them (one for sync plugins, one for async ones: they link differently) and shared by every
     /// later version and plugin of this code.
     pub(crate) prepared: [OnceLock<Prepared>; 2],
-    /// The needs its bytes declare, read once (`engine::needs`).
-    pub(crate) needs: OnceLock<Result<Needs, String>>,
+    /// The needs its bytes declare, read once when the code is made (`engine::needs`).
+    pub(crate) needs: Result<Needs, String>,
 }
 
 /// What making instances of a core module needs, worked out once per compiled module.
@@ -110,19 +114,20 @@ pub(crate) struct Prepared {
 }
 
 impl CompiledModule {
-    pub(crate) fn new(code: Code, hash: ContentHash, bytes: Arc<[u8]>) -> Self {
+    /// Compiled code for `bytes`, which are kept when small enough.
+    pub(crate) fn new(code: Code, hash: ContentHash, bytes: &[u8]) -> Self {
         Self {
             code,
             hash,
-            bytes,
+            needs: Needs::of(bytes),
+            bytes: (bytes.len() <= KEEP_BYTES_UP_TO).then(|| Arc::from(bytes)),
             prepared: [OnceLock::new(), OnceLock::new()],
-            needs: OnceLock::new(),
         }
     }
 
-    /// The needs the bytes declare, read the first time they are asked for.
+    /// The needs the bytes declare.
     pub(crate) fn needs(&self) -> &Result<Needs, String> {
-        self.needs.get_or_init(|| Needs::of(&self.bytes))
+        &self.needs
     }
 
     /// The prepared export table and pre-instantiation for sync (`false`) or async (`true`)

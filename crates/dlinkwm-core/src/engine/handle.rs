@@ -173,7 +173,7 @@ impl Engine {
             .get(&fingerprint(bytes))
             .and_then(Weak::upgrade);
         match held {
-            Some(module) if *module.bytes == *bytes => module.hash,
+            Some(module) if module.bytes.as_deref() == Some(bytes) => module.hash,
             _ => ContentHash::of(bytes),
         }
     }
@@ -261,15 +261,17 @@ impl Engine {
                 code
             }
         };
-        let compiled = Arc::new(CompiledModule::new(code, hash, Arc::from(bytes)));
+        let compiled = Arc::new(CompiledModule::new(code, hash, bytes));
         {
             let mut modules = lock(&self.inner.modules);
             modules.retain(|_, weak| weak.strong_count() > 0);
             modules.insert(hash, Arc::downgrade(&compiled));
         }
-        let mut fingerprints = lock(&self.inner.fingerprints);
-        fingerprints.retain(|_, weak| weak.strong_count() > 0);
-        fingerprints.insert(fingerprint(bytes), Arc::downgrade(&compiled));
+        if compiled.bytes.is_some() {
+            let mut fingerprints = lock(&self.inner.fingerprints);
+            fingerprints.retain(|_, weak| weak.strong_count() > 0);
+            fingerprints.insert(fingerprint(bytes), Arc::downgrade(&compiled));
+        }
         Ok(compiled)
     }
 

@@ -122,12 +122,15 @@ impl Needs {
 }
 
 fn parse(text: &str, needs: &mut Vec<Need>) -> std::result::Result<(), String> {
+    // Every line counts, known or not (an earlier section's known ones too).
+    let mut lines = needs.len();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or_default().trim();
         if line.is_empty() {
             continue;
         }
-        if needs.len() >= MAX_NEEDS {
+        lines += 1;
+        if lines > MAX_NEEDS {
             return Err(format!(
                 "its `{SECTION}` section declares over {MAX_NEEDS} needs"
             ));
@@ -135,7 +138,7 @@ fn parse(text: &str, needs: &mut Vec<Need>) -> std::result::Result<(), String> {
         let (key, value) = line
             .split_once(char::is_whitespace)
             .map_or((line, ""), |(key, value)| (key, value.trim()));
-        if value.is_empty() || value.len() > MAX_NAME {
+        if value.is_empty() || value.len() > MAX_NAME || key.len() > MAX_NAME {
             return Err(format!(
                 "its `{SECTION}` section has a line `{}` without a value of 1 to {MAX_NAME} bytes",
                 line.chars().take(80).collect::<String>()
@@ -208,5 +211,10 @@ mod tests {
         );
         let many = "env X\n".repeat(MAX_NEEDS + 1);
         assert!(parse(&many, &mut Vec::new()).is_err());
+        let unknown = "later_key X\n".repeat(MAX_NEEDS + 1);
+        assert!(
+            parse(&unknown, &mut Vec::new()).is_err(),
+            "unknown keys count too"
+        );
     }
 }

@@ -165,7 +165,7 @@ impl Reloads {
             None => read(&path),
         };
         let result = match read {
-            Ok((bytes, hash)) => self.swap_in(engine, serving, id, &bytes, hash).await,
+            Ok((bytes, hash)) => self.swap_in(engine, serving, id, &bytes, hash, false).await,
             Err(error) => Err(error),
         };
         self.report(serving, result, Some(path))
@@ -223,7 +223,7 @@ impl Reloads {
         }
         let result = crate::runtime::block_on(
             &serving.context,
-            self.swap_in(engine, serving, id, &bytes, hash),
+            self.swap_in(engine, serving, id, &bytes, hash, true),
         );
         if result.is_err() && stamp(&path) != before {
             // Refused bytes of a file that has changed since: a write in progress (a
@@ -239,7 +239,6 @@ impl Reloads {
                 | Error::ExportMissing { .. }
                 | Error::EntryNotFound { .. }
                 | Error::AbiVersionUnsupported { .. }
-                | Error::SmokeFailed { .. }
                 | Error::NeedsNotGranted { .. })
         );
         *lock(&self.last_refused) = caused_by_bytes.then_some((hash, generation));
@@ -297,7 +296,14 @@ impl Reloads {
         bytes: &[u8],
     ) -> Result<ReloadOutcome> {
         let result = self
-            .swap_in(engine, serving, id, bytes, engine.content_hash(bytes))
+            .swap_in(
+                engine,
+                serving,
+                id,
+                bytes,
+                engine.content_hash(bytes),
+                false,
+            )
             .await;
         self.report(serving, result, None)
     }
@@ -327,11 +333,18 @@ impl Reloads {
         id: usize,
         bytes: &[u8],
         hash: ContentHash,
+        skip_refused: bool,
     ) -> Result<ReloadOutcome> {
         let started = Instant::now();
         let _reloading = self.reload_lock.lock().await;
         let old = serving.current_full();
         if hash == old.hash() {
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        // Checked again under the lock: an automatic rollback may have refused these bytes
+        // while this reload waited for it.
+        let generation = serving.context.settings_generation.load(Ordering::Acquire);
+        if skip_refused && *lock(&self.last_refused) == Some((hash, generation)) {
             return Ok(ReloadOutcome::Unchanged);
         }
         let name: &str = &serving.context.name;
@@ -348,6 +361,9 @@ impl Reloads {
         let new = Arc::new(new);
         // The old version stops taking calls; the calls it is running finish on it.
         serving.make_current(new.clone());
+        if let Some(canary) = &old.canary {
+            canary.disarm();
+        }
         serving
             .pool
             .put_back(Pooled::new(first, new, generation, settings.clone()));
@@ -428,6 +444,9 @@ impl Reloads {
             })?;
         let to = target.number;
         let hash = target.hash();
+        if let Some(canary) = &target.canary {
+            canary.disarm();
+        }
         let from = serving.make_current(target);
         match &reason {
             Some(reason) => tracing::warn!(

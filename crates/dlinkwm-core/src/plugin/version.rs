@@ -34,7 +34,8 @@ pub(crate) struct Version {
 /// A reloaded version on probation (`rollback_on`): how many guest faults it may have, until
 /// when, and how many it had.
 pub(crate) struct Canary {
-    until: Instant,
+    /// The end of the window (`None`: a window too long to represent never ends).
+    until: Option<Instant>,
     allowed: u64,
     within: Duration,
     faults: AtomicU64,
@@ -42,9 +43,15 @@ pub(crate) struct Canary {
 }
 
 impl Canary {
+    /// Ends the probation: a version that stops being current (replaced, or rolled back to)
+    /// is never rolled back by its old window.
+    pub(crate) fn disarm(&self) {
+        self.tripped.store(true, Ordering::Release);
+    }
+
     pub(crate) fn new(rule: RollbackOn) -> Self {
         Self {
-            until: Instant::now() + rule.within,
+            until: Instant::now().checked_add(rule.within),
             allowed: rule.faults.max(1),
             within: rule.within,
             faults: AtomicU64::new(0),
@@ -55,10 +62,11 @@ impl Canary {
     /// Counts `error` if the guest caused it within the window. Returns the reason to roll back
     /// when this is the fault that reaches the limit (once per version).
     pub(crate) fn fault(&self, error: &Error) -> Option<String> {
-        if !(error.is_guest_fault() || matches!(error, Error::Guest { .. })) {
+        // Guest faults only: an entry's error value may be the caller's bad input.
+        if !error.is_guest_fault() || self.tripped.load(Ordering::Acquire) {
             return None;
         }
-        if Instant::now() > self.until {
+        if self.until.is_some_and(|until| Instant::now() > until) {
             return None;
         }
         let faults = self.faults.fetch_add(1, Ordering::AcqRel) + 1;
@@ -66,7 +74,7 @@ impl Canary {
             return None;
         }
         Some(format!(
-            "{faults} guest faults or errors within {:?} of the swap (rollback_on); the last: {error}",
+            "{faults} guest faults within {:?} of the swap (rollback_on); the last: {error}",
             self.within
         ))
     }
@@ -222,17 +230,7 @@ impl Version {
                 exports.entry(plugin, entry)?;
             }
         }
-        let settings = context.settings.load_full();
-        if let Some(smoke) = &settings.smoke {
-            first
-                .smoke(plugin, &exports, smoke, &settings)
-                .await
-                .map_err(|error| Error::SmokeFailed {
-                    plugin: plugin.to_owned(),
-                    entry: smoke.entry.clone(),
-                    source: Box::new(error),
-                })?;
-        }
+
         let version = Self {
             number,
             module,
@@ -246,6 +244,21 @@ impl Version {
             load_time: started.elapsed(),
             canary: None,
         };
+        // On an instance of its own, dropped after: no call ever sees what the smoke call did.
+        let settings = context.settings.load_full();
+        if let Some(smoke) = &settings.smoke {
+            let smoked = async {
+                let mut probe = version.instantiate(&settings).await?;
+                probe
+                    .smoke(plugin, &version.exports, smoke, &settings)
+                    .await
+            };
+            smoked.await.map_err(|error| Error::SmokeFailed {
+                plugin: plugin.to_owned(),
+                entry: smoke.entry.clone(),
+                source: Box::new(error),
+            })?;
+        }
         Ok((version, first))
     }
 
