@@ -182,14 +182,7 @@ impl RawPlugin {
     fn new(engine: &wasmtime::Engine, module: &Module, entries: &[&'static str]) -> Self {
         let linker = raw_linker(engine);
         let pre = linker.instantiate_pre(module).unwrap();
-        let state = RawState {
-            wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
-            memory: None,
-            output: Vec::new(),
-            result: Vec::new(),
-        };
-        let mut store = Store::new(engine, state);
-        store.set_epoch_deadline(u64::MAX / 2);
+        let mut store = raw_store(engine);
         let instance = pre.instantiate(&mut store).unwrap();
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             init.call(&mut store, ()).unwrap();
