@@ -268,10 +268,19 @@ pub(crate) fn decode<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, Error> 
         if message.starts_with(RAW_RULE) {
             error
         } else {
-            <Error as de::Error>::custom(format_args!("{RAW_RULE}: {message}"))
+            // serde quotes the whole (guest-sent) text in a type error: keep the start of it.
+            let mut end = message.len().min(MAX_MESSAGE);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = if end < message.len() { "…" } else { "" };
+            <Error as de::Error>::custom(format_args!("{RAW_RULE}: {}{cut}", &message[..end]))
         }
     })
 }
+
+/// The longest serde message a decode error repeats.
+const MAX_MESSAGE: usize = 512;
 
 /// Appends `value`'s raw form to `output`; on error, `output` is as it was.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
@@ -302,6 +311,19 @@ mod tests {
         );
         // Not UTF-8: bytes, which a JSON value cannot hold.
         assert!(decode::<serde_json::Value>(&[0xff, 0]).is_err());
+    }
+
+    #[test]
+    fn a_type_error_does_not_repeat_a_large_input() {
+        let input = "é".repeat(100_000);
+        let message = decode::<u32>(input.as_bytes()).unwrap_err().to_string();
+        assert!(message.starts_with(RAW_RULE), "{message}");
+        assert!(
+            message.len() < RAW_RULE.len() + MAX_MESSAGE + 8,
+            "{}",
+            message.len()
+        );
+        assert!(message.ends_with('…'));
     }
 
     #[test]
