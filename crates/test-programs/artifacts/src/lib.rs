@@ -6,6 +6,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
+pub mod registry;
+
 /// `module` with a custom section appended: the same code under a different content hash, so
 /// the engine must compile it anew (for reload tests and benchmarks).
 pub fn with_custom_section(module: &[u8], payload: &[u8]) -> Vec<u8> {

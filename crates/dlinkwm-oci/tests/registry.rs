@@ -1,0 +1,163 @@
+//! Push, resolve and pull against a real registry (Debian's `docker-registry`), and what a
+//! damaged, oversized or unreachable registry ends in.
+
+use dlinkwm_oci::{OciError, PluginRef, Registry, RegistryOptions, block_on};
+use test_programs_artifacts::registry::TestRegistry;
+
+fn reference(registry: &TestRegistry, name: &str) -> PluginRef {
+    format!("oci://{}/{name}", registry.host()).parse().unwrap()
+}
+
+fn client(store: Option<&std::path::Path>) -> Registry {
+    Registry::new(RegistryOptions::default().with_store_dir(store.map(Into::into)))
+}
+
+#[test]
+fn pushes_resolves_and_pulls_by_tag_and_by_digest() {
+    let registry = TestRegistry::start();
+    let store = tempfile::tempdir().unwrap();
+    let client = client(Some(store.path()));
+    let hello = std::fs::read(test_programs_artifacts::HELLO).unwrap();
+    let tag = reference(&registry, "plugins/hello:v1");
+    let pushed = block_on(client.push(&hello, &tag)).unwrap();
+    assert!(pushed.manifest_digest.starts_with("sha256:"));
+    assert_eq!(
+        block_on(client.resolve(&tag)).unwrap(),
+        pushed.manifest_digest
+    );
+
+    let pulled = block_on(client.fetch(&tag)).unwrap();
+    assert_eq!(pulled.bytes, hello);
+    assert_eq!(pulled.manifest_digest, pushed.manifest_digest);
+    assert_eq!(pulled.layer_digest, pushed.layer_digest);
+    assert!(!pulled.from_store);
+
+    let pinned = tag.pinned(&pushed.manifest_digest).unwrap();
+    let by_digest = block_on(client.fetch(&pinned)).unwrap();
+    assert_eq!(by_digest.bytes, hello);
+
+    // A second push under another tag moves only that tag.
+    let other = with_custom_section(&hello);
+    let v2 = reference(&registry, "plugins/hello:v2");
+    let pushed2 = block_on(client.push(&other, &v2)).unwrap();
+    assert_ne!(pushed2.manifest_digest, pushed.manifest_digest);
+    assert_eq!(
+        block_on(client.resolve(&tag)).unwrap(),
+        pushed.manifest_digest
+    );
+
+    // A pinned digest the store holds needs no registry at all.
+    drop(registry);
+    let offline = block_on(client.fetch(&pinned)).unwrap();
+    assert_eq!(offline.bytes, hello);
+}
+
+fn with_custom_section(module: &[u8]) -> Vec<u8> {
+    test_programs_artifacts::with_custom_section(module, b"v2")
+}
+
+#[test]
+fn falls_back_to_the_last_known_good_version_only_when_unreachable() {
+    let mut registry = TestRegistry::start();
+    let store = tempfile::tempdir().unwrap();
+    let client = client(Some(store.path()));
+    let hello = std::fs::read(test_programs_artifacts::HELLO).unwrap();
+    let tag = reference(&registry, "plugins/fallback:stable");
+    let unknown = reference(&registry, "plugins/fallback:never-pushed");
+    block_on(client.push(&hello, &tag)).unwrap();
+    let pulled = block_on(client.fetch(&tag)).unwrap();
+    // Unknown tag while the registry answers: its error, never a fallback.
+    let error = block_on(client.fetch(&unknown)).unwrap_err();
+    assert!(matches!(error, OciError::Registry { .. }), "{error}");
+
+    registry.stop();
+    // Pulled but never remembered as good: nothing to fall back to.
+    let error = block_on(client.fetch(&tag)).unwrap_err();
+    assert!(error.is_unreachable(), "{error}");
+    client.remember(&tag, &pulled.manifest_digest).unwrap();
+    let fallback = block_on(client.fetch(&tag)).unwrap();
+    assert!(fallback.from_store);
+    assert_eq!(fallback.bytes, hello);
+    assert_eq!(fallback.manifest_digest, pulled.manifest_digest);
+
+    // Back up: the registry is asked again.
+    registry.restart();
+    let fresh = block_on(client.fetch(&tag)).unwrap();
+    assert!(!fresh.from_store);
+}
+
+#[test]
+fn refuses_a_tampered_blob_and_keeps_nothing_of_it() {
+    let registry = TestRegistry::start();
+    let store = tempfile::tempdir().unwrap();
+    let client = client(Some(store.path()));
+    let hello = std::fs::read(test_programs_artifacts::HELLO).unwrap();
+    let tag = reference(&registry, "plugins/tampered:v1");
+    let pushed = block_on(client.push(&hello, &tag)).unwrap();
+    // Same length, one byte changed, in the registry's own storage.
+    let blob = registry.blob_file(&pushed.layer_digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let error = block_on(client.fetch(&tag)).unwrap_err();
+    assert!(error.is_tampered(), "{error}");
+    assert!(error.to_string().contains(&pushed.layer_digest), "{error}");
+    let kept = walk(store.path());
+    assert!(
+        kept.iter()
+            .all(|path| !path.starts_with(store.path().join("blobs"))),
+        "{kept:?}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn refuses_oversized_layers_and_files_that_are_not_wasm() {
+    let registry = TestRegistry::start();
+    let hello = std::fs::read(test_programs_artifacts::HELLO).unwrap();
+    let tag = reference(&registry, "plugins/big:v1");
+    block_on(client(None).push(&hello, &tag)).unwrap();
+    let small = Registry::new(
+        RegistryOptions::default()
+            .with_store_dir(None)
+            .with_max_bytes(1024),
+    );
+    let error = block_on(small.fetch(&tag)).unwrap_err();
+    assert!(
+        matches!(error, OciError::TooLarge { max: 1024, .. }),
+        "{error}"
+    );
+
+    let error = block_on(client(None).push(b"#!/bin/sh\necho hi\n", &tag)).unwrap_err();
+    assert!(
+        matches!(error, OciError::NotAWasmArtifact { .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unreachable_registry_is_an_error_within_the_timeout() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tag: PluginRef = format!("127.0.0.1:{port}/nobody:v1").parse().unwrap();
+    let error = block_on(client(None).fetch(&tag)).unwrap_err();
+    assert!(error.is_unreachable(), "{error}");
+}
