@@ -328,6 +328,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A new version could not be fetched from where the plugin comes from (a registry): not
+    /// reachable, refused, or failing verification. The current version keeps serving.
+    #[error("cannot fetch a new version of `{plugin}`: {reason}")]
+    Source {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The engine could not be created with the requested options.
     #[error("cannot create the engine: {reason}")]
     Engine {

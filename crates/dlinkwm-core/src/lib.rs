@@ -37,8 +37,8 @@ mod watch;
 
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
-    PluginSettings, Preopen, ResolvedSettings, RollbackOn, Smoke, SmokeFormat, Stdio,
-    create_default_config_if_missing, defaults,
+    PluginSettings, Preopen, RegistrySettings, ResolvedSettings, RollbackOn, Smoke, SmokeFormat,
+    Stdio, create_default_config_if_missing, defaults,
 };
 pub use dlinkwm_abi as abi;
 pub use dlinkwm_abi::Format;

@@ -15,7 +15,7 @@ pub struct PluginHost {
     engine: Engine,
     config: ConfigSource,
     methods: Arc<HostMethods>,
-    format: Format,
+    pub(crate) format: Format,
     watcher: Arc<Mutex<Option<Arc<PluginWatcher>>>>,
     observer: Observer,
 }
@@ -131,10 +131,23 @@ impl PluginHost {
 
     /// Loads the plugin at `path` with the settings the configuration gives that path.
     ///
+    /// `path` may also be a plugin in an OCI registry, `oci://REGISTRY/REPOSITORY:TAG` or
+    /// `oci://REGISTRY/REPOSITORY@sha256:…` (configured in `[plugins."oci://…"]` under that
+    /// same text): its digests are verified, it is kept in the local store (`[registry]`), and
+    /// when the registry cannot be reached a tag starts from the last version that loaded
+    /// from it, with a warning. [`PluginHost::load_watched`] then follows the tag.
+    ///
     /// # Errors
-    /// See [`dlinkwm_core::Plugin::load`].
+    /// See [`dlinkwm_core::Plugin::load`]; for a registry plugin also [`Error::Registry`]
+    /// (unreachable with nothing stored, refused, tampered, too large).
+    ///
+    /// [`Error::Registry`]: crate::Error::Registry
     pub fn load(&self, path: impl AsRef<Path>) -> Result<Plugin> {
         let path = path.as_ref();
+        #[cfg(feature = "oci")]
+        if let Some(text) = path.to_str().filter(|text| crate::oci::is_reference(text)) {
+            return self.load_reference(text);
+        }
         let name = path.display().to_string();
         let options = self.options(&name);
         let plugin = dlinkwm_core::Plugin::load(&self.engine, path, options)?;
@@ -159,6 +172,10 @@ impl PluginHost {
     /// runtime.
     pub async fn load_async(&self, path: impl AsRef<Path>) -> Result<Plugin> {
         let path = path.as_ref();
+        #[cfg(feature = "oci")]
+        if let Some(text) = path.to_str().filter(|text| crate::oci::is_reference(text)) {
+            return self.load_reference_async(text).await;
+        }
         let name = path.display().to_string();
         let options = self.options(&name);
         let plugin = dlinkwm_core::Plugin::load_async(&self.engine, path, options).await?;
@@ -191,9 +208,19 @@ impl PluginHost {
 
     /// Watches `plugin`'s file (see [`PluginHost::load_watched`]).
     ///
+    /// A plugin loaded from a registry tag is followed instead: the tag is checked every
+    /// `[registry] poll` (± 10 %), and when it points to a new digest that version is pulled,
+    /// verified and reloaded through the same checks, smoke call and canary as a new file
+    /// (a tampered or refused version is reported as a [`crate::ReloadEvent::Failed`] and never
+    /// tried again; the current version keeps serving). A plugin pinned to a digest never moves.
+    ///
     /// # Errors
     /// [`dlinkwm_core::Error::Watch`].
     pub fn watch(&self, plugin: &Plugin) -> Result<()> {
+        #[cfg(feature = "oci")]
+        if let Some(origin) = plugin.origin() {
+            return self.follow_tag(plugin, origin);
+        }
         self.watcher()?.watch(plugin.core())?;
         Ok(())
     }
@@ -214,7 +241,7 @@ impl PluginHost {
         }
     }
 
-    fn follow_config(&self, plugin: &dlinkwm_core::Plugin) -> dlinkwm_core::Result<()> {
+    pub(crate) fn follow_config(&self, plugin: &dlinkwm_core::Plugin) -> dlinkwm_core::Result<()> {
         if let ConfigSource::Dynamic(dynamic) = &self.config {
             dynamic.follow(plugin)?;
         }
@@ -249,7 +276,7 @@ impl PluginHost {
         Ok(Plugin::new(plugin, self.format))
     }
 
-    fn options(&self, name: &str) -> PluginOptions {
+    pub(crate) fn options(&self, name: &str) -> PluginOptions {
         PluginOptions {
             name: Some(name.to_owned()),
             settings: self.config.current().settings_for(name),

@@ -29,6 +29,8 @@
 mod directory;
 mod host;
 mod methods;
+#[cfg(feature = "oci")]
+pub mod oci;
 mod plugin;
 
 pub use directory::PluginDirectory;
@@ -59,8 +61,8 @@ pub use dlinkwm_core::{
     CallObserver, CallRecord, CallerInfo, Config, ConfigError, ConfigEvent, ContentHash,
     DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, DynamicConfig, EPOCH_TICK, Engine, EngineOptions,
     EntryInfo, EntryKind, Format, HostCallError, HostCallFuture, Metered, PluginKind,
-    PluginSettings, ReloadEvent, ReloadOutcome, ResolvedSettings, RollbackOn, Smoke, SmokeFormat,
-    Stdio, create_default_config_if_missing, is_component,
+    PluginSettings, RegistrySettings, ReloadEvent, ReloadOutcome, ResolvedSettings, RollbackOn,
+    Smoke, SmokeFormat, Stdio, create_default_config_if_missing, is_component,
 };
 pub use host::{PluginHost, PluginHostBuilder};
 pub use methods::HostMethods;
@@ -82,6 +84,10 @@ pub enum Error {
     /// Loading, validating or calling the plugin failed.
     #[error(transparent)]
     Plugin(#[from] dlinkwm_core::Error),
+    /// A plugin could not be fetched from its registry (see [`PluginHost::load`]).
+    #[cfg(feature = "oci")]
+    #[error(transparent)]
+    Registry(#[from] oci::OciError),
     /// The input could not be encoded in the call's format.
     #[error("cannot encode the input of `{entry}` as {format}: {reason}")]
     Encode {

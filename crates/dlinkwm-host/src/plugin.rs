@@ -37,11 +37,30 @@ const KEEP_BUFFER: usize = 1 << 20;
 pub struct Plugin {
     inner: dlinkwm_core::Plugin,
     format: Format,
+    /// Where a plugin from a registry came from.
+    #[cfg(feature = "oci")]
+    origin: Option<std::sync::Arc<crate::oci::Origin>>,
 }
 
 impl Plugin {
     pub(crate) fn new(inner: dlinkwm_core::Plugin, format: Format) -> Self {
-        Self { inner, format }
+        Self {
+            inner,
+            format,
+            #[cfg(feature = "oci")]
+            origin: None,
+        }
+    }
+
+    #[cfg(feature = "oci")]
+    pub(crate) fn with_origin(mut self, origin: std::sync::Arc<crate::oci::Origin>) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    #[cfg(feature = "oci")]
+    pub(crate) fn origin(&self) -> Option<&std::sync::Arc<crate::oci::Origin>> {
+        self.origin.as_ref()
     }
 
     /// Calls `entry` with `input` in the host's format and decodes its output.
@@ -130,8 +149,8 @@ impl Plugin {
     #[must_use]
     pub fn with_format(&self, format: Format) -> Self {
         Self {
-            inner: self.inner.clone(),
             format,
+            ..self.clone()
         }
     }
 
@@ -325,10 +344,17 @@ impl Plugin {
 
     /// Re-reads the plugin's file and swaps it in if it is valid and different.
     ///
+    /// For a plugin loaded from a registry tag: checks the tag now, and pulls, verifies and
+    /// swaps in the version it points to if that is not the one serving.
+    ///
     /// # Errors
     /// Why the file was refused; the current version keeps serving and a
-    /// [`ReloadEvent::Failed`] is sent.
+    /// [`ReloadEvent::Failed`] is sent. For a registry plugin also [`crate::Error::Registry`].
     pub fn reload(&self) -> Result<ReloadOutcome> {
+        #[cfg(feature = "oci")]
+        if let Some(origin) = &self.origin {
+            return self.reload_from_registry(origin);
+        }
         Ok(self.inner.reload()?)
     }
 
@@ -338,6 +364,10 @@ impl Plugin {
     /// # Errors
     /// As [`Plugin::reload`].
     pub async fn reload_async(&self) -> Result<ReloadOutcome> {
+        #[cfg(feature = "oci")]
+        if let Some(origin) = &self.origin {
+            return self.reload_from_registry_async(origin).await;
+        }
         Ok(self.inner.reload_async().await?)
     }
 

@@ -378,6 +378,42 @@ impl Registry {
         })
     }
 
+    /// Points `tag` of `source`'s repository at the manifest `source` names now (promotes a
+    /// tested version, `:candidate` to `:stable`), without moving any blob; answers its digest.
+    ///
+    /// # Errors
+    /// [`OciError::Reference`] for a malformed tag, and as [`Registry::resolve`].
+    pub async fn tag(&self, source: &PluginRef, tag: &str) -> Result<String, OciError> {
+        let target = source.with_tag(tag)?;
+        let client = self.client(source);
+        let auth = auth::for_registry(source.registry_host()).await;
+        let (manifest, digest) = self
+            .bounded(
+                source,
+                client.pull_manifest_raw(
+                    source.oci(),
+                    &auth,
+                    &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+                ),
+            )
+            .await?;
+        let content_type = oci_client::manifest::OCI_IMAGE_MEDIA_TYPE
+            .parse()
+            .map_err(|_| OciError::Registry {
+                reference: source.to_string(),
+                reason: "unrepresentable media type".to_owned(),
+            })?;
+        client
+            .store_auth_if_needed(target.registry_host(), &auth)
+            .await;
+        self.bounded(
+            &target,
+            client.push_manifest_raw(target.oci(), manifest, content_type),
+        )
+        .await?;
+        Ok(digest)
+    }
+
     fn client(&self, reference: &PluginRef) -> oci_client::Client {
         install_crypto_provider();
         let registry = reference.registry_host();

@@ -65,6 +65,26 @@ impl PluginRef {
         })
     }
 
+    /// This reference's repository with `tag`.
+    ///
+    /// # Errors
+    /// [`OciError::Reference`] when `tag` is not a valid tag.
+    pub fn with_tag(&self, tag: &str) -> Result<PluginRef, OciError> {
+        // The distribution spec's tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+        let valid = tag.len() <= 128
+            && tag.bytes().enumerate().all(|(at, b)| {
+                b.is_ascii_alphanumeric() || b == b'_' || (at > 0 && matches!(b, b'.' | b'-'))
+            })
+            && !tag.is_empty();
+        if !valid {
+            return Err(OciError::Reference {
+                reference: tag.chars().take(140).collect(),
+                reason: "a tag is 1 to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`".to_owned(),
+            });
+        }
+        format!("{}/{}:{tag}", self.oci.registry(), self.oci.repository()).parse()
+    }
+
     /// Whether the registry is this machine (reached over plain HTTP without asking).
     pub fn is_loopback(&self) -> bool {
         let registry = self.registry_host();
@@ -142,6 +162,13 @@ mod tests {
         assert_eq!(pinned.digest(), Some(digest.as_str()));
         let parsed: PluginRef = pinned.to_string().parse().unwrap();
         assert_eq!(parsed, pinned);
+        assert_eq!(
+            tagged.with_tag("stable").unwrap().to_string(),
+            "oci://localhost:5000/plugins/hello:stable"
+        );
+        for bad in ["", "a/b", "-x", "a@b", &"t".repeat(129)] {
+            assert!(tagged.with_tag(bad).is_err(), "{bad}");
+        }
         let remote: PluginRef = "ghcr.io/acme/hello:1".parse().unwrap();
         assert!(!remote.is_loopback());
         let spoof: PluginRef = "localhost.evil.com:5000/x:1".parse().unwrap();

@@ -46,6 +46,15 @@ fn pushes_resolves_and_pulls_by_tag_and_by_digest() {
         pushed.manifest_digest
     );
 
+    // Promoting v2 to v1 moves v1 without pushing anything.
+    let promoted = block_on(client.tag(&v2, "v1")).unwrap();
+    assert_eq!(promoted, pushed2.manifest_digest);
+    assert_eq!(
+        block_on(client.resolve(&tag)).unwrap(),
+        pushed2.manifest_digest
+    );
+    assert_eq!(block_on(client.fetch(&tag)).unwrap().bytes, other);
+
     // A pinned digest the store holds needs no registry at all.
     drop(registry);
     let offline = block_on(client.fetch(&pinned)).unwrap();

@@ -49,6 +49,12 @@ const GUESTS: &[Guest] = &[
         package: "sdk_test",
         features: &["needs"],
     },
+    Guest {
+        constant: "SDK_TEST_FAULTY",
+        workspace: "crates/test-programs/guests",
+        package: "sdk_test",
+        features: &["variant_b", "faulty"],
+    },
 ];
 
 fn main() {

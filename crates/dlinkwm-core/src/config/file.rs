@@ -85,6 +85,26 @@ pub struct EngineSettings {
     pub async_yield_ms: Option<u64>,
 }
 
+/// Plugins from OCI registries, `[registry]` (used by `dlinkwm-host` for `oci://` plugins).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Where pulled plugins are kept by digest, the last known good version of each tag with
+    /// them (default: `$XDG_CACHE_HOME/dlinkwm/oci` or `~/.cache/dlinkwm/oci`).
+    pub store_dir: Option<PathBuf>,
+    /// How often a followed tag is checked (default: 30 s); each wait is this ± 10 %, so
+    /// replicas do not all ask at once.
+    #[serde(default, with = "humantime_serde")]
+    pub poll: Option<std::time::Duration>,
+    /// The longest one registry operation (resolve, pull, push) may take (default: 60 s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<std::time::Duration>,
+    /// Registries (`host:port`) reached over plain HTTP. `localhost`, `127.0.0.1` and `[::1]`
+    /// always are; every other registry only over HTTPS.
+    #[serde(default)]
+    pub insecure: Vec<String>,
+}
+
 /// A parsed configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +121,9 @@ pub struct Config {
     /// Engine-wide settings.
     #[serde(default)]
     pub engine: EngineSettings,
+    /// Plugins from OCI registries.
+    #[serde(default)]
+    pub registry: RegistrySettings,
     /// The file this came from; relative plugin keys are relative to its directory.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -216,6 +239,14 @@ impl Config {
                 "must be between 1 and 4096 (a wasm32 memory cannot exceed 4 GiB)",
             ));
         }
+        for (key, value) in [
+            ("registry.poll", self.registry.poll),
+            ("registry.timeout", self.registry.timeout),
+        ] {
+            if value.is_some_and(|value| value < std::time::Duration::from_millis(100)) {
+                return Err(bad(key.to_owned(), "must be at least 100ms"));
+            }
+        }
         for (plugin, entries) in &self.entry_functions {
             if entries.is_empty() {
                 return Err(bad(
@@ -257,7 +288,13 @@ impl Config {
 
 /// The top-level tables environment variables may override. Other `DLINKWM_` variables (such as
 /// the CLI's `DLINKWM_LOG`) are not configuration and are left alone.
-const ENV_TABLES: &[&str] = &["entry_functions", "defaults", "plugins", "engine"];
+const ENV_TABLES: &[&str] = &[
+    "entry_functions",
+    "defaults",
+    "plugins",
+    "engine",
+    "registry",
+];
 
 fn env_overrides() -> Env {
     Env::prefixed(ENV_PREFIX)

@@ -11,7 +11,7 @@ mod settings;
 
 pub use file::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, ENV_PREFIX, EngineSettings,
-    create_default_config_if_missing,
+    RegistrySettings, create_default_config_if_missing,
 };
 pub use settings::{
     PluginSettings, Preopen, ResolvedSettings, RollbackOn, Smoke, SmokeFormat, Stdio, defaults,

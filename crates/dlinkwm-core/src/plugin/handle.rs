@@ -901,6 +901,24 @@ impl Plugin {
         }
     }
 
+    /// Reports that a new version could not be fetched from where the plugin comes from (a
+    /// registry that refused it or sent bytes failing verification): subscribers get a
+    /// [`ReloadEvent::Failed`] with [`Error::Source`], and the current version keeps serving.
+    /// For hosts that fetch new versions themselves and hand them to
+    /// [`Plugin::reload_from_bytes`].
+    pub fn report_source_failure(&self, reason: impl Into<String>) {
+        let error = Error::Source {
+            plugin: self.name().to_owned(),
+            reason: reason.into(),
+        };
+        tracing::warn!(plugin = self.name(), %error, "new version refused");
+        self.emit(ReloadEvent::Failed {
+            plugin: self.name().to_owned(),
+            path: None,
+            error,
+        });
+    }
+
     /// Swaps in `bytes` as the new version if they are valid and different.
     ///
     /// # Errors

@@ -3,6 +3,7 @@
 mod asynchronous;
 mod calls;
 mod host_methods;
+mod oci;
 mod reload;
 
 use dlinkwm_host::{HostMethods, PluginHost};

@@ -13,6 +13,9 @@ const VARIANT: &str = "b";
 /// Which build this is.
 #[dlinkwm::entry]
 fn variant() -> String {
+    if cfg!(feature = "faulty") {
+        panic!("this build of variant faults on every call");
+    }
     VARIANT.to_owned()
 }
 
