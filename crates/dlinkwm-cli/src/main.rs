@@ -9,6 +9,7 @@ mod init;
 mod inspect;
 mod new;
 mod output;
+mod registry;
 mod run;
 mod serve;
 mod watch;
@@ -91,6 +92,20 @@ enum Command {
     /// Serve a folder of plugins over HTTP: POST /v1/plugins/{plugin}/{entry}, hot-swapped when
     /// their files change, with /metrics, /healthz and /readyz.
     Serve(serve::ServeArgs),
+    /// Push a plugin to an OCI registry (the wasm artifact layout: an `application/wasm` layer).
+    /// Credentials: DLINKWM_REGISTRY_USERNAME and DLINKWM_REGISTRY_PASSWORD, else docker's.
+    ///
+    /// Example: dlinkwm push hello.wasm ghcr.io/acme/hello:1.2.0
+    Push(registry::PushArgs),
+    /// Pull a plugin from an OCI registry, its digests verified.
+    ///
+    /// Example: dlinkwm pull ghcr.io/acme/hello:1.2.0 -o plugins/hello.wasm
+    Pull(registry::PullArgs),
+    /// Point a tag at a version already in the registry (promote `candidate` to `stable`);
+    /// hosts following the tag pick it up.
+    ///
+    /// Example: dlinkwm tag ghcr.io/acme/hello:candidate stable
+    Tag(registry::TagArgs),
     /// Print shell completions.
     ///
     /// Example: dlinkwm completions bash > /etc/bash_completion.d/dlinkwm
@@ -121,6 +136,9 @@ fn main() -> ExitCode {
         Command::Config(args) => config_cmd::run(args, config, cli.json),
         Command::Cache(args) => cache::run(args, config, cli.json),
         Command::Serve(args) => serve::run(args, config),
+        Command::Push(args) => registry::push(args, config, cli.json),
+        Command::Pull(args) => registry::pull(args, config, cli.json),
+        Command::Tag(args) => registry::tag(args, config, cli.json),
         Command::Completions { shell } => completions(*shell),
     };
     match result {

@@ -24,6 +24,11 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Also serve a plugin from an OCI registry as /v1/plugins/{NAME}/{entry}, following its
+    /// tag (checked every `[registry] poll`, default 30 s; a new version is verified, smoke-tested
+    /// and swapped in like a new file). Repeatable.
+    #[arg(long = "plugin", value_name = "NAME=oci://REGISTRY/REPOSITORY:TAG")]
+    plugins: Vec<String>,
     /// After SIGTERM or SIGINT, how long requests in flight may run before the process exits,
     /// in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -53,6 +58,20 @@ pub fn run(args: &ServeArgs, config: Option<&Path>) -> anyhow::Result<()> {
         let server = Server::from_directory(&host, &args.dir, options)
             .await
             .with_context(|| format!("cannot serve `{}`", args.dir.display()))?;
+        let counted = server.host(&host);
+        for spec in &args.plugins {
+            let (name, reference) = spec.split_once('=').ok_or_else(|| {
+                crate::output::UsageError(format!("--plugin `{spec}` is not NAME=oci://REFERENCE"))
+            })?;
+            let plugin = counted
+                .load_async(reference)
+                .await
+                .with_context(|| format!("cannot load `{reference}`"))?;
+            counted
+                .watch(&plugin)
+                .with_context(|| format!("cannot follow `{reference}`"))?;
+            server.add_plugin(name, plugin)?;
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -46,6 +46,14 @@ pub enum ServeError {
     /// The listener failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A plugin cannot be served under the name asked for.
+    #[error("cannot serve a plugin as `{name}`: {reason}")]
+    Name {
+        /// The route name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A folder of plugins served over HTTP. Cheap to clone.
@@ -57,6 +65,8 @@ pub struct Server {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) directory: PluginDirectory,
+    /// Plugins served beside the folder's (from a registry, say), by route name.
+    pub(crate) added: Mutex<BTreeMap<String, Plugin>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin_token: Option<String>,
     /// The plugins (by route name) the folder held at start and still holds: ready once all
@@ -110,6 +120,7 @@ impl Server {
             metrics,
             // An empty token would open the admin routes to a request without one.
             admin_token: options.admin_token.filter(|token| !token.is_empty()),
+            added: Mutex::new(BTreeMap::new()),
             expected: Mutex::new(expected),
             refusals: Mutex::new(BTreeMap::new()),
         });
@@ -127,19 +138,72 @@ impl Server {
         &self.inner.metrics
     }
 
-    /// The plugin served under `name` (its file name without `.wasm`).
+    /// The plugin served under `name` (its file name without `.wasm`, or the name it was
+    /// [added](Server::add_plugin) under).
     pub fn plugin(&self, name: &str) -> Option<Plugin> {
+        if let Some(plugin) = lock(&self.inner.added).get(name) {
+            return Some(plugin.clone());
+        }
         self.inner.directory.get(&format!("{name}.wasm"))
     }
 
     /// The route names of the plugins served now, sorted.
     pub fn plugin_names(&self) -> Vec<String> {
-        self.inner
+        let mut names: BTreeSet<String> = self
+            .inner
             .directory
             .names()
             .iter()
             .map(|file| route_name(file).to_owned())
-            .collect()
+            .collect();
+        names.extend(lock(&self.inner.added).keys().cloned());
+        names.into_iter().collect()
+    }
+
+    /// Serves `plugin` as `/v1/plugins/{name}/…` beside the folder's plugins: a plugin loaded
+    /// from a registry (`oci://…`, followed with [`PluginHost::watch`]), or one the application
+    /// loaded itself. Its reloads, refusals and rollbacks are recorded like the folder's; its
+    /// calls are counted in the metrics when it was loaded with [`Server::host`].
+    ///
+    /// # Errors
+    /// [`ServeError::Name`] when `name` is not 1 to 128 letters, digits, `_`, `-` and `.`, or a
+    /// plugin is served under it already.
+    pub fn add_plugin(&self, name: &str, plugin: Plugin) -> Result<(), ServeError> {
+        let refuse = |reason: &str| ServeError::Name {
+            name: name.chars().take(140).collect(),
+            reason: reason.to_owned(),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid {
+            return Err(refuse(
+                "a name is 1 to 128 letters, digits, `_`, `-` and `.`",
+            ));
+        }
+        let mut added = lock(&self.inner.added);
+        if added.contains_key(name) || self.inner.directory.get(&format!("{name}.wasm")).is_some() {
+            return Err(refuse("a plugin is served under this name already"));
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let (route, plugin_name) = (name.to_owned(), plugin.name().to_owned());
+        plugin.on_event(move |event| {
+            if let Some(inner) = weak.upgrade() {
+                plugin_event(&inner, &route, &plugin_name, event);
+            }
+        });
+        added.insert(name.to_owned(), plugin);
+        Ok(())
+    }
+
+    /// A host whose plugins' calls are counted in this server's metrics: load plugins to
+    /// [add](Server::add_plugin) with it.
+    pub fn host(&self, host: &PluginHost) -> PluginHost {
+        host.with_observer(Arc::new(crate::metrics::Recorder(
+            self.inner.metrics.clone(),
+        )))
     }
 
     /// Whether every plugin the folder held at start is loaded.
