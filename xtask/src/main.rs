@@ -186,8 +186,48 @@ fn demo() -> anyhow::Result<()> {
 fn test(args: &[String]) -> anyhow::Result<()> {
     ensure_target()?;
     toolchains(&[])?;
+    ensure_registry()?;
     run(cargo()
         .current_dir(root())
         .args(["test", "--workspace"])
         .args(args))
+}
+
+/// The OCI registry the registry tests start: Debian's `docker-registry` package (the CNCF
+/// distribution registry), installed with apt (as root, or with `sudo -n`) when missing.
+fn ensure_registry() -> anyhow::Result<()> {
+    const PROGRAM: &str = "docker-registry";
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    if std::env::var_os("DLINKWM_TEST_REGISTRY").is_some() || on_path(PROGRAM) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the OCI registry for the tests (apt: docker-registry)");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    let apt = |args: &[&str]| -> anyhow::Result<()> {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        let status = command.status().context("cannot run apt-get")?;
+        anyhow::ensure!(status.success(), "apt-get {args:?} failed: {status}");
+        Ok(())
+    };
+    let install = ["install", "-y", "-qq", "--no-install-recommends", PROGRAM];
+    if apt(&install).is_err() {
+        // The package lists may be missing or stale on a fresh machine.
+        apt(&["update", "-qq"])?;
+        apt(&install)?;
+    }
+    anyhow::ensure!(on_path(PROGRAM), "apt-get installed no `{PROGRAM}` on PATH");
+    Ok(())
 }

@@ -179,11 +179,9 @@ impl Client {
                             changes.push((Instant::now(), now.clone()));
                         }
                     }
-                    if now == "error" {
-                        if counting.load(Ordering::Relaxed) {
-                            eprintln!("failed request: {answer}");
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if now == "error" && counting.load(Ordering::Relaxed) {
+                        eprintln!("failed request: {answer}");
+                        failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })

@@ -149,7 +149,13 @@ impl PluginHost {
             .with_max_bytes(self.engine().options().max_module_bytes as u64)
             .with_timeout(settings.timeout.unwrap_or(dlinkwm_oci::DEFAULT_TIMEOUT));
         if let Some(dir) = &settings.store_dir {
-            options = options.with_store_dir(Some(dir.clone()));
+            // Relative to the configuration file, like plugin keys.
+            let base = config.source.as_deref().and_then(std::path::Path::parent);
+            let dir = match base {
+                Some(base) if dir.is_relative() => base.join(dir),
+                _ => dir.clone(),
+            };
+            options = options.with_store_dir(Some(dir));
         }
         for registry in &settings.insecure {
             options = options.with_insecure(registry.clone());

@@ -90,7 +90,8 @@ pub struct EngineSettings {
 #[serde(deny_unknown_fields)]
 pub struct RegistrySettings {
     /// Where pulled plugins are kept by digest, the last known good version of each tag with
-    /// them (default: `$XDG_CACHE_HOME/dlinkwm/oci` or `~/.cache/dlinkwm/oci`).
+    /// them; relative to the configuration file (default: `$XDG_CACHE_HOME/dlinkwm/oci` or
+    /// `~/.cache/dlinkwm/oci`).
     pub store_dir: Option<PathBuf>,
     /// How often a followed tag is checked (default: 30 s); each wait is this ± 10 %, so
     /// replicas do not all ask at once.
