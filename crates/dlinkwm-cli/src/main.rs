@@ -93,7 +93,8 @@ enum Command {
     /// their files change, with /metrics, /healthz and /readyz.
     Serve(serve::ServeArgs),
     /// Push a plugin to an OCI registry (the wasm artifact layout: an `application/wasm` layer).
-    /// Credentials: DLINKWM_REGISTRY_USERNAME and DLINKWM_REGISTRY_PASSWORD, else docker's.
+    /// Credentials: DLINKWM_REGISTRY_USERNAME and DLINKWM_REGISTRY_PASSWORD for the registry
+    /// DLINKWM_REGISTRY_HOST names, else docker's.
     ///
     /// Example: dlinkwm push hello.wasm ghcr.io/acme/hello:1.2.0
     Push(registry::PushArgs),

@@ -113,6 +113,10 @@ pub fn pull(args: &PullArgs, config: Option<&Path>, json: bool) -> anyhow::Resul
         .with_context(|| format!("cannot write in `{}`", dir.display()))?;
     file.write_all(&pulled.bytes)?;
     file.as_file().sync_all()?;
+    // A plugin file others may read, like one `cp` would write (the temporary file is 0600).
+    #[cfg(unix)]
+    file.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     file.persist(&output)
         .with_context(|| format!("cannot write `{}`", output.display()))?;
     if !json {

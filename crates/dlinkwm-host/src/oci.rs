@@ -1,14 +1,15 @@
 //! Plugins from OCI registries: `oci://REGISTRY/REPOSITORY:TAG` (or `@sha256:…`) wherever a
 //! plugin path goes, the last known good version of each tag kept locally, and tags followed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlinkwm_core::{ContentHash, ReloadOutcome, WeakPlugin};
 pub use dlinkwm_oci::{
-    OciError, PASSWORD_VARIABLE, PluginRef, Pulled, Pushed, Registry, RegistryOptions, SCHEME,
-    USERNAME_VARIABLE, block_on,
+    HOST_VARIABLE, OciError, PASSWORD_VARIABLE, PluginRef, Pulled, Pushed, Registry,
+    RegistryOptions, SCHEME, USERNAME_VARIABLE, block_on,
 };
 
 use crate::{Plugin, PluginHost, Result};
@@ -16,24 +17,42 @@ use crate::{Plugin, PluginHost, Result};
 /// How often a followed tag is checked by default.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(30);
 
+/// How many refused or rolled-back digests a followed tag remembers (not pulled again).
+const REFUSED_KEPT: usize = 64;
+
 /// Whether `text` names a plugin in a registry (`oci://…`) rather than a file.
 pub fn is_reference(text: &str) -> bool {
     text.starts_with(SCHEME)
 }
 
-/// Where a plugin from a registry came from, and the manifest digest of each version of it
-/// loaded (so the digest serving is known after reloads and rollbacks alike).
+/// Where a plugin from a registry came from, the manifest digest of each version of it loaded
+/// (so the digest serving is known after reloads and rollbacks alike), and what following its
+/// tag has learned.
 #[derive(Debug)]
 pub(crate) struct Origin {
     reference: PluginRef,
     registry: Registry,
-    /// Manifest digest by content hash, of every version loaded from the registry.
+    /// Manifest digest by content hash, of the versions loaded from the registry.
     digests: Mutex<HashMap<ContentHash, String>>,
-    /// The digest the tag pointed to when last looked at.
-    seen: Mutex<String>,
+    follow: Mutex<FollowState>,
+    following: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct FollowState {
+    /// The digest the tag pointed to when last acted on.
+    seen: String,
+    /// Digests refused (bad bytes, failed checks or smoke call) or rolled back: never pulled
+    /// again by the follower, so a bad version cannot flap back in.
+    refused: VecDeque<String>,
+    /// The digest this follower last swapped in, until it is settled (kept or rolled back).
+    swapped: Option<String>,
     /// The digest last recorded in the store as the tag's last known good version.
-    remembered: Mutex<String>,
-    following: std::sync::atomic::AtomicBool,
+    remembered: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl Origin {
@@ -41,10 +60,31 @@ impl Origin {
         lock(&self.digests).get(hash).cloned()
     }
 
-    /// What fetching `digest` (the tag's new target) gave: verified bytes, whose digest is
-    /// recorded, or an error. A refusal (tampered, too large, not wasm) is reported as a
-    /// [`crate::ReloadEvent::Failed`] and the digest is not tried again by the follower; an
-    /// unreachable registry is tried again.
+    /// Whether the tag's `digest` is the version serving.
+    fn serves(&self, plugin: &dlinkwm_core::Plugin, digest: &str) -> bool {
+        self.digest_of(&plugin.content_hash()).as_deref() == Some(digest)
+    }
+
+    fn refuse(&self, digest: &str) {
+        let mut follow = lock(&self.follow);
+        if !follow.refused.iter().any(|refused| refused == digest) {
+            if follow.refused.len() >= REFUSED_KEPT {
+                follow.refused.pop_front();
+            }
+            follow.refused.push_back(digest.to_owned());
+        }
+    }
+
+    /// Whether the follower should leave `digest` alone: acted on already, or refused before.
+    fn settled(&self, digest: &str) -> bool {
+        let follow = lock(&self.follow);
+        follow.seen == digest || follow.refused.iter().any(|refused| refused == digest)
+    }
+
+    /// What fetching `digest` (the tag's target) gave: verified bytes, whose digest is recorded,
+    /// or an error. A final refusal (tampered, too large, not wasm) is reported as a
+    /// [`crate::ReloadEvent::Failed`] and the digest is not pulled again by the follower; any
+    /// other error (the registry unavailable) is tried again at the next poll.
     fn received(
         &self,
         plugin: &dlinkwm_core::Plugin,
@@ -61,49 +101,79 @@ impl Origin {
                     digests.retain(|known, _| *known == serving);
                 }
                 digests.insert(hash, digest.to_owned());
-                drop(digests);
-                *lock(&self.seen) = digest.to_owned();
                 Ok(pulled)
             }
-            Err(error) if error.is_unreachable() => Err(error.into()),
-            Err(error) => {
+            Err(error) if error.is_final() => {
                 plugin.report_source_failure(error.to_string());
-                *lock(&self.seen) = digest.to_owned();
+                self.refuse(digest);
+                lock(&self.follow).seen = digest.to_owned();
                 Err(error.into())
             }
+            Err(error) => Err(error.into()),
         }
     }
 
-    /// After a reload to `digest`: a version that swapped in is the tag's last known good.
-    fn reloaded(&self, plugin: &dlinkwm_core::Plugin, outcome: &ReloadOutcome, digest: &str) {
-        if matches!(outcome, ReloadOutcome::Reloaded { .. }) {
-            self.remember(plugin, digest);
+    /// After a reload to `digest` ended in `outcome`: a refused version is not pulled again; a
+    /// version that swapped in is kept in the store, and is the tag's last known good once its
+    /// probation (`rollback_on`) is over. Blocking file I/O.
+    fn reloaded(
+        &self,
+        plugin: &dlinkwm_core::Plugin,
+        digest: &str,
+        pulled: &Pulled,
+        outcome: &dlinkwm_core::Result<ReloadOutcome>,
+    ) {
+        lock(&self.follow).seen = digest.to_owned();
+        match outcome {
+            Ok(ReloadOutcome::Reloaded { .. }) => {
+                if let Err(error) = self.registry.keep(pulled) {
+                    tracing::warn!(plugin = plugin.name(), %error, "cannot keep the new version in the local store");
+                }
+                lock(&self.follow).swapped = Some(digest.to_owned());
+                self.settle(plugin);
+            }
+            Ok(_) => {}
+            Err(_) => self.refuse(digest),
         }
     }
 
-    /// Records `digest` as the tag's last known good version, unless it already is.
-    fn remember(&self, plugin: &dlinkwm_core::Plugin, digest: &str) {
-        let mut remembered = lock(&self.remembered);
-        if *remembered == digest {
+    /// Brings the bookkeeping in line with the version serving: a version this follower swapped
+    /// in that no longer serves was rolled back (refused from now on); the version serving,
+    /// once off probation, is the tag's last known good. Blocking file I/O.
+    fn settle(&self, plugin: &dlinkwm_core::Plugin) {
+        let serving = self.digest_of(&plugin.content_hash());
+        let rolled_back = {
+            let mut follow = lock(&self.follow);
+            match &follow.swapped {
+                Some(swapped) if serving.as_ref() != Some(swapped) => follow.swapped.take(),
+                _ => None,
+            }
+        };
+        if let Some(rolled_back) = rolled_back {
+            tracing::info!(plugin = plugin.name(), digest = %rolled_back, "rolled back; that version is not pulled again");
+            self.refuse(&rolled_back);
+        }
+        let Some(serving) = serving else { return };
+        if plugin.on_probation() {
             return;
         }
-        match self.registry.remember(&self.reference, digest) {
-            Ok(()) => digest.clone_into(&mut remembered),
+        let mut follow = lock(&self.follow);
+        if follow.remembered.as_ref() == Some(&serving) {
+            return;
+        }
+        match self.registry.remember(&self.reference, &serving) {
+            Ok(()) => follow.remembered = Some(serving),
             Err(error) => {
                 tracing::warn!(plugin = plugin.name(), %error, "cannot record the last known good version");
             }
         }
     }
-
-    /// Whether the tag's `digest` is the version serving.
-    fn serves(&self, plugin: &dlinkwm_core::Plugin, digest: &str) -> bool {
-        self.digest_of(&plugin.content_hash()).as_deref() == Some(digest)
-    }
 }
 
 impl Plugin {
     /// For a plugin loaded from a registry tag: checks the tag now and, if it points to
-    /// another version than the one serving, pulls, verifies and reloads it.
+    /// another version than the one serving, pulls, verifies and reloads it (a version refused
+    /// before is tried again: this is an explicit request).
     pub(crate) fn reload_from_registry(&self, origin: &Origin) -> Result<ReloadOutcome> {
         let core = self.core();
         let digest = block_on(origin.registry.resolve(&origin.reference))?;
@@ -112,15 +182,16 @@ impl Plugin {
         }
         let pinned = origin.reference.pinned(&digest)?;
         let pulled = origin.received(core, &digest, block_on(origin.registry.fetch(&pinned)))?;
-        let outcome = core.reload_from_bytes(&pulled.bytes)?;
-        origin.reloaded(core, &outcome, &digest);
-        Ok(outcome)
+        let outcome = core.reload_from_bytes(&pulled.bytes);
+        origin.reloaded(core, &digest, &pulled, &outcome);
+        Ok(outcome?)
     }
 
-    /// [`Plugin::reload_from_registry`] for async code.
+    /// [`Plugin::reload_from_registry`] for async code: the store's file I/O runs on the
+    /// runtime's blocking threads.
     pub(crate) async fn reload_from_registry_async(
         &self,
-        origin: &Origin,
+        origin: &Arc<Origin>,
     ) -> Result<ReloadOutcome> {
         let core = self.core();
         let digest = origin.registry.resolve(&origin.reference).await?;
@@ -129,14 +200,22 @@ impl Plugin {
         }
         let pinned = origin.reference.pinned(&digest)?;
         let pulled = origin.received(core, &digest, origin.registry.fetch(&pinned).await)?;
-        let outcome = core.reload_from_bytes_async(&pulled.bytes).await?;
-        origin.reloaded(core, &outcome, &digest);
-        Ok(outcome)
+        let outcome = core.reload_from_bytes_async(&pulled.bytes).await;
+        let (origin, plugin, bookkept) = (origin.clone(), core.clone(), outcome.clone());
+        // Detached: the bookkeeping completes even if this future is dropped now.
+        let _ = tokio::task::spawn_blocking(move || {
+            origin.reloaded(&plugin, &digest, &pulled, &bookkept);
+        })
+        .await;
+        Ok(outcome?)
     }
-}
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+    /// For a plugin loaded from a registry, the manifest digest of the version serving now
+    /// (`sha256:…`); `None` for a plugin from a file or bytes.
+    pub fn registry_digest(&self) -> Option<String> {
+        let origin = self.origin()?;
+        origin.digest_of(&self.content_hash())
+    }
 }
 
 impl PluginHost {
@@ -175,10 +254,21 @@ impl PluginHost {
         let options = self.options(text);
         let core = dlinkwm_core::Plugin::from_bytes(self.engine(), &pulled.bytes, options)?;
         self.follow_config(&core)?;
-        Ok(self.loaded_from_registry(core, reference, registry, &pulled))
+        let origin = Arc::new(Origin::new(&core, reference, registry, &pulled));
+        origin.loaded(&core, &pulled);
+        Ok(Plugin::new(core, self.format).with_origin(origin))
     }
 
     pub(crate) async fn load_reference_async(&self, text: &str) -> Result<Plugin> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(dlinkwm_core::Error::WrongCallMode {
+                plugin: text.to_owned(),
+                reason: "loading for async calls needs a tokio runtime (with its IO and time \
+                         drivers, for the registry)"
+                    .to_owned(),
+            }
+            .into());
+        }
         let reference: PluginRef = text.parse()?;
         let registry = self.registry();
         let pulled = registry.fetch(&reference).await?;
@@ -186,52 +276,15 @@ impl PluginHost {
         let core =
             dlinkwm_core::Plugin::from_bytes_async(self.engine(), &pulled.bytes, options).await?;
         self.follow_config(&core)?;
-        Ok(self.loaded_from_registry(core, reference, registry, &pulled))
-    }
-
-    fn loaded_from_registry(
-        &self,
-        core: dlinkwm_core::Plugin,
-        reference: PluginRef,
-        registry: Registry,
-        pulled: &Pulled,
-    ) -> Plugin {
-        if pulled.from_store {
-            tracing::warn!(
-                plugin = core.name(),
-                digest = %pulled.manifest_digest,
-                "registry unreachable: serving the last known good version from the local store"
-            );
-        } else if let Err(error) = registry.remember(&reference, &pulled.manifest_digest) {
-            tracing::warn!(plugin = core.name(), %error, "cannot record the last known good version");
-        }
-        let origin = Origin {
-            digests: Mutex::new(HashMap::from([(
-                core.content_hash(),
-                pulled.manifest_digest.clone(),
-            )])),
-            // From the store, the tag may have moved: the first poll that reaches the registry
-            // decides.
-            seen: Mutex::new(if pulled.from_store {
-                String::new()
-            } else {
-                pulled.manifest_digest.clone()
-            }),
-            remembered: Mutex::new(pulled.manifest_digest.clone()),
-            reference,
-            registry,
-            following: std::sync::atomic::AtomicBool::new(false),
-        };
-        Plugin::new(core, self.format).with_origin(Arc::new(origin))
+        let origin = Arc::new(Origin::new(&core, reference, registry, &pulled));
+        let (bookkeeping, plugin) = (origin.clone(), core.clone());
+        let _ = tokio::task::spawn_blocking(move || bookkeeping.loaded(&plugin, &pulled)).await;
+        Ok(Plugin::new(core, self.format).with_origin(origin))
     }
 
     /// Follows the tag of a plugin loaded from a registry: see [`PluginHost::watch`].
     pub(crate) fn follow_tag(&self, plugin: &Plugin, origin: &Arc<Origin>) -> Result<()> {
-        if origin.reference.is_pinned()
-            || origin
-                .following
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
+        if origin.reference.is_pinned() || origin.following.swap(true, Ordering::AcqRel) {
             // A digest never moves; a tag is followed once.
             return Ok(());
         }
@@ -244,9 +297,7 @@ impl PluginHost {
             .name("dlinkwm-follow".to_owned())
             .spawn(move || follower.run())
             .map_err(|error| {
-                origin
-                    .following
-                    .store(false, std::sync::atomic::Ordering::Release);
+                origin.following.store(false, Ordering::Release);
                 dlinkwm_core::Error::Watch {
                     path: origin.reference.to_string().into(),
                     reason: format!("cannot start the thread following the tag: {error}"),
@@ -256,12 +307,47 @@ impl PluginHost {
     }
 }
 
-impl Plugin {
-    /// For a plugin loaded from a registry, the manifest digest of the version serving now
-    /// (`sha256:…`); `None` for a plugin from a file or bytes.
-    pub fn registry_digest(&self) -> Option<String> {
-        let origin = self.origin()?;
-        origin.digest_of(&self.content_hash())
+impl Origin {
+    fn new(
+        core: &dlinkwm_core::Plugin,
+        reference: PluginRef,
+        registry: Registry,
+        pulled: &Pulled,
+    ) -> Self {
+        Self {
+            digests: Mutex::new(HashMap::from([(
+                core.content_hash(),
+                pulled.manifest_digest.clone(),
+            )])),
+            follow: Mutex::new(FollowState {
+                // From the store, the tag may have moved: the first poll that reaches the
+                // registry decides.
+                seen: if pulled.from_store {
+                    String::new()
+                } else {
+                    pulled.manifest_digest.clone()
+                },
+                ..FollowState::default()
+            }),
+            reference,
+            registry,
+            following: AtomicBool::new(false),
+        }
+    }
+
+    /// After the first load: the version is kept and is the tag's last known good (a first
+    /// load is on no probation). Blocking file I/O.
+    fn loaded(&self, core: &dlinkwm_core::Plugin, pulled: &Pulled) {
+        if pulled.from_store {
+            tracing::warn!(
+                plugin = core.name(),
+                digest = %pulled.manifest_digest,
+                "registry unavailable: serving the last known good version from the local store"
+            );
+        } else if let Err(error) = self.registry.keep(pulled) {
+            tracing::warn!(plugin = core.name(), %error, "cannot keep the plugin in the local store");
+        }
+        self.settle(core);
     }
 }
 
@@ -286,61 +372,50 @@ impl Follower {
             }
         };
         let origin = &*self.origin;
-        let mut unreachable = false;
+        let mut unavailable = false;
         loop {
-            // ± 10 %, so replicas started together do not all ask at once.
+            // ± 10 %, so replicas started together do not all ask at once (the configuration
+            // bounds `poll` to a week, so this cannot overflow).
             let jitter = 0.9 + fastrand::f64() * 0.2;
             std::thread::sleep(self.poll.mul_f64(jitter));
             let Some(plugin) = self.plugin.upgrade() else {
                 return;
             };
-            // The last known good version follows the version serving: a reload, an automatic
-            // rollback, an application's rollback.
-            if let Some(serving) = origin.digest_of(&plugin.content_hash()) {
-                origin.remember(&plugin, &serving);
-            }
+            origin.settle(&plugin);
             let digest = match runtime.block_on(origin.registry.resolve(&origin.reference)) {
                 Ok(digest) => digest,
                 Err(error) => {
                     // Said once per outage, not every poll.
-                    if !unreachable {
+                    if !unavailable {
                         tracing::warn!(plugin = plugin.name(), %error, "cannot check the tag; the current version keeps serving");
                     }
-                    unreachable = error.is_unreachable();
+                    unavailable = true;
                     continue;
                 }
             };
-            if unreachable {
+            if unavailable {
                 tracing::info!(plugin = plugin.name(), "the registry answers again");
-                unreachable = false;
+                unavailable = false;
             }
-            if *lock(&origin.seen) == digest {
+            if origin.settled(&digest) {
                 continue;
             }
-            self.update(&runtime, &plugin, &digest);
-        }
-    }
-
-    /// The tag points to `digest`, which this process has not tried: pull it and reload.
-    fn update(
-        &self,
-        runtime: &tokio::runtime::Runtime,
-        plugin: &dlinkwm_core::Plugin,
-        digest: &str,
-    ) {
-        let origin = &*self.origin;
-        let pulled = origin
-            .reference
-            .pinned(digest)
-            .and_then(|pinned| runtime.block_on(origin.registry.fetch(&pinned)));
-        let Ok(pulled) = origin.received(plugin, digest, pulled) else {
-            // Reported (refused) or tried again at the next poll (unreachable).
-            return;
-        };
-        tracing::info!(plugin = plugin.name(), digest, "the tag moved; reloading");
-        // Refusals and swaps are reported as reload events by the plugin itself.
-        if let Ok(outcome) = plugin.reload_from_bytes(&pulled.bytes) {
-            origin.reloaded(plugin, &outcome, digest);
+            let pulled = origin
+                .reference
+                .pinned(&digest)
+                .and_then(|pinned| runtime.block_on(origin.registry.fetch(&pinned)));
+            let pulled = match origin.received(&plugin, &digest, pulled) {
+                Ok(pulled) => pulled,
+                Err(error) => {
+                    // Refused for good (reported), or tried again at the next poll.
+                    tracing::debug!(plugin = plugin.name(), %error, "the new version was not pulled");
+                    continue;
+                }
+            };
+            tracing::info!(plugin = plugin.name(), %digest, "the tag moved; reloading");
+            // Refusals and swaps are reported as reload events by the plugin itself.
+            let outcome = plugin.reload_from_bytes(&pulled.bytes);
+            origin.reloaded(&plugin, &digest, &pulled, &outcome);
         }
     }
 }

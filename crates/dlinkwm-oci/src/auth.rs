@@ -1,20 +1,26 @@
-//! Credentials: `DLINKWM_REGISTRY_USERNAME` / `DLINKWM_REGISTRY_PASSWORD`, else what docker (or
-//! podman) keeps for the registry, else anonymous.
+//! Credentials: `DLINKWM_REGISTRY_USERNAME` / `DLINKWM_REGISTRY_PASSWORD` for the registry named
+//! by `DLINKWM_REGISTRY_HOST`, else what docker (or podman) keeps for the registry, else
+//! anonymous.
 
 use oci_client::secrets::RegistryAuth;
 
-/// The environment variable naming the user for every registry (with the password's).
+/// The environment variable naming the registry (`host:port`) the credentials below are for;
+/// they are sent to no other registry.
+pub const HOST_VARIABLE: &str = "DLINKWM_REGISTRY_HOST";
+/// The environment variable naming the user (with the password's and the host's).
 pub const USERNAME_VARIABLE: &str = "DLINKWM_REGISTRY_USERNAME";
-/// The environment variable holding the password or token (with the user's).
+/// The environment variable holding the password or token (with the user's and the host's).
 pub const PASSWORD_VARIABLE: &str = "DLINKWM_REGISTRY_PASSWORD";
 
 /// The credentials for `registry`. Docker's credential helpers are programs, so they run off
 /// the executor.
 pub(crate) async fn for_registry(registry: &str) -> RegistryAuth {
-    if let (Ok(user), Ok(password)) = (
+    if let (Ok(host), Ok(user), Ok(password)) = (
+        std::env::var(HOST_VARIABLE),
         std::env::var(USERNAME_VARIABLE),
         std::env::var(PASSWORD_VARIABLE),
-    ) && !user.is_empty()
+    ) && host == registry
+        && !user.is_empty()
     {
         return RegistryAuth::Basic(user, password);
     }

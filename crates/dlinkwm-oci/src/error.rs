@@ -15,7 +15,8 @@ pub enum OciError {
         /// Why.
         reason: String,
     },
-    /// The registry did not answer (refused, timed out, a server error).
+    /// The registry did not answer, or failed in a way that may pass (refused, reset, timed
+    /// out, rate-limited, a server error).
     #[error("registry `{registry}` cannot be reached: {reason}")]
     Unreachable {
         /// The registry (`host:port`).
@@ -86,6 +87,19 @@ impl OciError {
     /// serving what it has and tries again later).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, OciError::Unreachable { .. })
+    }
+
+    /// Whether what the reference points to is refused for good: tampered, too large, not a
+    /// wasm artifact, or a malformed reference. Asking again cannot change these; every other
+    /// error may pass.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            OciError::DigestMismatch { .. }
+                | OciError::TooLarge { .. }
+                | OciError::NotAWasmArtifact { .. }
+                | OciError::Reference { .. }
+        )
     }
 
     /// Whether the bytes failed verification (tampered or damaged).

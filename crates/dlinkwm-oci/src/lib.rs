@@ -34,7 +34,7 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 
-pub use auth::{PASSWORD_VARIABLE, USERNAME_VARIABLE};
+pub use auth::{HOST_VARIABLE, PASSWORD_VARIABLE, USERNAME_VARIABLE};
 pub use error::OciError;
 pub use reference::{PluginRef, SCHEME};
 pub use store::Store;
@@ -59,7 +59,8 @@ pub struct RegistryOptions {
     /// Registries (`host:port`) reached over plain HTTP. `localhost`, `127.0.0.1` and `[::1]`
     /// always are; every other registry is reached over HTTPS only.
     pub insecure: Vec<String>,
-    /// Longest time of one operation (resolve, pull, push), connecting included.
+    /// Longest time of each step of an operation (the credential lookup, a manifest request,
+    /// a blob transfer), connecting included: a pull is at most three such steps.
     pub timeout: Duration,
     /// The largest plugin pulled; a larger layer is refused before it is downloaded.
     pub max_bytes: u64,
@@ -134,8 +135,8 @@ pub struct Pushed {
 }
 
 /// Pushes, resolves and pulls plugins. Cheap to clone; each operation opens its own
-/// connections, so a `Registry` can be used from any runtime, or from sync code through
-/// [`block_on`].
+/// connections, so a `Registry` can be used on any tokio runtime with its IO and time drivers
+/// (`enable_all`), or from sync code through [`block_on`].
 #[derive(Debug, Clone)]
 pub struct Registry {
     options: RegistryOptions,
@@ -169,8 +170,8 @@ impl Registry {
         if let Some(digest) = reference.digest() {
             return Ok(digest.to_owned());
         }
-        let client = self.client(reference);
-        let auth = auth::for_registry(reference.registry_host()).await;
+        let client = self.client(reference)?;
+        let auth = self.auth(reference).await;
         let digest = self
             .bounded(
                 reference,
@@ -194,32 +195,42 @@ impl Registry {
     /// [`OciError::DigestMismatch`] for a tampered blob or manifest; [`OciError::TooLarge`];
     /// [`OciError::NotAWasmArtifact`]; [`OciError::Registry`].
     pub async fn fetch(&self, reference: &PluginRef) -> Result<Pulled, OciError> {
-        if let (Some(digest), Some(store)) = (reference.digest(), &self.store)
-            && let Some(pulled) = store.load_manifest(reference, digest, self.options.max_bytes)?
-        {
-            return Ok(pulled);
-        }
-        match self.pull(reference).await {
-            Ok(pulled) => Ok(pulled),
-            Err(error @ OciError::Unreachable { .. }) => {
-                let Some(store) = &self.store else {
-                    return Err(error);
-                };
-                match store.last_known_good(reference, self.options.max_bytes)? {
-                    Some(mut pulled) => {
-                        tracing::warn!(
-                            reference = %reference,
-                            digest = %pulled.manifest_digest,
-                            %error,
-                            "registry unreachable: starting from the last known good version in the local store"
-                        );
-                        pulled.from_store = true;
-                        Ok(pulled)
-                    }
-                    None => Err(error),
-                }
+        if let (Some(digest), Some(store)) = (reference.digest(), &self.store) {
+            let (store, reference, digest, max) = (
+                store.clone(),
+                reference.clone(),
+                digest.to_owned(),
+                self.options.max_bytes,
+            );
+            let stored =
+                off_the_executor(move || store.load_manifest(&reference, &digest, max)).await;
+            if let Some(pulled) = store_miss_on_error(stored) {
+                return Ok(pulled);
             }
-            Err(error) => Err(error),
+        }
+        let error = match self.pull(reference).await {
+            Ok(pulled) => return Ok(pulled),
+            // Verification failures are never papered over with an older version.
+            Err(error) if error.is_final() => return Err(error),
+            Err(error) => error,
+        };
+        let Some(store) = &self.store else {
+            return Err(error);
+        };
+        let (store, owned, max) = (store.clone(), reference.clone(), self.options.max_bytes);
+        let stored = off_the_executor(move || store.last_known_good(&owned, max)).await;
+        match store_miss_on_error(stored) {
+            Some(mut pulled) => {
+                tracing::warn!(
+                    reference = %reference,
+                    digest = %pulled.manifest_digest,
+                    %error,
+                    "registry unavailable: starting from the last known good version in the local store"
+                );
+                pulled.from_store = true;
+                Ok(pulled)
+            }
+            None => Err(error),
         }
     }
 
@@ -229,8 +240,8 @@ impl Registry {
     /// # Errors
     /// As [`Registry::fetch`], without the store fallback.
     pub async fn pull(&self, reference: &PluginRef) -> Result<Pulled, OciError> {
-        let client = self.client(reference);
-        let auth = auth::for_registry(reference.registry_host()).await;
+        let client = self.client(reference)?;
+        let auth = self.auth(reference).await;
         let (manifest, manifest_digest) = self
             .bounded(
                 reference,
@@ -296,7 +307,11 @@ impl Registry {
         }
         // oci-client checked the digest while downloading; check it again on the bytes kept,
         // so nothing but verified bytes ever leaves this function.
-        let actual = store::sha256_digest(&bytes);
+        let (bytes, actual) = off_the_executor(move || {
+            let digest = store::sha256_digest(&bytes);
+            Ok((bytes, digest))
+        })
+        .await?;
         if actual != layer.digest {
             return Err(OciError::DigestMismatch {
                 reference: reference.to_string(),
@@ -304,22 +319,30 @@ impl Registry {
                 actual,
             });
         }
-        let pulled = Pulled {
+        Ok(Pulled {
             reference: reference.clone(),
             manifest_digest,
             layer_digest: layer.digest.clone(),
             bytes,
             from_store: false,
-        };
-        if let Some(store) = &self.store {
-            store.keep(&pulled)?;
-        }
-        Ok(pulled)
+        })
     }
 
-    /// Records that `pulled` is the last known good version of its reference: a later
-    /// [`Registry::fetch`] that cannot reach the registry starts from it. A host calls this
-    /// once the version loaded and serves.
+    /// Keeps `pulled` in the local store (a version that loaded: only such versions are kept,
+    /// so a registry cannot fill the disk with versions that never load). Blocking file I/O.
+    ///
+    /// # Errors
+    /// [`OciError::Store`] when the store cannot be written.
+    pub fn keep(&self, pulled: &Pulled) -> Result<(), OciError> {
+        match &self.store {
+            Some(store) => store.keep(pulled),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `manifest_digest`, [kept](Registry::keep) before, as the last known good version
+    /// of `reference`: a later [`Registry::fetch`] that cannot reach the registry starts from
+    /// it. A host calls this once the version has served past its probation. Blocking file I/O.
     ///
     /// # Errors
     /// [`OciError::Store`] when the store cannot be written.
@@ -359,8 +382,8 @@ impl Registry {
         );
         let layer = ImageLayer::new(wasm.to_vec(), WASM_LAYER_MEDIA_TYPE.to_owned(), None);
         let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
-        let client = self.client(reference);
-        let auth = auth::for_registry(reference.registry_host()).await;
+        let client = self.client(reference)?;
+        let auth = self.auth(reference).await;
         self.bounded(
             reference,
             client.push(reference.oci(), &[layer], config, &auth, Some(manifest)),
@@ -385,8 +408,8 @@ impl Registry {
     /// [`OciError::Reference`] for a malformed tag, and as [`Registry::resolve`].
     pub async fn tag(&self, source: &PluginRef, tag: &str) -> Result<String, OciError> {
         let target = source.with_tag(tag)?;
-        let client = self.client(source);
-        let auth = auth::for_registry(source.registry_host()).await;
+        let client = self.client(source)?;
+        let auth = self.auth(source).await;
         let (manifest, digest) = self
             .bounded(
                 source,
@@ -414,7 +437,7 @@ impl Registry {
         Ok(digest)
     }
 
-    fn client(&self, reference: &PluginRef) -> oci_client::Client {
+    fn client(&self, reference: &PluginRef) -> Result<oci_client::Client, OciError> {
         install_crypto_provider();
         let registry = reference.registry_host();
         let plain = reference.is_loopback()
@@ -428,12 +451,37 @@ impl Registry {
         } else {
             ClientProtocol::Https
         };
-        oci_client::Client::new(ClientConfig {
+        let config = ClientConfig {
             protocol,
             connect_timeout: Some(self.options.timeout),
             read_timeout: Some(self.options.timeout),
+            // An image index is not a wasm artifact: refused, never resolved to a platform.
+            platform_resolver: None,
             ..ClientConfig::default()
+        };
+        oci_client::Client::try_from(config).map_err(|error| OciError::Unreachable {
+            registry: registry.to_owned(),
+            reason: clean(&format!(
+                "cannot make an HTTP client: {}",
+                error_chain(&error)
+            )),
         })
+    }
+
+    /// The credentials for `reference`'s registry, looked up within the timeout (a credential
+    /// helper may wait for a prompt nobody answers): anonymous when it does not answer.
+    async fn auth(&self, reference: &PluginRef) -> oci_client::secrets::RegistryAuth {
+        let registry = reference.registry_host();
+        match tokio::time::timeout(self.options.timeout, auth::for_registry(registry)).await {
+            Ok(auth) => auth,
+            Err(_) => {
+                tracing::warn!(
+                    registry,
+                    "the credential lookup did not answer; asking anonymously"
+                );
+                oci_client::secrets::RegistryAuth::Anonymous
+            }
+        }
     }
 
     /// `operation`, bounded by the options' timeout and with its error made ours.
@@ -471,9 +519,9 @@ fn wasm_layer<'m>(
             .iter()
             .map(|layer| layer.media_type.as_str())
             .collect();
-        not_wasm(format!(
+        not_wasm(clean(&format!(
             "no `{WASM_LAYER_MEDIA_TYPE}` layer (its layers: {types:?})"
-        ))
+        )))
     })?;
     if wasm.next().is_some() {
         return Err(not_wasm("more than one wasm layer".to_owned()));
@@ -582,35 +630,75 @@ impl OciError {
                 expected,
                 actual,
             },
-            OciDistributionError::RequestError(error)
-                if error.is_connect() || error.is_timeout() || error.is_request() =>
+            // Anything on the way (connect, reset, timeout, redirects, a body cut short) may pass.
+            OciDistributionError::RequestError(error) => OciError::Unreachable {
+                registry: registry(),
+                reason: clean(&error_chain(&error)),
+            },
+            // Server errors, rate limits and request timeouts pass too.
+            OciDistributionError::ServerError { code, .. }
+                if code >= 500 || code == 429 || code == 408 =>
             {
                 OciError::Unreachable {
                     registry: registry(),
-                    reason: error_chain(&error),
-                }
-            }
-            OciDistributionError::ServerError { code, .. } if code >= 500 => {
-                OciError::Unreachable {
-                    registry: registry(),
-                    reason: error.to_string(),
+                    reason: clean(&error.to_string()),
                 }
             }
             OciDistributionError::IoError(error) => OciError::Io {
                 reference: reference.to_string(),
-                reason: error.to_string(),
+                reason: clean(&error.to_string()),
             },
             OciDistributionError::IncompatibleLayerMediaTypeError(_)
-            | OciDistributionError::PullNoLayersError => OciError::NotAWasmArtifact {
-                reference: reference.to_string(),
-                reason: error.to_string(),
-            },
+            | OciDistributionError::PullNoLayersError
+            | OciDistributionError::ImageIndexParsingNoPlatformResolverError => {
+                OciError::NotAWasmArtifact {
+                    reference: reference.to_string(),
+                    reason: clean(&error.to_string()),
+                }
+            }
             error => OciError::Registry {
                 reference: reference.to_string(),
-                reason: error_chain(&error),
+                reason: clean(&error_chain(&error)),
             },
         }
     }
+}
+
+/// Registry-sent text made safe to log and show: control characters replaced, at most 512
+/// bytes kept (an error body can be anything a registry sends).
+fn clean(text: &str) -> String {
+    const MAX: usize = 512;
+    let mut cleaned = String::with_capacity(text.len().min(MAX + 3));
+    for c in text.chars() {
+        if cleaned.len() + c.len_utf8() > MAX {
+            cleaned.push('…');
+            break;
+        }
+        cleaned.push(if c.is_control() { ' ' } else { c });
+    }
+    cleaned
+}
+
+/// A store read that failed is a miss (with a warning): the registry is asked instead.
+fn store_miss_on_error(stored: Result<Option<Pulled>, OciError>) -> Option<Pulled> {
+    stored.unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read the local plugin store; asking the registry");
+        None
+    })
+}
+
+/// Runs blocking `work` (file I/O, hashing) on the runtime's blocking threads.
+async fn off_the_executor<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, OciError> + Send + 'static,
+) -> Result<T, OciError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|joined| {
+            Err(OciError::Io {
+                reference: String::new(),
+                reason: format!("a blocking task failed: {joined}"),
+            })
+        })
 }
 
 /// `error` and its sources, joined: reqwest's top-level message alone rarely says why.

@@ -9,8 +9,11 @@
 //! ```
 //!
 //! Files are written whole to a temporary name and renamed, so a reader sees all of a file or
-//! none of it; a blob is hashed again each time it is read, so a damaged or altered one is
-//! never returned (it is removed and pulled again).
+//! none of it; a blob is hashed again each time it is read, so a damaged one is never returned
+//! (it is removed and pulled again). The records (manifest → layer, tag → manifest) are trusted
+//! as the folder is: it is made readable and writable by its user only, and whoever can write
+//! it can choose which stored plugin a record names (as with the compiled-code cache, trust
+//! comes from ownership). Only plugins that loaded are kept (`Registry::keep`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -77,9 +80,9 @@ impl Store {
     /// Keeps a verified pull: its blob and its manifest's layer digest.
     pub(crate) fn keep(&self, pulled: &Pulled) -> Result<(), OciError> {
         let blob = self.digest_path("blobs", &pulled.layer_digest)?;
-        if !blob.is_file() {
-            self.write(&blob, &pulled.bytes)?;
-        }
+        // Written even when present: a damaged copy is replaced by the verified bytes (the
+        // rename is atomic, so a reader sees one or the other).
+        self.write(&blob, &pulled.bytes)?;
         let manifest = self.digest_path("manifests", &pulled.manifest_digest)?;
         self.write(&manifest, pulled.layer_digest.as_bytes())
     }
@@ -90,7 +93,7 @@ impl Store {
         reference: &PluginRef,
         manifest_digest: &str,
     ) -> Result<(), OciError> {
-        // Only a digest the store can serve is worth remembering.
+        // A well-formed digest only: it becomes a file name when read back.
         self.digest_path("manifests", manifest_digest)?;
         let record = format!("{manifest_digest}\n{reference}\n");
         self.write(&self.tag_path(reference), record.as_bytes())
@@ -156,6 +159,16 @@ impl Store {
             path: path.to_owned(),
             reason: error.to_string(),
         };
+        // Regular files only: a FIFO would block `open`, a link could point anywhere.
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_file() => {}
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "not a regular file in the local plugin store; ignored");
+                return Ok(None);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(fail(error)),
+        }
         let file = match std::fs::File::open(path) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),

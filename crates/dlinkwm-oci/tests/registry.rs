@@ -55,7 +55,8 @@ fn pushes_resolves_and_pulls_by_tag_and_by_digest() {
     );
     assert_eq!(block_on(client.fetch(&tag)).unwrap().bytes, other);
 
-    // A pinned digest the store holds needs no registry at all.
+    // A pinned digest the store holds (a version kept once it loaded) needs no registry at all.
+    client.keep(&by_digest).unwrap();
     drop(registry);
     let offline = block_on(client.fetch(&pinned)).unwrap();
     assert_eq!(offline.bytes, hello);
@@ -66,7 +67,7 @@ fn with_custom_section(module: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn falls_back_to_the_last_known_good_version_only_when_unreachable() {
+fn falls_back_to_the_last_known_good_version_when_the_registry_fails() {
     let mut registry = TestRegistry::start();
     let store = tempfile::tempdir().unwrap();
     let client = client(Some(store.path()));
@@ -75,14 +76,24 @@ fn falls_back_to_the_last_known_good_version_only_when_unreachable() {
     let unknown = reference(&registry, "plugins/fallback:never-pushed");
     block_on(client.push(&hello, &tag)).unwrap();
     let pulled = block_on(client.fetch(&tag)).unwrap();
-    // Unknown tag while the registry answers: its error, never a fallback.
+    // Pulled, not kept: only versions that loaded are kept.
+    assert!(client.remember(&tag, &pulled.manifest_digest).is_ok());
+    registry.stop();
+    assert!(block_on(client.fetch(&tag)).unwrap_err().is_unreachable());
+    registry.restart();
+    // Unknown tag while the registry answers: its error (nothing stored to fall back to).
     let error = block_on(client.fetch(&unknown)).unwrap_err();
     assert!(matches!(error, OciError::Registry { .. }), "{error}");
 
     registry.stop();
-    // Pulled but never remembered as good: nothing to fall back to.
-    let error = block_on(client.fetch(&tag)).unwrap_err();
+    // Kept, but never remembered as good for the tag... (a fresh store)
+    let fresh = tempfile::tempdir().unwrap();
+    let other = Registry::new(RegistryOptions::default().with_store_dir(Some(fresh.path().into())));
+    other.keep(&pulled).unwrap();
+    let error = block_on(other.fetch(&tag)).unwrap_err();
     assert!(error.is_unreachable(), "{error}");
+    // ...and kept and remembered: the fallback.
+    client.keep(&pulled).unwrap();
     client.remember(&tag, &pulled.manifest_digest).unwrap();
     let fallback = block_on(client.fetch(&tag)).unwrap();
     assert!(fallback.from_store);
@@ -112,6 +123,7 @@ fn refuses_a_tampered_blob_and_keeps_nothing_of_it() {
 
     let error = block_on(client.fetch(&tag)).unwrap_err();
     assert!(error.is_tampered(), "{error}");
+    assert!(error.is_final(), "{error}");
     assert!(error.to_string().contains(&pushed.layer_digest), "{error}");
     let kept = walk(store.path());
     assert!(

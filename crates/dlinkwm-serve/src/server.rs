@@ -302,7 +302,13 @@ fn plugin_event(inner: &Inner, route: &str, name: &str, event: &ReloadEvent) {
         }
         ReloadEvent::Failed { error, .. } => {
             inner.metrics.reloaded(route, false);
-            let refusal = scrub(&error.to_string(), name, route);
+            let refusal = match error {
+                // The registry's answer and the local store's paths stay in the server's log.
+                dlinkwm_host::PluginError::Source { .. } => {
+                    "a new version from the registry was refused (see the server's log)".to_owned()
+                }
+                error => scrub(&error.to_string(), name, route),
+            };
             lock(&inner.refusals).insert(route.to_owned(), refusal);
         }
         ReloadEvent::RolledBack { .. } => inner.metrics.rolled_back(route),

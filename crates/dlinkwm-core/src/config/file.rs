@@ -244,8 +244,11 @@ impl Config {
             ("registry.poll", self.registry.poll),
             ("registry.timeout", self.registry.timeout),
         ] {
-            if value.is_some_and(|value| value < std::time::Duration::from_millis(100)) {
-                return Err(bad(key.to_owned(), "must be at least 100ms"));
+            if value.is_some_and(|value| {
+                value < std::time::Duration::from_millis(100)
+                    || value > std::time::Duration::from_secs(7 * 24 * 3600)
+            }) {
+                return Err(bad(key.to_owned(), "must be between 100ms and 7days"));
             }
         }
         for (plugin, entries) in &self.entry_functions {

@@ -901,6 +901,18 @@ impl Plugin {
         }
     }
 
+    /// Whether the version serving is on probation: a reload made it current, `rollback_on` is
+    /// set, and its window has not ended without reaching the fault limit. A host that records a
+    /// "last known good" version waits until this is false.
+    pub fn on_probation(&self) -> bool {
+        self.inner
+            .serving
+            .current()
+            .canary
+            .as_ref()
+            .is_some_and(super::version::Canary::on_probation)
+    }
+
     /// Reports that a new version could not be fetched from where the plugin comes from (a
     /// registry that refused it or sent bytes failing verification): subscribers get a
     /// [`ReloadEvent::Failed`] with [`Error::Source`], and the current version keeps serving.

@@ -49,6 +49,12 @@ impl Canary {
         self.tripped.store(true, Ordering::Release);
     }
 
+    /// Whether the version is still on probation: its window runs and it has not tripped.
+    pub(crate) fn on_probation(&self) -> bool {
+        !self.tripped.load(Ordering::Acquire)
+            && self.until.is_none_or(|until| Instant::now() <= until)
+    }
+
     pub(crate) fn new(rule: RollbackOn) -> Self {
         Self {
             until: Instant::now().checked_add(rule.within),
