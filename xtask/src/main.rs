@@ -8,7 +8,7 @@
 //! - `cargo xtask test [args]`: install what the tests need (the wasm32-wasip1 target and the
 //!   guest toolchains), then `cargo test --workspace [args]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -27,9 +27,10 @@ fn main() -> anyhow::Result<()> {
         Some("toolchains") => toolchains(&rest),
         Some("demo") => demo(),
         Some("test") => test(&rest),
+        Some("bench-reload") => bench_reload(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins [--release] | toolchains [c|assemblyscript|zig|go]... | demo | test [cargo test args]>"
+                "usage: cargo xtask <build-plugins [--release] | toolchains [c|assemblyscript|zig|go]... | demo | test [cargo test args] | bench-reload>"
             );
             std::process::exit(2);
         }
@@ -229,5 +230,112 @@ fn ensure_registry() -> anyhow::Result<()> {
         apt(&install)?;
     }
     anyhow::ensure!(on_path(PROGRAM), "apt-get installed no `{PROGRAM}` on PATH");
+    Ok(())
+}
+
+/// The one-line edit of the reload benchmark: every example's greeting is one line.
+const GREETING: &str = "hello plugin greets";
+
+/// Reload latency after a one-line edit, for the example plugin of every language: builds each
+/// example as it is and with its greeting line edited (release builds, each language's own
+/// toolchain), then runs `examples/reload_latency.rs` on the pairs.
+fn bench_reload() -> anyhow::Result<()> {
+    ensure_target()?;
+    let root = root();
+    let out = root.join("target").join("reload-bench");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let edit = |text: &str| text.replacen(GREETING, "hello plugin (edited) greets", 1);
+    let mut pairs = Vec::new();
+
+    // Rust: the `hello` crate is a member of the examples' workspace, so it is edited in place
+    // and put back.
+    let source = root.join("examples/plugins/hello/src/lib.rs");
+    let original = std::fs::read_to_string(&source)?;
+    anyhow::ensure!(
+        original.contains(GREETING),
+        "{} has no greeting line",
+        source.display()
+    );
+    let build_rust = |destination: &Path| -> anyhow::Result<()> {
+        let target_dir = root.join("target").join("plugins");
+        run(cargo()
+            .current_dir(&root)
+            .args(["build", "--release", "--target", TARGET, "-p", "hello"])
+            .args(["--manifest-path", "examples/plugins/Cargo.toml"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env_remove("CARGO_TARGET_DIR"))?;
+        let built = target_dir.join(TARGET).join("release").join("hello.wasm");
+        std::fs::copy(&built, destination)
+            .with_context(|| format!("cannot copy {}", built.display()))?;
+        Ok(())
+    };
+    let (v1, v2) = (out.join("rust-v1.wasm"), out.join("rust-v2.wasm"));
+    build_rust(&v1)?;
+    std::fs::write(&source, edit(&original))?;
+    let built = build_rust(&v2);
+    std::fs::write(&source, &original)
+        .with_context(|| format!("cannot restore {}", source.display()))?;
+    built?;
+    pairs.push(format!("rust={},{}", v1.display(), v2.display()));
+
+    // The others: a copy of the project with the line edited.
+    let tools = Toolchains::from_env();
+    let sdk = root.join("sdk");
+    for language in Language::ALL {
+        ensure_toolchain(&tools, language)?;
+        let project = root.join("examples/plugins").join(language.name());
+        let name = language.name();
+        let (v1, v2) = (
+            out.join(format!("{name}-v1.wasm")),
+            out.join(format!("{name}-v2.wasm")),
+        );
+        tools
+            .build(language, &project, &sdk, &v1)
+            .with_context(|| format!("cannot build the {language} example"))?;
+        let copy = out.join(format!("{name}-edited"));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_edited(&project, &copy, &edit)?;
+        tools
+            .build(language, &copy, &sdk, &v2)
+            .with_context(|| format!("cannot build the edited {language} example"))?;
+        pairs.push(format!("{name}={},{}", v1.display(), v2.display()));
+        eprintln!("xtask: built {} and {}", v1.display(), v2.display());
+    }
+    run(cargo()
+        .current_dir(&root)
+        .args([
+            "run",
+            "-p",
+            "dlinkwm-examples",
+            "--example",
+            "reload_latency",
+            "--",
+        ])
+        .args(&pairs))
+}
+
+/// Copies the project folder `from` to `to`, with `edit` applied to every text file holding the
+/// greeting (caches such as `__pycache__` are left out).
+fn copy_edited(from: &Path, to: &Path, edit: &dyn Fn(&str) -> String) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("__") || name == "node_modules" {
+            continue;
+        }
+        let (source, destination) = (entry.path(), to.join(&name));
+        if entry.file_type()?.is_dir() {
+            copy_edited(&source, &destination, edit)?;
+        } else {
+            match std::fs::read_to_string(&source) {
+                Ok(text) if text.contains(GREETING) => std::fs::write(&destination, edit(&text))?,
+                _ => {
+                    std::fs::copy(&source, &destination)?;
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -83,6 +83,12 @@ pub struct EngineSettings {
     /// How long a guest called with `call_async` runs before it yields to the executor, in
     /// milliseconds, rounded up to the epoch tick of 10 ms (default: 10).
     pub async_yield_ms: Option<u64>,
+    /// Keep every compiled function by the hash of its code (Cranelift's incremental
+    /// compilation), so a changed plugin compiles only the functions that changed
+    /// (default: true). In memory, and beside the compiled-code cache on disk when it is on.
+    pub incremental: Option<bool>,
+    /// The bound of that function cache, in MiB, in memory and again on disk (default: 256).
+    pub incremental_cache_mib: Option<u64>,
 }
 
 /// Plugins from OCI registries, `[registry]` (used by `dlinkwm-host` for `oci://` plugins).
@@ -222,6 +228,16 @@ impl Config {
             return Err(bad(
                 "engine.max_module_mib".to_owned(),
                 "must be at least 1",
+            ));
+        }
+        if self
+            .engine
+            .incremental_cache_mib
+            .is_some_and(|mib| mib == 0 || mib > 1 << 20)
+        {
+            return Err(bad(
+                "engine.incremental_cache_mib".to_owned(),
+                "must be between 1 and 1048576",
             ));
         }
         if self.engine.async_yield_ms == Some(0) {

@@ -49,6 +49,8 @@
 //!
 //! The cache is implemented for Unix; elsewhere it is always off.
 
+pub(crate) mod functions;
+
 use std::ffi::OsStr;
 use std::hash::{Hash as _, Hasher};
 use std::io::{Read as _, Write as _};
@@ -128,7 +130,7 @@ pub fn cache_info(root: &Path) -> CacheInfo {
     let root = normalize(root);
     let euid = platform::euid();
     let untrusted = untrusted(&root, euid);
-    let entries = entries(&root, euid);
+    let entries = entries(&root, euid, true);
     CacheInfo {
         entries: entries.len() as u64,
         bytes: entries.iter().map(|(_, meta)| meta.len()).sum(),
@@ -139,8 +141,9 @@ pub fn cache_info(root: &Path) -> CacheInfo {
 
 /// Deletes every cached module under `root` and returns what was there.
 ///
-/// Only regular files named like entries (`<64 hex>.cwasm`) in the `engine-<16 hex>` folders
-/// that pass the trust check are deleted; symbolic links are never followed.
+/// Only regular files named like entries (`<64 hex>.cwasm`) in the `engine-<16 hex>` folders,
+/// and like function-cache entries (`<64 hex>`) in the `functions-<16 hex>` folders, that pass
+/// the trust check are deleted; symbolic links are never followed.
 ///
 /// # Errors
 /// [`CacheError::Untrusted`] when `root` is not trusted (then nothing is deleted), or
@@ -153,7 +156,7 @@ pub fn clear_cache(root: &Path) -> Result<CacheInfo, CacheError> {
             reason,
         });
     }
-    for (path, _) in entries(&info.root, platform::euid()) {
+    for (path, _) in entries(&info.root, platform::euid(), true) {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -188,6 +191,24 @@ fn is_engine_folder(name: &OsStr) -> bool {
         .is_some_and(|hex| is_lower_hex(hex, 16))
 }
 
+fn is_functions_folder(name: &OsStr) -> bool {
+    name.to_str()
+        .and_then(|name| name.strip_prefix("functions-"))
+        .is_some_and(|hex| is_lower_hex(hex, 16))
+}
+
+/// The name of `engine`'s folders under the cache root: the first 8 bytes of a BLAKE3 hash of
+/// its compatibility hash, in hex (`engine-<this>` for modules, `functions-<this>` for the
+/// function cache).
+pub(crate) fn engine_folder(engine: &wasmtime::Engine) -> String {
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.finalize().as_bytes()[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 fn is_entry_file(name: &OsStr) -> bool {
     name.to_str()
         .and_then(|name| name.strip_suffix(".cwasm"))
@@ -196,7 +217,7 @@ fn is_entry_file(name: &OsStr) -> bool {
 
 /// The cache's own files under `root`: regular files named like entries in trusted folders named
 /// like engine folders. Nothing is reached through a symbolic link.
-fn entries(root: &Path, euid: u32) -> Vec<(PathBuf, std::fs::Metadata)> {
+fn entries(root: &Path, euid: u32, with_functions: bool) -> Vec<(PathBuf, std::fs::Metadata)> {
     // `symlink_metadata`: a root that is a symbolic link is not listed.
     if !std::fs::symlink_metadata(root).is_ok_and(|meta| meta.is_dir()) {
         return Vec::new();
@@ -206,7 +227,9 @@ fn entries(root: &Path, euid: u32) -> Vec<(PathBuf, std::fs::Metadata)> {
     };
     let mut found = Vec::new();
     for folder in folders.filter_map(Result::ok) {
-        if !is_engine_folder(&folder.file_name()) {
+        let name = folder.file_name();
+        let functions = with_functions && is_functions_folder(&name);
+        if !is_engine_folder(&name) && !functions {
             continue;
         }
         let folder = folder.path();
@@ -218,7 +241,13 @@ fn entries(root: &Path, euid: u32) -> Vec<(PathBuf, std::fs::Metadata)> {
             continue;
         };
         for file in files.filter_map(Result::ok) {
-            if !is_entry_file(&file.file_name()) {
+            let name = file.file_name();
+            let entry = if functions {
+                name.to_str().is_some_and(|name| is_lower_hex(name, 64))
+            } else {
+                is_entry_file(&name)
+            };
+            if !entry {
                 continue;
             }
             // `DirEntry::metadata` does not follow a symbolic link.
@@ -281,10 +310,7 @@ impl DiskCache {
         let mut hasher = Blake3Hasher(blake3::Hasher::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = *hasher.0.finalize().as_bytes();
-        let folder: String = engine_hash[..8]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let folder = engine_folder(engine);
         let cache = Self {
             dir: root.join(format!("engine-{folder}")),
             root,
@@ -492,7 +518,7 @@ impl DiskCache {
 
     /// Deletes the least recently used entries until the cache fits its bound.
     fn enforce_bound(&self) {
-        let mut entries = entries(&self.root, self.euid);
+        let mut entries = entries(&self.root, self.euid, false);
         let mut total: u64 = entries.iter().map(|(_, meta)| meta.len()).sum();
         if total <= self.max_bytes {
             return;

@@ -49,6 +49,8 @@ pub(crate) struct EngineInner {
     compiles: AtomicU64,
     disk_hits: AtomicU64,
     disk: Option<DiskCache>,
+    /// Compiled functions by the hash of their code (`[engine] incremental`).
+    functions: Option<std::sync::Arc<crate::engine::disk_cache::functions::FunctionCache>>,
     /// The epoch count, advanced with the engine's epoch: what call deadlines inside host calls
     /// are measured against (see [`crate::runtime::waits`]).
     pub(crate) ticks: Ticks,
@@ -76,6 +78,18 @@ impl Engine {
         config.epoch_interruption(true);
         config.consume_fuel(options.consume_fuel);
         config.wasm_gc(options.wasm_gc);
+        let functions = (options.incremental_cache_bytes > 0).then(|| {
+            std::sync::Arc::new(crate::engine::disk_cache::functions::FunctionCache::new(
+                options.incremental_cache_bytes,
+            ))
+        });
+        if let Some(functions) = &functions {
+            config
+                .enable_incremental_compilation(functions.clone())
+                .map_err(|error| Error::Engine {
+                    reason: format!("{error:#}"),
+                })?;
+        }
         if options.pooling {
             let mut pooling = PoolingAllocationConfig::default();
             pooling.total_memories(256);
@@ -109,6 +123,14 @@ impl Engine {
             .cache_dir
             .clone()
             .and_then(|root| DiskCache::new(root, &wasmtime, options.cache_max_bytes));
+        if let (Some(functions), Some(disk)) = (&functions, &disk) {
+            // Beside the compiled-code cache, under the same trust checks, for this engine.
+            functions.use_disk(
+                disk.root(),
+                &crate::engine::disk_cache::engine_folder(&wasmtime),
+                options.incremental_cache_bytes as u64,
+            );
+        }
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
@@ -123,6 +145,7 @@ impl Engine {
                 compiles: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
                 disk,
+                functions,
                 ticks,
                 _ticker: ticker,
             }),
@@ -138,6 +161,16 @@ impl Engine {
     /// any plugin still uses them) does not compile again.
     pub fn compile_count(&self) -> u64 {
         self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    /// What the function cache (`[engine] incremental`) did: functions reused instead of
+    /// compiled, and compiled. All zero when it is off.
+    pub fn function_cache_stats(&self) -> crate::FunctionCacheStats {
+        self.inner
+            .functions
+            .as_ref()
+            .map(|functions| functions.stats())
+            .unwrap_or_default()
     }
 
     /// How many modules this engine loaded from the disk cache instead of compiling.

@@ -17,5 +17,8 @@ mod ticker;
 pub(crate) use code::{Code, CompiledModule, Prepared};
 pub use code::{ContentHash, is_component};
 pub use code_limits::MAX_NESTING;
+pub use disk_cache::functions::FunctionCacheStats;
 pub use handle::Engine;
-pub use options::{DEFAULT_CACHE_MAX_MIB, DEFAULT_MAX_MODULE_MIB, EngineOptions};
+pub use options::{
+    DEFAULT_CACHE_MAX_MIB, DEFAULT_INCREMENTAL_CACHE_MIB, DEFAULT_MAX_MODULE_MIB, EngineOptions,
+};

@@ -29,6 +29,10 @@ pub struct EngineOptions {
     /// How long a guest called with `call_async` runs before it yields to the executor (rounded
     /// up to whole [`crate::EPOCH_TICK`]s).
     pub async_yield_interval: Duration,
+    /// The bound of the function cache (Cranelift's incremental compilation) in bytes, in
+    /// memory and again beside the disk cache; `0` turns it off. A changed plugin compiles only
+    /// the functions whose code changed.
+    pub incremental_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -42,9 +46,13 @@ impl Default for EngineOptions {
             pool_max_memory_bytes: (crate::config::defaults::MAX_MEMORY_MIB as usize) << 20,
             wasm_gc: false,
             async_yield_interval: crate::EPOCH_TICK,
+            incremental_cache_bytes: DEFAULT_INCREMENTAL_CACHE_MIB << 20,
         }
     }
 }
+
+/// The default of `[engine] incremental_cache_mib`.
+pub const DEFAULT_INCREMENTAL_CACHE_MIB: usize = 256;
 
 /// The default of `[engine] max_module_mib`: the largest plugin file compiled, in MiB.
 pub const DEFAULT_MAX_MODULE_MIB: usize = 256;
@@ -53,6 +61,13 @@ pub const DEFAULT_MAX_MODULE_MIB: usize = 256;
 pub const DEFAULT_CACHE_MAX_MIB: u64 = 1024;
 
 impl EngineOptions {
+    /// These options with the function cache bounded by `bytes` (`0`: off).
+    #[must_use]
+    pub fn with_incremental_cache_bytes(mut self, bytes: usize) -> Self {
+        self.incremental_cache_bytes = bytes;
+        self
+    }
+
     /// These options with the pooling allocator on or off.
     #[must_use]
     pub fn with_pooling(mut self, pooling: bool) -> Self {
@@ -138,6 +153,14 @@ impl EngineOptions {
             async_yield_interval: settings
                 .async_yield_ms
                 .map_or(crate::EPOCH_TICK, Duration::from_millis),
+            incremental_cache_bytes: if settings.incremental.unwrap_or(true) {
+                mib_to_bytes(
+                    settings.incremental_cache_mib,
+                    DEFAULT_INCREMENTAL_CACHE_MIB,
+                )
+            } else {
+                0
+            },
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use dlinkwm_core::{
-    CallerInfo, Config, ConfigEvent, DynamicConfig, Error, Format, HostCallError, HostCallHandler,
-    Plugin, PluginWatcher, ReloadEvent, ResolvedSettings,
+    CallerInfo, Config, ConfigEvent, DynamicConfig, Engine, EngineOptions, Error, Format,
+    HostCallError, HostCallHandler, Plugin, PluginWatcher, ReloadEvent, ResolvedSettings,
 };
 use test_programs_artifacts::{HELLO, SDK_TEST_A, SDK_TEST_B};
 
@@ -553,5 +553,86 @@ fn a_faulting_new_version_rolls_back_by_itself_and_does_not_come_back() -> anyho
         other => panic!("{other:?}"),
     }
     assert_eq!(variant(&fixture.plugin), "b");
+    Ok(())
+}
+
+/// An engine whose compiled-code cache and function cache are in `dir`.
+fn engine_in(dir: &Path) -> Engine {
+    Engine::new(EngineOptions::default().with_cache_dir(Some(dir.to_owned()))).unwrap()
+}
+
+#[test]
+fn a_small_change_reuses_the_compiled_functions_of_the_version_it_replaces() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = engine_in(dir.path());
+    let plugin = Plugin::load(&engine, SDK_TEST_A, options(ResolvedSettings::default()))?;
+    let loaded = engine.function_cache_stats();
+    assert!(loaded.misses > 0, "{loaded:?}");
+    // Build B differs from A in one function's constant: nearly everything is reused.
+    plugin.reload_from_bytes(&std::fs::read(SDK_TEST_B)?)?;
+    let reloaded = engine.function_cache_stats();
+    let (hits, misses) = (reloaded.hits - loaded.hits, reloaded.misses - loaded.misses);
+    // (Measured: 773 of 854 reused. Some trampolines are compiled anew every time.)
+    assert!(hits > 5 * misses.max(1), "hits {hits}, misses {misses}");
+    assert_eq!(variant(&plugin), "b");
+    // Off: every function is compiled.
+    let off = Engine::new(
+        EngineOptions::default()
+            .with_cache_dir(None)
+            .with_incremental_cache_bytes(0),
+    )?;
+    Plugin::load(&off, SDK_TEST_A, options(ResolvedSettings::default()))?;
+    assert_eq!(off.function_cache_stats(), Default::default());
+    Ok(())
+}
+
+#[test]
+fn the_function_cache_survives_a_restart_and_a_damaged_entry_is_compiled_again()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = std::fs::read(SDK_TEST_A)?;
+    let first = engine_in(dir.path());
+    drop(Plugin::from_bytes(
+        &first,
+        &a,
+        options(ResolvedSettings::default()),
+    )?);
+    assert!(first.function_cache_stats().misses > 0);
+    // A new process: the same code under a new content hash (so the compiled-code cache misses)
+    // finds every function on disk.
+    let second = engine_in(dir.path());
+    let renamed = test_programs_artifacts::with_custom_section(&a, b"second");
+    let plugin = Plugin::from_bytes(&second, &renamed, options(ResolvedSettings::default()))?;
+    let stats = second.function_cache_stats();
+    assert!(stats.disk_hits > 5 * stats.misses.max(1), "{stats:?}");
+    assert_eq!(variant(&plugin), "a");
+    // Every entry damaged on disk: none is used, every function is compiled again and runs.
+    let mut damaged = 0;
+    for folder in std::fs::read_dir(dir.path())? {
+        let folder = folder?.path();
+        if !folder
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("functions-"))
+        {
+            continue;
+        }
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            let mut bytes = std::fs::read(&path)?;
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x40;
+            std::fs::write(&path, &bytes)?;
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+    let third = engine_in(dir.path());
+    let again = test_programs_artifacts::with_custom_section(&a, b"third");
+    let plugin = Plugin::from_bytes(&third, &again, options(ResolvedSettings::default()))?;
+    let stats = third.function_cache_stats();
+    // (A function body that occurs twice may be found in memory once compiled: no disk hit.)
+    assert_eq!(stats.disk_hits, 0, "{stats:?}");
+    assert!(stats.misses > 0, "{stats:?}");
+    assert_eq!(variant(&plugin), "a");
     Ok(())
 }

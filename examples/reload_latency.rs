@@ -1,0 +1,124 @@
+//! Reload latency of the example plugins after a one-line source edit: file landed → first call
+//! answered by the new version, with and without the function cache (Cranelift's incremental
+//! compilation), one plugin at a time. `cargo xtask bench-reload` builds the edited versions and
+//! runs this.
+//!
+//! ```text
+//! cargo run --example reload_latency -- NAME=OLD.wasm,NEW.wasm...
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use dlinkwm_examples::{GreetParams, custom_greet};
+use dlinkwm_host::{Config, Format, HostMethods, Plugin, PluginHost, ReloadEvent};
+
+/// The longest any step may take.
+const WAIT: Duration = Duration::from_secs(300);
+
+struct Figures {
+    first_compile: Duration,
+    reload: Duration,
+    hits: u64,
+    misses: u64,
+    memory_bytes: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let pairs: Vec<(String, PathBuf, PathBuf)> = std::env::args()
+        .skip(1)
+        .map(|arg| {
+            let (name, files) = arg.split_once('=').context("NAME=OLD,NEW")?;
+            let (old, new) = files.split_once(',').context("NAME=OLD,NEW")?;
+            Ok((name.to_owned(), old.into(), new.into()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "usage: reload_latency NAME=OLD.wasm,NEW.wasm..."
+    );
+    println!(
+        "| plugin | size | reload, whole compile | reload, function cache | functions reused | compile never-seen: off / on | cache memory |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, old, new) in pairs {
+        let size = std::fs::metadata(&new)?.len();
+        let before = measure(&old, &new, false).with_context(|| format!("{name}, cache off"))?;
+        let after = measure(&old, &new, true).with_context(|| format!("{name}, cache on"))?;
+        let reused = after.hits as f64 / (after.hits + after.misses).max(1) as f64;
+        println!(
+            "| {name} | {:.1} MB | {:.0?} | {:.0?} | {:.1} % ({} of {}) | {:.0?} / {:.0?} | {:.1} MB |",
+            size as f64 / 1e6,
+            before.reload,
+            after.reload,
+            reused * 100.0,
+            after.hits,
+            after.hits + after.misses,
+            before.first_compile,
+            after.first_compile,
+            after.memory_bytes as f64 / 1e6,
+        );
+    }
+    Ok(())
+}
+
+/// Loads `old` from a watched file, lands `new` over it by rename, and times the reload up to
+/// the first call the new version answers. Each run has a cache folder of its own (a never-seen
+/// plugin at first).
+fn measure(old: &Path, new: &Path, function_cache: bool) -> anyhow::Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let toml = format!(
+        "[engine]\ncache_dir = {:?}\nincremental = {function_cache}\n",
+        dir.path().join("cache")
+    );
+    let mut methods = HostMethods::new();
+    methods.register("custom_greet", custom_greet);
+    let host = PluginHost::builder()
+        .config(Config::from_toml(&toml)?)
+        .host_methods(methods)
+        .build()?;
+    let file = dir.path().join("plugin.wasm");
+    std::fs::copy(old, &file)?;
+    let started = Instant::now();
+    let plugin = host.load_watched(&file)?;
+    let first_compile = started.elapsed();
+    let events = plugin.subscribe();
+    let before = greet(&plugin)?;
+    let stats = host.engine().function_cache_stats();
+
+    let landing = dir.path().join("plugin.wasm.new");
+    std::fs::copy(new, &landing)?;
+    let landed = Instant::now();
+    std::fs::rename(&landing, &file)?;
+    loop {
+        match events.recv_timeout(WAIT)? {
+            ReloadEvent::Reloaded { .. } => break,
+            ReloadEvent::Failed { error, .. } => {
+                anyhow::bail!("the new version was refused: {error}")
+            }
+            _ => {}
+        }
+    }
+    let after = greet(&plugin)?;
+    let reload = landed.elapsed();
+    anyhow::ensure!(
+        before != after,
+        "the new version answers as the old one: {after}"
+    );
+    let end = host.engine().function_cache_stats();
+    Ok(Figures {
+        first_compile,
+        reload,
+        hits: end.hits - stats.hits,
+        misses: end.misses - stats.misses,
+        memory_bytes: end.memory_bytes,
+    })
+}
+
+fn greet(plugin: &Plugin) -> anyhow::Result<String> {
+    let params = GreetParams {
+        name: "World".to_owned(),
+    };
+    Ok(plugin.call_with("greet", Format::Json, &params)?)
+}
