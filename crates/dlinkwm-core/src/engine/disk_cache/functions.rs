@@ -26,6 +26,8 @@ const HEADER: usize = 8 + 16;
 const KEY_LEN: usize = 32;
 /// The largest entry read back (a single function's compiled code and its tables).
 const MAX_ENTRY: u64 = 64 << 20;
+/// Entries waiting for the writer thread at most.
+const WRITE_QUEUE: usize = 16 * 1024;
 
 /// What the function cache did, for figures and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,7 +47,12 @@ pub struct FunctionCacheStats {
 pub(crate) struct FunctionCache {
     memory: Mutex<Memory>,
     /// Set once the engine exists (its folder is named by the engine's compatibility hash).
-    disk: OnceLock<Disk>,
+    disk: OnceLock<std::sync::Arc<Disk>>,
+    /// New entries on their way to disk: written by a thread of their own, so compiling never
+    /// waits for the file system (thousands of small files for a large plugin). Bounded: when
+    /// the writer falls behind, entries are kept in memory only.
+    writes: OnceLock<std::sync::mpsc::SyncSender<([u8; KEY_LEN], std::sync::Arc<[u8]>)>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     hits: AtomicU64,
     misses: AtomicU64,
     disk_hits: AtomicU64,
@@ -90,6 +97,8 @@ impl FunctionCache {
                 clock: 0,
             }),
             disk: OnceLock::new(),
+            writes: OnceLock::new(),
+            writer: Mutex::new(None),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
@@ -99,7 +108,7 @@ impl FunctionCache {
     /// Keeps entries in `root/functions-<engine_folder>` too (the compiled-code cache's root and
     /// the engine's folder name), bounded by `max_bytes`.
     pub(crate) fn use_disk(&self, root: &Path, engine_folder: &str, max_bytes: u64) {
-        let _ = self.disk.set(Disk {
+        let disk = std::sync::Arc::new(Disk {
             root: root.to_owned(),
             dir: root.join(format!("functions-{engine_folder}")),
             max: max_bytes,
@@ -107,6 +116,45 @@ impl FunctionCache {
             bytes: OnceLock::new(),
             pruning: Mutex::new(()),
         });
+        if self.disk.set(disk.clone()).is_err() {
+            return;
+        }
+        let (sender, receiver) =
+            std::sync::mpsc::sync_channel::<([u8; KEY_LEN], std::sync::Arc<[u8]>)>(WRITE_QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("dlinkwm-function-cache".to_owned())
+            // Ends when the cache (the sender) is dropped with its engine.
+            .spawn(move || {
+                for (key, value) in receiver {
+                    disk.write(&key, &value);
+                }
+            });
+        match writer {
+            Ok(writer) => {
+                let _ = self.writes.set(sender);
+                *lock(&self.writer) = Some(writer);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the function cache's writer; functions are kept in memory only");
+            }
+        }
+    }
+
+    /// Waits until every entry queued so far is on disk (tests, benchmarks).
+    #[cfg(test)]
+    fn flush(&self) {
+        if let Some(writes) = self.writes.get() {
+            // A zero-length entry under a key no function has marks the end of the queue.
+            let marker = [0xff; KEY_LEN];
+            let _ = writes.send((marker, std::sync::Arc::from(Vec::new())));
+            let disk = self.disk.get().expect("a writer has a disk");
+            let path = disk.path(&marker);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !path.exists() && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     pub(crate) fn stats(&self) -> FunctionCacheStats {
@@ -156,6 +204,17 @@ impl FunctionCache {
         let (value, used) = memory.entries.get_mut(key)?;
         *used = tick;
         Some(value.clone())
+    }
+}
+
+impl Drop for FunctionCache {
+    /// Lets the writer finish what is queued (at most [`WRITE_QUEUE`] entries), so the next
+    /// process finds every function this one compiled.
+    fn drop(&mut self) {
+        drop(self.writes.take());
+        if let Some(writer) = lock(&self.writer).take() {
+            let _ = writer.join();
+        }
     }
 }
 
@@ -289,10 +348,12 @@ impl wasmtime::CacheStore for FunctionCache {
             return false;
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if let Some(disk) = self.disk.get() {
-            disk.write(&key, &value);
+        let value: std::sync::Arc<[u8]> = value.into();
+        if let Some(writes) = self.writes.get() {
+            // Full: the writer is behind; this entry stays in memory only.
+            let _ = writes.try_send((key, value.clone()));
         }
-        self.remember(key, value.into());
+        self.remember(key, value);
         true
     }
 }
@@ -313,6 +374,7 @@ mod tests {
         assert!(cache.get(&key).is_none());
         assert!(cache.insert(&key, b"compiled".to_vec()));
         assert_eq!(cache.get(&key).as_deref(), Some(&b"compiled"[..]));
+        cache.flush();
         // A new process: the disk tier answers.
         let fresh = FunctionCache::new(1 << 20);
         fresh.use_disk(&root, "0123456789abcdef", 1 << 20);
@@ -341,6 +403,7 @@ mod tests {
         for n in 0..64u8 {
             cache.insert(&[n; KEY_LEN], vec![n; 1000]);
         }
+        cache.flush();
         assert!(cache.stats().memory_bytes <= 4096);
         let disk = cache.disk.get().unwrap();
         assert!(disk.count() <= 8192 + 1024, "{}", disk.count());
