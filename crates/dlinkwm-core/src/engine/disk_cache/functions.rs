@@ -29,6 +29,9 @@ const MAX_ENTRY: u64 = 64 << 20;
 /// Entries waiting for the writer thread at most.
 const WRITE_QUEUE: usize = 16 * 1024;
 
+/// A key and its compiled function.
+type Entry = ([u8; KEY_LEN], std::sync::Arc<[u8]>);
+
 /// What the function cache did, for figures and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -51,7 +54,7 @@ pub(crate) struct FunctionCache {
     /// New entries on their way to disk: written by a thread of their own, so compiling never
     /// waits for the file system (thousands of small files for a large plugin). Bounded: when
     /// the writer falls behind, entries are kept in memory only.
-    writes: OnceLock<std::sync::mpsc::SyncSender<([u8; KEY_LEN], std::sync::Arc<[u8]>)>>,
+    writes: OnceLock<std::sync::mpsc::SyncSender<Entry>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -119,8 +122,7 @@ impl FunctionCache {
         if self.disk.set(disk.clone()).is_err() {
             return;
         }
-        let (sender, receiver) =
-            std::sync::mpsc::sync_channel::<([u8; KEY_LEN], std::sync::Arc<[u8]>)>(WRITE_QUEUE);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Entry>(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("dlinkwm-function-cache".to_owned())
             // Ends when the cache (the sender) is dropped with its engine.
@@ -197,7 +199,7 @@ impl FunctionCache {
         }
     }
 
-    fn from_memory(&self, key: &[u8; KEY_LEN]) -> Option<std::sync::Arc<[u8]>> {
+    fn in_memory(&self, key: &[u8; KEY_LEN]) -> Option<std::sync::Arc<[u8]>> {
         let mut memory = lock(&self.memory);
         memory.clock += 1;
         let tick = memory.clock;
@@ -331,7 +333,7 @@ impl Disk {
 impl wasmtime::CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
         let key: &[u8; KEY_LEN] = key.try_into().ok()?;
-        if let Some(value) = self.from_memory(key) {
+        if let Some(value) = self.in_memory(key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Some(Cow::Owned(value.to_vec()));
         }
