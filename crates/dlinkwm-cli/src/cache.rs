@@ -47,15 +47,17 @@ pub fn run(args: &CacheArgs, config: Option<&Path>, json: bool) -> anyhow::Resul
         writeln!(
             out,
             "{}",
-            json!({"dir": info.root.display().to_string(), "entries": info.entries, "bytes": info.bytes, "action": verb, "untrusted": info.untrusted})
+            json!({"dir": info.root.display().to_string(), "entries": info.entries, "bytes": info.bytes, "function_entries": info.function_entries, "function_bytes": info.function_bytes, "action": verb, "untrusted": info.untrusted})
         )?;
     } else {
         writeln!(
             out,
-            "{} {verb} {} compiled modules, {:.1} MiB",
+            "{} {verb} {} compiled modules, {:.1} MiB, and {} compiled functions, {:.1} MiB",
             info.root.display(),
             info.entries,
-            info.bytes as f64 / 1048576.0
+            info.bytes as f64 / 1048576.0,
+            info.function_entries,
+            info.function_bytes as f64 / 1048576.0
         )?;
     }
     if let Some(reason) = &info.untrusted {

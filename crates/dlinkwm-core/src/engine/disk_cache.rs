@@ -111,6 +111,10 @@ pub struct CacheInfo {
     pub entries: u64,
     /// Their total size in bytes.
     pub bytes: u64,
+    /// Compiled functions of the function cache (`[engine] incremental`), every engine's.
+    pub function_entries: u64,
+    /// Their total size in bytes.
+    pub function_bytes: u64,
     /// Why an engine would refuse this root (its owner, its permissions, a symbolic link), or
     /// `None` when it would use it (or it does not exist yet).
     pub untrusted: Option<String>,
@@ -130,10 +134,17 @@ pub fn cache_info(root: &Path) -> CacheInfo {
     let root = normalize(root);
     let euid = platform::euid();
     let untrusted = untrusted(&root, euid);
-    let entries = entries(&root, euid, true);
+    let all = entries(&root, euid, true);
+    let (functions, modules): (Vec<_>, Vec<_>) = all.iter().partition(|(path, _)| {
+        path.parent()
+            .and_then(Path::file_name)
+            .is_some_and(is_functions_folder)
+    });
     CacheInfo {
-        entries: entries.len() as u64,
-        bytes: entries.iter().map(|(_, meta)| meta.len()).sum(),
+        entries: modules.len() as u64,
+        bytes: modules.iter().map(|(_, meta)| meta.len()).sum(),
+        function_entries: functions.len() as u64,
+        function_bytes: functions.iter().map(|(_, meta)| meta.len()).sum(),
         root,
         untrusted,
     }
@@ -201,12 +212,17 @@ fn is_functions_folder(name: &OsStr) -> bool {
 /// its compatibility hash, in hex (`engine-<this>` for modules, `functions-<this>` for the
 /// function cache).
 pub(crate) fn engine_folder(engine: &wasmtime::Engine) -> String {
-    let mut hasher = Blake3Hasher(blake3::Hasher::new());
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    hasher.0.finalize().as_bytes()[..8]
+    engine_hash(engine)[..8]
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// A BLAKE3 hash of `engine`'s compatibility hash (what its compiled code needs to run).
+pub(crate) fn engine_hash(engine: &wasmtime::Engine) -> [u8; 32] {
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    *hasher.0.finalize().as_bytes()
 }
 
 fn is_entry_file(name: &OsStr) -> bool {
@@ -307,9 +323,7 @@ impl DiskCache {
             warn_refused(&root, platform::UNSUPPORTED);
             return None;
         }
-        let mut hasher = Blake3Hasher(blake3::Hasher::new());
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_hash = *hasher.0.finalize().as_bytes();
+        let engine_hash = engine_hash(engine);
         let folder = engine_folder(engine);
         let cache = Self {
             dir: root.join(format!("engine-{folder}")),

@@ -128,6 +128,7 @@ impl Engine {
             functions.use_disk(
                 disk.root(),
                 &crate::engine::disk_cache::engine_folder(&wasmtime),
+                crate::engine::disk_cache::engine_hash(&wasmtime),
                 options.incremental_cache_bytes as u64,
             );
         }
