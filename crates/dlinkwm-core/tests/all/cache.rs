@@ -14,7 +14,12 @@ use test_programs_artifacts::{HELLO, SDK_TEST_A};
 use crate::{abi_module, call_postcard, options};
 
 fn engine_with_cache(dir: &Path) -> Engine {
-    Engine::new(EngineOptions::default().with_cache_dir(Some(dir.to_owned()))).expect("engine")
+    Engine::new(
+        EngineOptions::default()
+            .with_incremental_cache_bytes(0)
+            .with_cache_dir(Some(dir.to_owned())),
+    )
+    .expect("engine")
 }
 
 fn load(engine: &Engine, path: &str) -> Plugin {
@@ -120,7 +125,9 @@ fn corrupt_truncated_and_foreign_entries_are_recompiled_never_run() -> anyhow::R
 #[test]
 fn the_cache_is_bounded_cleared_and_can_be_off() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let options = EngineOptions::default().with_cache_dir(Some(dir.path().to_owned()));
+    let options = EngineOptions::default()
+        .with_incremental_cache_bytes(0)
+        .with_cache_dir(Some(dir.path().to_owned()));
     let mut bounded = options.clone();
     bounded.cache_max_bytes = 1;
     let engine = Engine::new(bounded)?;
@@ -140,7 +147,7 @@ fn the_cache_is_bounded_cleared_and_can_be_off() -> anyhow::Result<()> {
 
     // Off: a second engine compiles again.
     for _ in 0..2 {
-        let engine = Engine::new(EngineOptions::default())?;
+        let engine = Engine::new(EngineOptions::default().with_incremental_cache_bytes(0))?;
         assert!(engine.cache_dir().is_none());
         load(&engine, SDK_TEST_A);
         assert_eq!((engine.compile_count(), engine.disk_cache_hits()), (1, 0));
@@ -156,7 +163,7 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// The name of the engine folder of `EngineOptions::default()`, from a cache of its own.
+/// The name of the engine folder of `EngineOptions::default().with_incremental_cache_bytes(0)`, from a cache of its own.
 fn engine_folder_name() -> OsString {
     let dir = tempfile::tempdir().expect("tempdir");
     load(&engine_with_cache(dir.path()), HELLO);
@@ -564,7 +571,9 @@ fn clear_and_the_size_bound_touch_only_the_caches_own_files() -> anyhow::Result<
     assert_eq!(cache_info(root).entries, 1);
 
     // The size bound: a bound of one byte deletes every entry it can reach.
-    let mut bounded = EngineOptions::default().with_cache_dir(Some(root.to_owned()));
+    let mut bounded = EngineOptions::default()
+        .with_incremental_cache_bytes(0)
+        .with_cache_dir(Some(root.to_owned()));
     bounded.cache_max_bytes = 1;
     load(&Engine::new(bounded)?, HELLO);
     survivors();

@@ -604,7 +604,8 @@ fn the_function_cache_survives_a_restart_and_a_damaged_entry_is_compiled_again()
     let renamed = test_programs_artifacts::with_custom_section(&a, b"second");
     let plugin = Plugin::from_bytes(&second, &renamed, options(ResolvedSettings::default()))?;
     let stats = second.function_cache_stats();
-    assert!(stats.disk_hits > 5 * stats.misses.max(1), "{stats:?}");
+    assert!(stats.disk_hits > 0, "{stats:?}");
+    assert!(stats.hits > 5 * stats.misses.max(1), "{stats:?}");
     assert_eq!(variant(&plugin), "a");
     // Every entry damaged on disk: none is used, every function is compiled again and runs.
     let mut damaged = 0;

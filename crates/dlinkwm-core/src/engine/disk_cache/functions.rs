@@ -33,7 +33,7 @@ const MAX_ENTRY: u64 = 64 << 20;
 /// Entries waiting for the writer thread at most.
 const WRITE_QUEUE: usize = 16 * 1024;
 /// How long dropping the cache waits for the writer to finish what is queued.
-const DRAIN_WAIT: Duration = Duration::from_secs(5);
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
 /// A key and its compiled function.
 type Entry = ([u8; KEY_LEN], Arc<[u8]>);
@@ -249,7 +249,7 @@ impl FunctionCache {
 
 impl Drop for FunctionCache {
     /// Lets the writer finish what is queued, so the next process finds the functions this one
-    /// compiled — for a few seconds at most: a stalled disk never hangs the engine's drop (the
+    /// compiled — for 30 seconds at most: a stalled disk never hangs the engine's drop (the
     /// writer then finishes on its own, or with the process).
     fn drop(&mut self) {
         drop(lock(&self.writes).take());
