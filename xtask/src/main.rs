@@ -206,29 +206,7 @@ fn ensure_registry() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing the OCI registry for the tests (apt: docker-registry)");
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
-    let apt = |args: &[&str]| -> anyhow::Result<()> {
-        let mut command = if root {
-            Command::new("apt-get")
-        } else {
-            let mut sudo = Command::new("sudo");
-            sudo.args(["-n", "apt-get"]);
-            sudo
-        };
-        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        let status = command.status().context("cannot run apt-get")?;
-        anyhow::ensure!(status.success(), "apt-get {args:?} failed: {status}");
-        Ok(())
-    };
-    let install = ["install", "-y", "-qq", "--no-install-recommends", PROGRAM];
-    if apt(&install).is_err() {
-        // The package lists may be missing or stale on a fresh machine.
-        apt(&["update", "-qq"])?;
-        apt(&install)?;
-    }
+    guest_toolchains::apt_install(&[PROGRAM])?;
     anyhow::ensure!(on_path(PROGRAM), "apt-get installed no `{PROGRAM}` on PATH");
     Ok(())
 }

@@ -293,31 +293,7 @@ impl Toolchains {
     /// command.
     pub fn install(&self, language: Language) -> Result<(), Error> {
         match language {
-            Language::C => {
-                let root = Command::new("id")
-                    .arg("-u")
-                    .output()
-                    .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
-                let apt = |args: &[&str]| {
-                    let mut command = if root {
-                        Command::new("apt-get")
-                    } else {
-                        let mut sudo = Command::new("sudo");
-                        sudo.args(["-n", "apt-get"]);
-                        sudo
-                    };
-                    command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-                    run(&mut command)
-                };
-                let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
-                install.extend_from_slice(pins::DEBIAN_C);
-                if apt(&install).is_err() {
-                    // The package lists may be missing or stale on a fresh machine.
-                    apt(&["update", "-qq"])?;
-                    apt(&install)?;
-                }
-                Ok(())
-            }
+            Language::C => apt_install(pins::DEBIAN_C),
             Language::AssemblyScript | Language::JavaScript => {
                 let package = if language == Language::JavaScript {
                     pins::COMPONENTIZE_QJS
@@ -549,6 +525,37 @@ fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
     } else {
         format!("'{}'", word.replace('\'', r"'\''")).into()
     }
+}
+
+/// Installs Debian `packages` with apt-get, as root or through `sudo -n`; when the first attempt
+/// fails, the package lists are updated (they may be missing or stale on a fresh machine) and it
+/// is tried once more.
+///
+/// # Errors
+/// The failing apt-get command, with what it printed.
+pub fn apt_install(packages: &[&str]) -> Result<(), Error> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
+    };
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    if apt(&install).is_err() {
+        apt(&["update", "-qq"])?;
+        apt(&install)?;
+    }
+    Ok(())
 }
 
 /// Runs `command` to completion, capturing what it prints; a failure carries it.
