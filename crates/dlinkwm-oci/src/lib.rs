@@ -627,8 +627,9 @@ impl OciError {
                 actual,
             }) => OciError::DigestMismatch {
                 reference: reference.to_string(),
-                expected,
-                actual,
+                // Either may come from a registry's header.
+                expected: clean(&expected),
+                actual: clean(&actual),
             },
             // Anything on the way (connect, reset, timeout, redirects, a body cut short) may pass.
             OciDistributionError::RequestError(error) => OciError::Unreachable {

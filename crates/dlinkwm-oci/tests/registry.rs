@@ -182,3 +182,79 @@ fn an_unreachable_registry_is_an_error_within_the_timeout() {
     let error = block_on(client(None).fetch(&tag)).unwrap_err();
     assert!(error.is_unreachable(), "{error}");
 }
+
+/// A peer on a free port that accepts connections and answers each request with `answer`
+/// (`None`: never answers, holding the connection open).
+fn peer(answer: Option<&'static str>) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            if let Some(answer) = answer {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(answer.as_bytes());
+            }
+            held.push(stream);
+        }
+    });
+    address
+}
+
+#[test]
+fn a_registry_that_never_answers_is_unreachable_within_the_timeout() {
+    let address = peer(None);
+    let client = Registry::new(
+        RegistryOptions::default()
+            .with_store_dir(None)
+            .with_timeout(std::time::Duration::from_secs(1)),
+    );
+    let tag: PluginRef = format!("{address}/silent:v1").parse().unwrap();
+    let started = std::time::Instant::now();
+    let error = block_on(client.fetch(&tag)).unwrap_err();
+    assert!(error.is_unreachable(), "{error}");
+    // One step's timeout (the credential lookup, the manifest), not forever: a generous bound.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let error = block_on(client.resolve(&tag)).unwrap_err();
+    assert!(error.is_unreachable(), "{error}");
+}
+
+#[test]
+fn garbage_and_server_errors_from_a_registry_are_typed_errors() {
+    // A manifest that is not JSON, under a digest header that does not match it (and is not
+    // even a digest), 8 KB long.
+    let garbage = peer(Some(Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+             Docker-Content-Digest: sha256:zz{}\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot json!",
+            "z".repeat(8000)
+        )
+        .into_boxed_str(),
+    )));
+    let client = Registry::new(RegistryOptions::default().with_store_dir(None));
+    let tag: PluginRef = format!("{garbage}/garbage:v1").parse().unwrap();
+    let error = block_on(client.fetch(&tag)).unwrap_err();
+    // Refused for good (the registry contradicts itself), with a bounded, printable message.
+    assert!(error.is_final(), "{error}");
+    let message = error.to_string();
+    assert!(message.len() < 2048, "{} bytes", message.len());
+    // A malformed digest header never becomes a file name or a pin.
+    let error = block_on(client.resolve(&tag)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            OciError::Registry { .. } | OciError::Unreachable { .. }
+        ),
+        "{error}"
+    );
+
+    let failing = peer(Some(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ));
+    let tag: PluginRef = format!("{failing}/failing:v1").parse().unwrap();
+    let error = block_on(client.fetch(&tag)).unwrap_err();
+    assert!(error.is_unreachable(), "{error}");
+}
