@@ -93,6 +93,16 @@ fn loads_by_tag_and_by_digest() {
         by_tag.reload().unwrap(),
         dlinkwm_host::ReloadOutcome::Unchanged
     ));
+    // The pinned plugin did not move with the tag, watched or asked.
+    assert_eq!(variant(&by_digest).unwrap(), "a");
+    assert!(matches!(
+        by_digest.reload().unwrap(),
+        dlinkwm_host::ReloadOutcome::Unchanged
+    ));
+    assert_eq!(
+        by_digest.registry_digest().as_deref(),
+        Some(digest_a.as_str())
+    );
     // Unknown tags and malformed references are typed errors.
     match host.load(fixture.reference("never-pushed")) {
         Err(Error::Registry(error)) => assert!(!error.is_unreachable(), "{error}"),
@@ -273,4 +283,38 @@ fn a_faulting_pushed_version_rolls_back_and_is_not_pulled_again() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_load_dropped_while_the_registry_is_silent_leaves_the_host_working() {
+    let fixture = Fixture::new();
+    fixture.push(SDK_TEST_A, "stable");
+    // A peer that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let host = fixture.host("");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let hung = host.load_async(format!("oci://{address}/plugins/sdk_test:stable"));
+        // Dropped mid-request.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), hung)
+                .await
+                .is_err()
+        );
+        // The same host loads, calls and follows afterwards.
+        let plugin = host.load_async(fixture.reference("stable")).await.unwrap();
+        assert_eq!(
+            plugin
+                .call_async::<(), String>("variant", &())
+                .await
+                .unwrap(),
+            "a"
+        );
+    });
+    drop(silent);
 }
