@@ -13,7 +13,8 @@
 //! (it is removed and pulled again). The records (manifest → layer, tag → manifest) are trusted
 //! as the folder is: it is made readable and writable by its user only, and whoever can write
 //! it can choose which stored plugin a record names (as with the compiled-code cache, trust
-//! comes from ownership). Only plugins that loaded are kept (`Registry::keep`).
+//! comes from ownership). Only plugins that loaded are kept (`Registry::keep`), up to
+//! [`MAX_BLOB_BYTES`]: older blobs go first, never a tag's last known good version.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ use crate::{OciError, PluginRef, Pulled};
 
 /// The largest manifest or tag record read from the store (they hold one digest each).
 const MAX_RECORD_BYTES: u64 = 4096;
+/// The blobs kept at most, in bytes, beyond each tag's last known good version and the newest.
+pub const MAX_BLOB_BYTES: u64 = 1 << 30;
 
 /// The local store of pulled plugins (see the module documentation for its layout).
 #[derive(Debug, Clone)]
@@ -84,7 +87,77 @@ impl Store {
         // rename is atomic, so a reader sees one or the other).
         self.write(&blob, &pulled.bytes)?;
         let manifest = self.digest_path("manifests", &pulled.manifest_digest)?;
-        self.write(&manifest, pulled.layer_digest.as_bytes())
+        self.write(&manifest, pulled.layer_digest.as_bytes())?;
+        self.prune(&pulled.layer_digest);
+        Ok(())
+    }
+
+    /// Removes the least recently written blobs beyond [`MAX_BLOB_BYTES`], except `keep` and
+    /// every tag's last known good version, so a tag that moves often does not fill the disk.
+    /// Failures are only warned about.
+    fn prune(&self, keep: &str) {
+        let blobs = self.root.join("blobs").join("sha256");
+        let Ok(files) = std::fs::read_dir(&blobs) else {
+            return;
+        };
+        let mut found: Vec<(PathBuf, u64, std::time::SystemTime)> = files
+            .filter_map(Result::ok)
+            .filter_map(|file| {
+                let meta = file.metadata().ok()?;
+                meta.file_type().is_file().then(|| {
+                    let written = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    (file.path(), meta.len(), written)
+                })
+            })
+            .collect();
+        let mut total: u64 = found.iter().map(|(_, len, _)| len).sum();
+        if total <= MAX_BLOB_BYTES {
+            return;
+        }
+        let protected = self.protected_blobs(keep);
+        found.sort_unstable_by_key(|(_, _, written)| *written);
+        for (path, len, _) in found {
+            if total <= MAX_BLOB_BYTES {
+                break;
+            }
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or("");
+            if protected.iter().any(|digest| digest.ends_with(name)) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => total -= len,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot prune the local plugin store");
+                }
+            }
+        }
+    }
+
+    /// The layer digests pruning must not remove: `keep`, and each tag's last known good.
+    fn protected_blobs(&self, keep: &str) -> Vec<String> {
+        let mut protected = vec![keep.to_owned()];
+        let Ok(tags) = std::fs::read_dir(self.root.join("tags")) else {
+            return protected;
+        };
+        for tag in tags.filter_map(Result::ok) {
+            let Ok(Some(record)) = self.read(&tag.path(), MAX_RECORD_BYTES) else {
+                continue;
+            };
+            let record = String::from_utf8_lossy(&record);
+            let Some(manifest) = record.lines().next() else {
+                continue;
+            };
+            let Ok(path) = self.digest_path("manifests", manifest) else {
+                continue;
+            };
+            if let Ok(Some(layer)) = self.read(&path, MAX_RECORD_BYTES) {
+                protected.push(String::from_utf8_lossy(&layer).trim().to_owned());
+            }
+        }
+        protected
     }
 
     /// Records `manifest_digest` as `reference`'s last known good version.
@@ -267,6 +340,38 @@ mod tests {
                 .is_none()
         );
         assert!(!blob.exists());
+    }
+
+    #[test]
+    fn old_blobs_are_pruned_but_never_a_last_known_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_owned());
+        let reference: PluginRef = "localhost:5000/hello:v1".parse().unwrap();
+        // Three blobs of 400 MiB each (sparse files, so the test writes little): the first is
+        // the tag's last known good, the second is only old.
+        let mut digests = Vec::new();
+        for n in 0..3u8 {
+            let mut plugin = pulled(&reference, &[n]);
+            plugin.manifest_digest = sha256_digest(&[b'm', n]);
+            store.keep(&plugin).unwrap();
+            let blob = store.digest_path("blobs", &plugin.layer_digest).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&blob)
+                .unwrap()
+                .set_len(400 << 20)
+                .unwrap();
+            if n == 0 {
+                store.remember(&reference, &plugin.manifest_digest).unwrap();
+            }
+            digests.push(blob);
+        }
+        // Beyond 1 GiB now: the next keep prunes the oldest blob that no tag needs.
+        let newest = pulled(&reference, b"newest");
+        store.keep(&newest).unwrap();
+        assert!(digests[0].exists(), "the last known good blob was removed");
+        assert!(!digests[1].exists(), "the oldest unneeded blob was kept");
+        assert!(digests[2].exists());
     }
 
     #[test]
