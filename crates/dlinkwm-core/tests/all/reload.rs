@@ -598,6 +598,9 @@ fn the_function_cache_survives_a_restart_and_a_damaged_entry_is_compiled_again()
         options(ResolvedSettings::default()),
     )?);
     assert!(first.function_cache_stats().misses > 0);
+    // The process ends: dropping the engine waits for its writer to put every function on disk
+    // (while it runs, the writer may still be behind).
+    drop(first);
     // A new process: the same code under a new content hash (so the compiled-code cache misses)
     // finds every function on disk.
     let second = engine_in(dir.path());
@@ -607,6 +610,9 @@ fn the_function_cache_survives_a_restart_and_a_damaged_entry_is_compiled_again()
     assert!(stats.disk_hits > 0, "{stats:?}");
     assert!(stats.hits > 5 * stats.misses.max(1), "{stats:?}");
     assert_eq!(variant(&plugin), "a");
+    // (Its writer is done before the files are damaged.)
+    drop(plugin);
+    drop(second);
     // Every entry damaged on disk: none is used, every function is compiled again and runs.
     let mut damaged = 0;
     for folder in std::fs::read_dir(dir.path())? {
