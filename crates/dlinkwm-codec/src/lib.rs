@@ -114,6 +114,36 @@ pub fn encode_into<T: Serialize + ?Sized>(
     }
 }
 
+/// Decodes a `T` from `bytes` by Extism's convention, for Extism plugins and their host
+/// functions, which pass bytes with no format: a string or a byte buffer is the bytes
+/// themselves (the raw format), anything else is JSON (Extism's `Json<T>`).
+///
+/// # Errors
+/// [`CodecError::Invalid`] for bytes that are neither.
+pub fn decode_extism<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match raw::decode(bytes) {
+        Ok(value) => Ok(value),
+        Err(_) => serde_json::from_slice(bytes).map_err(invalid),
+    }
+}
+
+/// Appends `value` to `output` by Extism's convention (see [`decode_extism`]): a string or a
+/// byte buffer as it is, anything else as JSON.
+///
+/// # Errors
+/// [`CodecError::Invalid`] for a value JSON cannot carry.
+pub fn encode_extism_into<T: Serialize + ?Sized>(
+    value: &T,
+    output: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let before = output.len();
+    if raw::encode_into(value, output).is_ok() {
+        return Ok(());
+    }
+    output.truncate(before);
+    encode_into(value, Format::Json, output)
+}
+
 /// postcard's output into a `Vec` that copies slices with `extend_from_slice` (one `memcpy`;
 /// postcard's own `to_extend` pushes them byte by byte).
 struct Append<'a>(&'a mut Vec<u8>);

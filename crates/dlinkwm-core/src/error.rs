@@ -281,7 +281,7 @@ pub enum Error {
     /// The plugin declares needs (its `dlinkwm-needs` custom section) that the host or the
     /// plugin's settings do not grant; it was refused before its first call.
     #[error(
-        "plugin `{plugin}` needs what it is not granted: {}; grant them in its settings          (dlinkwm.toml) or register the methods",
+        "plugin `{plugin}` needs what it is not granted: {}; grant them in its settings (dlinkwm.toml) or register the methods",
         missing.join(", ")
     )]
     NeedsNotGranted {

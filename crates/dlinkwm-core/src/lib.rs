@@ -52,8 +52,8 @@ pub use plugin::{
     WeakPlugin,
 };
 pub use runtime::{
-    CallerInfo, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallFuture, HostCallHandler,
-    NoHostMethods, PluginKind, StoreState, register_host_functions,
+    CallerInfo, Convention, EPOCH_TICK, EntryInfo, EntryKind, HostCallError, HostCallFuture,
+    HostCallHandler, NoHostMethods, PluginKind, StoreState, register_host_functions,
 };
 /// The wasmtime this crate is built on, for hosts that need its types.
 pub use wasmtime;

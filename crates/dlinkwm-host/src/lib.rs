@@ -59,10 +59,11 @@ pub use dlinkwm_core::disk_cache;
 pub use dlinkwm_core::wasmtime;
 pub use dlinkwm_core::{
     CallObserver, CallRecord, CallerInfo, Config, ConfigError, ConfigEvent, ContentHash,
-    DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, DynamicConfig, EPOCH_TICK, Engine, EngineOptions,
-    EntryInfo, EntryKind, Format, FunctionCacheStats, HostCallError, HostCallFuture, Metered,
-    PluginKind, PluginSettings, RegistrySettings, ReloadEvent, ReloadOutcome, ResolvedSettings,
-    RollbackOn, Smoke, SmokeFormat, Stdio, create_default_config_if_missing, is_component,
+    Convention, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, DynamicConfig, EPOCH_TICK, Engine,
+    EngineOptions, EntryInfo, EntryKind, Format, FunctionCacheStats, HostCallError, HostCallFuture,
+    Metered, PluginKind, PluginSettings, RegistrySettings, ReloadEvent, ReloadOutcome,
+    ResolvedSettings, RollbackOn, Smoke, SmokeFormat, Stdio, create_default_config_if_missing,
+    is_component,
 };
 pub use host::{PluginHost, PluginHostBuilder};
 pub use methods::HostMethods;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::future::Future;
 
-use dlinkwm_core::{CallerInfo, HostCallError, HostCallFuture};
+use dlinkwm_core::{CallerInfo, Convention, HostCallError, HostCallFuture};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,8 +31,13 @@ fn decode_params<P: DeserializeOwned>(
     method: &str,
     input: &[u8],
     format: Format,
+    convention: Convention,
 ) -> Result<P, HostCallError> {
-    dlinkwm_codec::decode(input, format).map_err(|reason| match reason {
+    let decoded = match convention {
+        Convention::Extism => dlinkwm_codec::decode_extism(input),
+        _ => dlinkwm_codec::decode(input, format),
+    };
+    decoded.map_err(|reason| match reason {
         dlinkwm_codec::CodecError::Invalid(reason) => HostCallError::Failed(format!(
             "invalid parameters for host method `{method}`: {reason}"
         )),
@@ -48,9 +53,14 @@ fn encode_answer<R: Serialize>(
     method: &str,
     answer: &R,
     format: Format,
+    convention: Convention,
     output: &mut Vec<u8>,
 ) -> Result<(), HostCallError> {
-    dlinkwm_codec::encode_into(answer, format, output).map_err(|reason| {
+    let encoded = match convention {
+        Convention::Extism => dlinkwm_codec::encode_extism_into(answer, output),
+        _ => dlinkwm_codec::encode_into(answer, format, output),
+    };
+    encoded.map_err(|reason| {
         HostCallError::Failed(format!("cannot encode the answer of `{method}`: {reason}"))
     })
 }
@@ -108,11 +118,12 @@ impl HostMethods {
         let name = name.into();
         let method_name = name.clone();
         let handler =
-            move |_: CallerInfo<'_>, format: Format, input: &[u8], output: &mut Vec<u8>| {
-                let params: P = decode_params(&method_name, input, format)?;
+            move |caller: CallerInfo<'_>, format: Format, input: &[u8], output: &mut Vec<u8>| {
+                let convention = caller.convention;
+                let params: P = decode_params(&method_name, input, format, convention)?;
                 let answer =
                     method(params).map_err(|error| HostCallError::Failed(error.to_string()))?;
-                encode_answer(&method_name, &answer, format, output)
+                encode_answer(&method_name, &answer, format, convention, output)
             };
         self.methods.insert(name, Method::Sync(Arc::new(handler)));
         self
@@ -157,8 +168,9 @@ impl HostMethods {
     {
         let name = name.into();
         let method_name: Arc<str> = Arc::from(name.as_str());
-        let handler = move |_: CallerInfo<'_>, format: Format, input: &[u8]| {
-            let params: P = decode_params(&method_name, input, format)?;
+        let handler = move |caller: CallerInfo<'_>, format: Format, input: &[u8]| {
+            let convention = caller.convention;
+            let params: P = decode_params(&method_name, input, format, convention)?;
             let answering = method(params);
             let method_name = method_name.clone();
             let later: HostCallFuture = Box::pin(async move {
@@ -166,7 +178,7 @@ impl HostMethods {
                     .await
                     .map_err(|error| HostCallError::Failed(error.to_string()))?;
                 let mut output = Vec::new();
-                encode_answer(&method_name, &answer, format, &mut output)?;
+                encode_answer(&method_name, &answer, format, convention, &mut output)?;
                 Ok(output)
             });
             Ok(later)

@@ -87,23 +87,22 @@ impl Plugin {
     {
         let mut buffer = INPUT.take();
         buffer.clear();
-        let result = match codec::encode_into(input, format, &mut buffer) {
+        let codec = Codec::of(&self.inner, format);
+        let result = match codec.encode(input, &mut buffer) {
             Ok(()) => self
                 .inner
-                .call(entry, format, &buffer, |output| {
-                    decode_output::<Out>(output, format)
-                })
+                .call(entry, format, &buffer, |output| codec.decode::<Out>(output))
                 .map_err(Error::from)
                 .and_then(|decoded| {
                     decoded.map_err(|reason| Error::Decode {
                         entry: entry.to_owned(),
-                        format: format.name(),
+                        format: codec.name(),
                         reason,
                     })
                 }),
             Err(reason) => Err(Error::Encode {
                 entry: entry.to_owned(),
-                format: format.name(),
+                format: codec.name(),
                 reason: reason.to_string(),
             }),
         };
@@ -205,23 +204,23 @@ impl Plugin {
         Out: DeserializeOwned + 'a,
     {
         let mut buffer = Vec::new();
-        let encoded =
-            codec::encode_into(input, format, &mut buffer).map_err(|reason| Error::Encode {
+        let codec = Codec::of(&self.inner, format);
+        let encoded = codec
+            .encode(input, &mut buffer)
+            .map_err(|reason| Error::Encode {
                 entry: entry.to_owned(),
-                format: format.name(),
+                format: codec.name(),
                 reason: reason.to_string(),
             });
         async move {
             encoded?;
             let decoded = self
                 .inner
-                .call_async(entry, format, &buffer, |output| {
-                    decode_output::<Out>(output, format)
-                })
+                .call_async(entry, format, &buffer, |output| codec.decode::<Out>(output))
                 .await?;
             decoded.value.map_err(|reason| Error::Decode {
                 entry: entry.to_owned(),
-                format: format.name(),
+                format: codec.name(),
                 reason,
             })
         }
@@ -456,11 +455,56 @@ impl Plugin {
 
 /// Decodes an entry's output; an empty JSON output (a plain entry, or an SDK entry returning
 /// `()` in postcard) reads as `null`, so `()` and `Option` work for every entry kind.
-fn decode_output<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Result<T, String> {
-    let bytes = if bytes.is_empty() && format == Format::Json {
-        b"null".as_slice()
-    } else {
-        bytes
-    };
-    codec::decode(bytes, format).map_err(|error| error.to_string())
+/// How a typed call encodes its input and decodes its output: in the host's format, or, for an
+/// Extism plugin (which takes bytes with no format), by Extism's convention: a string or bytes as
+/// they are, anything else as JSON.
+#[derive(Clone, Copy)]
+enum Codec {
+    Format(Format),
+    Extism,
+}
+
+impl Codec {
+    #[inline]
+    fn of(plugin: &dlinkwm_core::Plugin, format: Format) -> Self {
+        if plugin.is_extism() {
+            Codec::Extism
+        } else {
+            Codec::Format(format)
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Format(format) => format.name(),
+            Codec::Extism => "extism (raw or json)",
+        }
+    }
+
+    #[inline]
+    fn encode<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        output: &mut Vec<u8>,
+    ) -> std::result::Result<(), codec::CodecError> {
+        match self {
+            Codec::Format(format) => codec::encode_into(value, format, output),
+            Codec::Extism => codec::encode_extism_into(value, output),
+        }
+    }
+
+    #[inline]
+    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> std::result::Result<T, String> {
+        match self {
+            Codec::Format(format) => {
+                let bytes = if bytes.is_empty() && format == Format::Json {
+                    b"null".as_slice()
+                } else {
+                    bytes
+                };
+                codec::decode(bytes, format).map_err(|error| error.to_string())
+            }
+            Codec::Extism => codec::decode_extism(bytes).map_err(|error| error.to_string()),
+        }
+    }
 }

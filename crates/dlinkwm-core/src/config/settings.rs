@@ -1,6 +1,7 @@
 //! A plugin's settings: as written in `[defaults]` and `[plugins."path"]` (every field
 //! optional), and resolved (every default applied), which is what a plugin runs with.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +149,16 @@ pub struct PluginSettings {
     pub smoke: Option<Smoke>,
     /// Roll a new version back by itself when it faults; see [`RollbackOn`].
     pub rollback_on: Option<RollbackOn>,
+    /// Extism plugins: the values `config_get` answers (Extism's manifest `config`).
+    pub config: Option<BTreeMap<String, String>>,
+    /// Extism plugins: the hosts `http_request` may reach, as globs (`*.example.com`); absent
+    /// or empty, every request is refused.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Extism plugins: the most bytes of vars one instance keeps (keys and values); 0 turns
+    /// vars off.
+    pub max_var_bytes: Option<u64>,
+    /// Extism plugins: the largest HTTP response body `http_request` reads.
+    pub max_http_response_bytes: Option<u64>,
 }
 
 impl PluginSettings {
@@ -175,7 +186,11 @@ impl PluginSettings {
             preopens,
             keep_versions,
             smoke,
-            rollback_on
+            rollback_on,
+            config,
+            allowed_hosts,
+            max_var_bytes,
+            max_http_response_bytes
         )
     }
 }
@@ -201,6 +216,10 @@ pub mod defaults {
     pub const MAX_QUEUED_CALLS: u64 = 1_000;
     /// Three earlier versions kept for rollback.
     pub const KEEP_VERSIONS: u64 = 3;
+    /// 1 MiB of vars per Extism instance (Extism's default).
+    pub const MAX_VAR_BYTES: u64 = 1 << 20;
+    /// 50 MiB of HTTP response body (Extism's default).
+    pub const MAX_HTTP_RESPONSE_BYTES: u64 = 50 << 20;
 }
 
 /// Settings with every default applied: what a plugin actually runs with.
@@ -245,6 +264,14 @@ pub struct ResolvedSettings {
     pub smoke: Option<Smoke>,
     /// When a reloaded version rolls back by itself.
     pub rollback_on: Option<RollbackOn>,
+    /// Extism plugins' config values.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Hosts Extism plugins may reach over HTTP (globs; empty: none).
+    pub allowed_hosts: Arc<[String]>,
+    /// The most bytes of vars an Extism instance keeps (0: vars off).
+    pub max_var_bytes: usize,
+    /// The largest HTTP response body an Extism plugin reads.
+    pub max_http_response_bytes: usize,
 }
 
 impl Default for ResolvedSettings {
@@ -318,6 +345,13 @@ impl PluginSettings {
                 faults: rule.faults.max(1),
                 ..rule
             }),
+            config: Arc::new(self.config.clone().unwrap_or_default()),
+            allowed_hosts: self.allowed_hosts.as_deref().unwrap_or_default().into(),
+            max_var_bytes: clamp(self.max_var_bytes.unwrap_or(defaults::MAX_VAR_BYTES)),
+            max_http_response_bytes: clamp(
+                self.max_http_response_bytes
+                    .unwrap_or(defaults::MAX_HTTP_RESPONSE_BYTES),
+            ),
         }
     }
 }

@@ -403,9 +403,17 @@ impl Plugin {
         self.inner.serving.current().hash()
     }
 
-    /// Whether the current version is an ABI plugin or a plain module.
+    /// Whether the current version is an ABI plugin, a plain module, a component or an Extism
+    /// plugin.
     pub fn kind(&self) -> PluginKind {
         self.inner.serving.current().exports.kind
+    }
+
+    /// Whether the current version is an Extism plugin ([`Plugin::kind`] in one atomic load,
+    /// for the call path).
+    #[inline]
+    pub fn is_extism(&self) -> bool {
+        self.inner.serving.current_is_extism()
     }
 
     /// The entries of the current version, in export order.
@@ -599,7 +607,7 @@ impl Plugin {
                 _in_call: in_call,
             }),
             Err(error) => {
-                let keep = *reuse && !error.is_guest_fault();
+                let keep = *reuse && !error.is_guest_fault() && !instance.spent();
                 self.note_fault(&pooled.version, &error);
                 serving.release(pooled, keep);
                 Err(error)
@@ -641,7 +649,7 @@ impl Plugin {
     fn finish(&self, running: Running) -> Option<u64> {
         let Running { pooled, _in_call } = running;
         let fuel_consumed = pooled.instance.fuel_consumed();
-        let keep = pooled.reuse;
+        let keep = pooled.reuse && !pooled.instance.spent();
         self.inner.serving.release(pooled, keep);
         fuel_consumed
     }
@@ -733,7 +741,7 @@ impl Plugin {
                 let pooled = held.pooled();
                 let value = read(pooled.instance.output());
                 let fuel_consumed = pooled.instance.fuel_consumed();
-                let keep = pooled.reuse;
+                let keep = pooled.reuse && !pooled.instance.spent();
                 held.release(keep);
                 Ok(Metered {
                     value,
@@ -741,7 +749,8 @@ impl Plugin {
                 })
             }
             Err(error) => {
-                let keep = held.pooled().reuse && !error.is_guest_fault();
+                let pooled = held.pooled();
+                let keep = pooled.reuse && !error.is_guest_fault() && !pooled.instance.spent();
                 self.note_fault(&held.pooled().version, &error);
                 held.release(keep);
                 Err(error)

@@ -6,7 +6,7 @@
 //! version current drops the idle instances of the one it replaces.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, Guard};
@@ -14,7 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 use crate::error::{Error, Fast, Result};
 use crate::plugin::pool::{Pool, Pooled, Waited};
 use crate::plugin::version::Version;
-use crate::runtime::{Instance, PluginContext};
+use crate::runtime::{Instance, PluginContext, PluginKind};
 
 /// A place reserved for an instance being made: given back if the making fails or its future is
 /// dropped.
@@ -35,6 +35,8 @@ pub(crate) struct Serving {
     /// The number of `current`, which calls compare their instance's version with: one plain
     /// load instead of a shared-pointer read.
     current_number: AtomicU64,
+    /// Whether `current` is an Extism plugin (typed calls encode for it), read with one load.
+    current_extism: AtomicBool,
     /// Idle instances, of the current version (instances of a version that stopped serving
     /// are dropped when seen).
     pub(crate) pool: Pool,
@@ -53,6 +55,7 @@ impl Serving {
         Self {
             context,
             current_number: AtomicU64::new(version.number),
+            current_extism: AtomicBool::new(version.exports.kind == PluginKind::Extism),
             current: ArcSwap::new(version),
             pool,
         }
@@ -69,6 +72,12 @@ impl Serving {
     }
 
     /// The number of the version that serves calls now.
+    /// Whether the current version is an Extism plugin.
+    #[inline]
+    pub(crate) fn current_is_extism(&self) -> bool {
+        self.current_extism.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn current_number(&self) -> u64 {
         self.current_number.load(Ordering::Acquire)
     }
@@ -272,7 +281,9 @@ impl Serving {
     /// replaces and returns that one. Calls that hold an instance of it finish on it.
     pub(crate) fn make_current(&self, version: Arc<Version>) -> Arc<Version> {
         let number = version.number;
+        let extism = version.exports.kind == PluginKind::Extism;
         let old = self.current.swap(version);
+        self.current_extism.store(extism, Ordering::Release);
         self.current_number.store(number, Ordering::Release);
         self.drop_stale();
         old

@@ -18,7 +18,7 @@ use crate::plugin::held::{InCall, reentrant};
 use crate::plugin::policy::Serving;
 use crate::plugin::pool::Pooled;
 use crate::plugin::version::{Canary, Version};
-use crate::runtime::Instance;
+use crate::runtime::{Instance, PluginKind};
 use crate::sync::lock;
 
 /// What a reload did.
@@ -488,6 +488,11 @@ async fn hand_over(
 ) -> Result<bool> {
     let plugin: &str = &serving.context.name;
     if !new.exports.restores_state() || !serving.current().exports.saves_state() {
+        return Ok(false);
+    }
+    // An Extism plugin's vars are not an ABI plugin's state, nor the other way round.
+    let kinds = (new.exports.kind, serving.current().exports.kind);
+    if (kinds.0 == PluginKind::Extism) != (kinds.1 == PluginKind::Extism) {
         return Ok(false);
     }
     let wrap = |error: Error| Error::StateHandover {

@@ -9,6 +9,7 @@ use crate::engine::{Code, CompiledModule, ContentHash, Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::runtime::{
     AsyncBindingsPre, BindingsPre, ExportTable, Instance, PluginContext, PluginKind, StoreState,
+    extism,
 };
 
 /// A compiled, validated plugin version. Each of its instances holds an `Arc` to it, so a version
@@ -135,6 +136,26 @@ async fn compile(
         })
 }
 
+/// Warns of an Extism plugin's host functions the host does not register: the plugin loads
+/// (its other functions work, as under `dlinkwm call`), and a call of one of them fails with
+/// the method's error.
+fn check_host_functions(
+    plugin: &str,
+    code: &wasmtime::Module,
+    context: &PluginContext,
+) -> Result<()> {
+    for (namespace, name, _) in extism::host_functions(plugin, code)? {
+        if context.host.provides(&name) == Some(false) {
+            tracing::warn!(
+                plugin,
+                function = %format_args!("{namespace}.{name}"),
+                "the Extism plugin imports a host function the host does not register; calls that use it fail"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Version {
     /// Compiles (or reuses) `bytes`, checks the exports the ABI and the configuration require,
     /// instantiates once (running `_initialize`) and checks the declared ABI version. Nothing is
@@ -176,9 +197,23 @@ impl Version {
                     } else {
                         &engine.inner.linker
                     };
-                    let pre = linker.instantiate_pre(code).map_err(instantiate_error)?;
+                    let pre = if exports.kind == PluginKind::Extism {
+                        // An Extism plugin's host functions are linked by the names it
+                        // imports, on a copy of the engine's linker.
+                        let functions = extism::host_functions(plugin, code)?;
+                        let mut linker = linker.clone();
+                        extism::define_host_functions(&mut linker, functions, asynchronous)
+                            .map_err(instantiate_error)?;
+                        linker.instantiate_pre(code)
+                    } else {
+                        linker.instantiate_pre(code)
+                    };
+                    let pre = pre.map_err(instantiate_error)?;
                     Ok::<_, Error>(Prepared { exports, pre })
                 })?;
+                if exports.kind == PluginKind::Extism {
+                    check_host_functions(plugin, code, context)?;
+                }
                 let first = if asynchronous {
                     Instance::new_async(wasmtime, ticks, &pre, &exports, context, number).await?
                 } else {

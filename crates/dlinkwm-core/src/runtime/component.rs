@@ -54,8 +54,13 @@ impl bindings::PluginImports for StoreState {
         if method.len() > dlinkwm_abi::MAX_HOST_METHOD_NAME {
             return Err(name_too_long(&method));
         }
-        let status =
-            crate::runtime::linker::host_call(self, &method, to_format(format).code(), &input);
+        let status = crate::runtime::linker::host_call(
+            self,
+            &method,
+            to_format(format).code(),
+            &input,
+            crate::runtime::Convention::Dlinkwm,
+        );
         host_answer(self, status)
     }
 
@@ -79,6 +84,7 @@ impl bindings_async::PluginImports for StoreState {
             &method,
             to_format(format).code(),
             &input,
+            crate::runtime::Convention::Dlinkwm,
         )
         .await?;
         Ok(host_answer(self, status))

@@ -17,6 +17,21 @@ use crate::runtime::trap::{CallSite, check_input, classify};
 enum EntryFunc {
     Abi(TypedFunc<(i32, i32, i32), i32>),
     Plain(TypedFunc<(), ()>),
+    /// An Extism function and whether it is `_start` (after which the instance is not reused).
+    Extism(ExtismFunc, bool),
+}
+
+/// An Extism function: `() -> i32` (its status) or `() -> ()`.
+enum ExtismFunc {
+    Status(TypedFunc<(), i32>),
+    Unit(TypedFunc<(), ()>),
+}
+
+/// What runs once when an instance starts: `_initialize`, or an Extism plugin's choice of
+/// `__wasm_call_ctors`, and GHC's `hs_init(0, 0)`.
+enum Init {
+    Plain(TypedFunc<(), ()>),
+    HsInit(TypedFunc<(i32, i32), ()>),
 }
 
 /// The exports an instance's calls use, each resolved once: the ABI's own at instantiation,
@@ -48,18 +63,21 @@ impl Funcs {
             entry: "instantiation",
         };
         prepare(store);
+        add_kernel(store, exports);
         let instance = pre
             .instantiate(&mut *store)
             .map_err(|error| not_instantiated(store, error, site, settings))?;
-        let (funcs, initialize) = Self::resolve(store, instance, exports);
-        if let Some(initialize) = initialize {
+        let (funcs, inits) = Self::resolve(store, instance, exports);
+        for init in inits {
             let site = CallSite {
                 plugin,
                 entry: dlinkwm_abi::export::INITIALIZE,
             };
-            initialize
-                .call(&mut *store, ())
-                .map_err(|error| classify(store, error, site, settings))?;
+            let done = match init {
+                Init::Plain(func) => func.call(&mut *store, ()),
+                Init::HsInit(func) => func.call(&mut *store, (0, 0)),
+            };
+            done.map_err(|error| classify(store, error, site, settings))?;
         }
         Ok(funcs)
     }
@@ -77,28 +95,33 @@ impl Funcs {
             entry: "instantiation",
         };
         prepare(store);
+        add_kernel(store, exports);
         let instance = match pre.instantiate_async(&mut *store).await {
             Ok(instance) => instance,
             Err(error) => return Err(not_instantiated(store, error, site, settings)),
         };
-        let (funcs, initialize) = Self::resolve(store, instance, exports);
-        if let Some(initialize) = initialize {
+        let (funcs, inits) = Self::resolve(store, instance, exports);
+        for init in inits {
             let site = CallSite {
                 plugin,
                 entry: dlinkwm_abi::export::INITIALIZE,
             };
-            let done = initialize.call_async(&mut *store, ()).await;
+            let done = match init {
+                Init::Plain(func) => func.call_async(&mut *store, ()).await,
+                Init::HsInit(func) => func.call_async(&mut *store, (0, 0)).await,
+            };
             done.map_err(|error| classify(store, error, site, settings))?;
         }
         Ok(funcs)
     }
 
-    /// Resolves every export the calls will need, once; returns `_initialize` too, to be run.
+    /// Resolves every export the calls will need, once; returns the initialisers too, to be
+    /// run in order.
     fn resolve(
         store: &mut Store<StoreState>,
         instance: wasmtime::Instance,
         exports: &Arc<ExportTable>,
-    ) -> (Self, Option<TypedFunc<(), ()>>) {
+    ) -> (Self, Vec<Init>) {
         let memory = exports
             .memory
             .as_ref()
@@ -111,8 +134,28 @@ impl Funcs {
                 .and_then(Extern::into_func)
         };
         let alloc = func(&mut *store, &exports.alloc).and_then(|f| f.typed(&*store).ok());
-        let initialize =
-            func(&mut *store, &exports.initialize).and_then(|f| f.typed::<(), ()>(&*store).ok());
+        let plain = |store: &mut Store<StoreState>, export: &Option<wasmtime::ModuleExport>| {
+            func(store, export).and_then(|f| f.typed::<(), ()>(&*store).ok())
+        };
+        let initialize = plain(&mut *store, &exports.initialize);
+        let mut inits = Vec::new();
+        if exports.kind == crate::runtime::PluginKind::Extism {
+            // Extism's order: GHC's runtime after `_initialize`; else the constructors instead
+            // of `_initialize`; else `_initialize`.
+            let hs_init = func(&mut *store, &exports.hs_init)
+                .and_then(|f| f.typed::<(i32, i32), ()>(&*store).ok());
+            let ctors = plain(&mut *store, &exports.call_ctors);
+            if let Some(hs_init) = hs_init {
+                inits.extend(initialize.map(Init::Plain));
+                inits.push(Init::HsInit(hs_init));
+            } else if let Some(ctors) = ctors {
+                inits.push(Init::Plain(ctors));
+            } else {
+                inits.extend(initialize.map(Init::Plain));
+            }
+        } else {
+            inits.extend(initialize.map(Init::Plain));
+        }
         let abi_func = |store: &mut Store<StoreState>, export: &Option<wasmtime::ModuleExport>| {
             func(store, export).and_then(|f| f.typed::<(i32, i32, i32), i32>(&*store).ok())
         };
@@ -132,7 +175,7 @@ impl Funcs {
             state_save,
             state_restore,
         };
-        (funcs, initialize)
+        (funcs, inits)
     }
 
     /// Entry number `index`, resolved (and type-checked) at its first call on this instance.
@@ -170,6 +213,15 @@ impl Funcs {
         let typed = match entry.kind {
             EntryKind::Abi => func.typed(&*store).map(EntryFunc::Abi),
             EntryKind::Plain => func.typed(&*store).map(EntryFunc::Plain),
+            EntryKind::Extism => {
+                let start = entry.name == "_start";
+                match func.typed::<(), i32>(&*store) {
+                    Ok(status) => Ok(EntryFunc::Extism(ExtismFunc::Status(status), start)),
+                    Err(_) => func
+                        .typed(&*store)
+                        .map(|unit| EntryFunc::Extism(ExtismFunc::Unit(unit), start)),
+                }
+            }
         };
         let typed = typed.map_err(|error| Error::Instantiate {
             plugin: plugin.to_owned(),
@@ -206,6 +258,15 @@ impl Funcs {
                 let done = func.call_async(&mut *store, ()).await;
                 done.map_err(|error| classify(store, error, site, settings))
             }
+            EntryFunc::Extism(func, start) => {
+                begin_extism(store, site, input, settings)?;
+                store.data_mut().spent |= *start;
+                let status = match func {
+                    ExtismFunc::Status(func) => func.call_async(&mut *store, ()).await,
+                    ExtismFunc::Unit(func) => func.call_async(&mut *store, ()).await.map(|()| 0),
+                };
+                finish_extism(store, site, status, settings)
+            }
         }
     }
 
@@ -234,6 +295,9 @@ impl Funcs {
         site: CallSite<'_>,
         settings: &ResolvedSettings,
     ) -> Result<Option<Vec<u8>>> {
+        if let Some(kernel) = &store.data().extism {
+            return Ok(Some(kernel.save_vars()));
+        }
         let Some(func) = &self.state_save else {
             return Ok(None);
         };
@@ -250,6 +314,9 @@ impl Funcs {
         state: &[u8],
         settings: &ResolvedSettings,
     ) -> Result<bool> {
+        if store.data().extism.is_some() {
+            return restore_vars(store, site, state);
+        }
         let Some(func) = &self.state_restore else {
             return Ok(false);
         };
@@ -285,6 +352,15 @@ impl Funcs {
                 func.call(&mut *store, ())
                     .map_err(|error| Box::new(classify(store, error, site, settings)))
             }
+            EntryFunc::Extism(func, start) => {
+                begin_extism(store, site, input, settings).map_err(Box::new)?;
+                store.data_mut().spent |= *start;
+                let status = match func {
+                    ExtismFunc::Status(func) => func.call(&mut *store, ()),
+                    ExtismFunc::Unit(func) => func.call(&mut *store, ()).map(|()| 0),
+                };
+                finish_extism(store, site, status, settings).map_err(Box::new)
+            }
         }
     }
 
@@ -313,6 +389,9 @@ impl Funcs {
         site: CallSite<'_>,
         settings: &ResolvedSettings,
     ) -> Result<Option<Vec<u8>>> {
+        if let Some(kernel) = &store.data().extism {
+            return Ok(Some(kernel.save_vars()));
+        }
         let Some(func) = &self.state_save else {
             return Ok(None);
         };
@@ -338,6 +417,9 @@ impl Funcs {
         state: &[u8],
         settings: &ResolvedSettings,
     ) -> Result<bool> {
+        if store.data().extism.is_some() {
+            return restore_vars(store, site, state);
+        }
         let Some(func) = &self.state_restore else {
             return Ok(false);
         };
@@ -353,6 +435,109 @@ impl Funcs {
         .map_err(|error| *error)?;
         Ok(true)
     }
+}
+
+/// Gives an Extism plugin's instance its kernel, before anything of the plugin runs.
+fn add_kernel(store: &mut Store<StoreState>, exports: &ExportTable) {
+    if exports.kind == crate::runtime::PluginKind::Extism {
+        store.data_mut().extism = Some(Box::default());
+    }
+}
+
+/// Starts an Extism call: the input checked, the limits armed, the kernel emptied with the
+/// input in its first block.
+#[inline]
+fn begin_extism(
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    input: &[u8],
+    settings: &ResolvedSettings,
+) -> Result<()> {
+    check_input(site, input, settings)?;
+    prepare(store);
+    let StoreState {
+        extism, limiter, ..
+    } = store.data_mut();
+    let begun = match extism.as_deref_mut() {
+        Some(kernel) => kernel.begin(input, limiter),
+        None => Err(crate::runtime::guest::fault(
+            "this instance has no Extism kernel".to_owned(),
+        )),
+    };
+    begun.map_err(|error| classify(store, error, site, settings))
+}
+
+/// Ends an Extism call: a trap (with the plugin's error message, if it set one, as its
+/// cause), the error it set (`error_set`, which fails the call whatever its status), a status
+/// other than 0, or its output copied out within `max_output_bytes`.
+#[inline]
+fn finish_extism(
+    store: &mut Store<StoreState>,
+    site: CallSite<'_>,
+    status: wasmtime::Result<i32>,
+    settings: &ResolvedSettings,
+) -> Result<()> {
+    let failed = |message: String| Error::Guest {
+        plugin: site.plugin.to_owned(),
+        entry: site.entry.to_owned(),
+        message,
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => {
+            let state = store.data_mut();
+            let message = state
+                .extism
+                .as_deref()
+                .and_then(|kernel| kernel.error_message());
+            if message.is_some() {
+                state.call.error = message;
+            }
+            return Err(classify(store, error, site, settings));
+        }
+    };
+    let StoreState { extism, call, .. } = store.data_mut();
+    let Some(kernel) = extism.as_deref() else {
+        return Err(failed("the instance lost its Extism kernel".to_owned()));
+    };
+    if let Some(message) = kernel.error_message() {
+        return Err(failed(message));
+    }
+    if status != 0 {
+        return Err(failed(format!("returned non-zero exit code {status}")));
+    }
+    let size = usize::try_from(kernel.output_len()).unwrap_or(usize::MAX);
+    if size > settings.max_output_bytes {
+        return Err(Error::OutputTooLarge {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            size,
+            limit: settings.max_output_bytes,
+        });
+    }
+    let output = kernel.output().map_err(|reason| Error::GuestMemory {
+        plugin: site.plugin.to_owned(),
+        entry: site.entry.to_owned(),
+        reason,
+    })?;
+    call.output.clear();
+    call.output.extend_from_slice(output);
+    Ok(())
+}
+
+/// Gives an Extism plugin's instance the vars an earlier version handed over.
+fn restore_vars(store: &mut Store<StoreState>, site: CallSite<'_>, state: &[u8]) -> Result<bool> {
+    let max = store.data().settings.max_var_bytes;
+    let Some(kernel) = store.data_mut().extism.as_deref_mut() else {
+        return Ok(false);
+    };
+    kernel
+        .restore_vars(state, max)
+        .map_err(|message| Error::Guest {
+            plugin: site.plugin.to_owned(),
+            entry: site.entry.to_owned(),
+            message,
+        })
 }
 
 fn call_abi(

@@ -19,6 +19,9 @@ pub enum PluginKind {
     /// A WebAssembly component of the WIT world `dlinkwm:plugin/plugin` (`wit/plugin.wit`),
     /// with WASI preview 2.
     Component,
+    /// An Extism plugin (it imports `extism:host/env`): its `() -> i32` exports are called
+    /// with DlinkWM's implementation of the Extism kernel (docs/extism.md).
+    Extism,
 }
 
 /// How an entry is called.
@@ -29,6 +32,9 @@ pub enum EntryKind {
     Abi,
     /// `() -> ()`: no input, no output.
     Plain,
+    /// An Extism plugin function, `() -> i32` (or `() -> ()`): input, output and error travel
+    /// through the Extism kernel.
+    Extism,
 }
 
 /// An entry: an export that can be called by name.
@@ -60,6 +66,10 @@ pub(crate) struct ExportTable {
     pub(crate) abi_version: Option<ModuleExport>,
     pub(crate) state_save: Option<ModuleExport>,
     pub(crate) state_restore: Option<ModuleExport>,
+    /// Extism plugins: `__wasm_call_ctors`, run instead of `_initialize` when exported.
+    pub(crate) call_ctors: Option<ModuleExport>,
+    /// Extism plugins: GHC's `hs_init(argc, argv)`, run after `_initialize`.
+    pub(crate) hs_init: Option<ModuleExport>,
 }
 
 fn is_abi_entry(ty: &FuncType) -> bool {
@@ -75,13 +85,25 @@ fn is_plain_entry(ty: &FuncType) -> bool {
     ty.params().len() == 0 && ty.results().len() == 0
 }
 
+fn is_extism_entry(ty: &FuncType) -> bool {
+    ty.params().len() == 0
+        && (ty.results().len() == 0
+            || (ty.results().len() == 1
+                && ty.results().all(|result| matches!(result, ValType::I32))))
+}
+
 impl ExportTable {
     pub(crate) fn new(plugin: &str, module: &Module) -> Result<Self> {
         let imports_abi = module
             .imports()
             .any(|import| import.module() == import::MODULE);
         let declares_version = module.get_export(export::ABI_VERSION).is_some();
-        let kind = if imports_abi || declares_version {
+        let imports_extism = module
+            .imports()
+            .any(|import| import.module() == crate::runtime::extism::ENV_MODULE);
+        let kind = if imports_extism && !imports_abi {
+            PluginKind::Extism
+        } else if imports_abi || declares_version {
             PluginKind::Abi
         } else {
             PluginKind::Plain
@@ -109,6 +131,12 @@ impl ExportTable {
             }),
             state_save: func_export(export::STATE_SAVE, is_abi_entry),
             state_restore: func_export(export::STATE_RESTORE, is_abi_entry),
+            call_ctors: func_export(crate::runtime::extism::CALL_CTORS, is_plain_entry),
+            hs_init: func_export(crate::runtime::extism::HS_INIT, |ty| {
+                ty.params().len() == 2
+                    && ty.params().all(|param| matches!(param, ValType::I32))
+                    && ty.results().len() == 0
+            }),
         };
         if kind == PluginKind::Abi {
             let required = [
@@ -129,10 +157,18 @@ impl ExportTable {
             let ExternType::Func(ty) = export.ty() else {
                 continue;
             };
-            if export::is_reserved(name) {
+            // (Extism calls `_start`, a Go command's `main`, as a function.)
+            if kind != PluginKind::Extism && export::is_reserved(name) {
                 continue;
             }
-            let kind = if kind == PluginKind::Abi && is_abi_entry(&ty) {
+            let kind = if kind == PluginKind::Extism {
+                // Extism calls any export of no parameters and no result or an `i32` one, but
+                // the initialisers run once per instance, never as a call.
+                if crate::runtime::extism::is_initializer(name) || !is_extism_entry(&ty) {
+                    continue;
+                }
+                EntryKind::Extism
+            } else if kind == PluginKind::Abi && is_abi_entry(&ty) {
                 EntryKind::Abi
             } else if is_plain_entry(&ty) {
                 EntryKind::Plain
@@ -164,6 +200,8 @@ impl ExportTable {
             abi_version: None,
             state_save: None,
             state_restore: None,
+            call_ctors: None,
+            hs_init: None,
         };
         for name in names {
             if !table.by_name.contains_key(&name) {
@@ -185,13 +223,15 @@ impl ExportTable {
     }
 
     /// Whether the plugin can hand its state over on a reload (components always export it).
+    /// (An Extism plugin hands over its vars.)
     pub(crate) fn saves_state(&self) -> bool {
-        self.kind == PluginKind::Component || self.state_save.is_some()
+        matches!(self.kind, PluginKind::Component | PluginKind::Extism) || self.state_save.is_some()
     }
 
     /// Whether the plugin can take over state on a reload.
     pub(crate) fn restores_state(&self) -> bool {
-        self.kind == PluginKind::Component || self.state_restore.is_some()
+        matches!(self.kind, PluginKind::Component | PluginKind::Extism)
+            || self.state_restore.is_some()
     }
 
     /// The index of entry `name`, or the error listing the entries there are.

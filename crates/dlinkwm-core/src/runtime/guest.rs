@@ -17,6 +17,17 @@ pub(crate) fn fault(reason: String) -> wasmtime::Error {
     wasmtime::Error::new(GuestFault(reason))
 }
 
+/// The host refused or failed what a plugin asked of it where the plugin's ABI has no error
+/// value to answer with (an Extism host function, a var store that is full, an HTTP request to
+/// a host not allowed): the call ends as [`crate::Error::Guest`] with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Refusal(pub(crate) String);
+
+pub(crate) fn refusal(message: String) -> wasmtime::Error {
+    wasmtime::Error::new(Refusal(message))
+}
+
 /// The byte range `ptr..ptr + len` of guest memory, checked. Pointers and lengths are `u32` in
 /// wasm32, whatever the sign of the `i32` that carried them.
 pub(crate) fn guest_range(

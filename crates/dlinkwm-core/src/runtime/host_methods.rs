@@ -35,6 +35,20 @@ pub enum HostCallError {
     Failed(String),
 }
 
+/// How the plugin calling a host method passes values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Convention {
+    /// DlinkWM's ABI (and the WIT world): the format code says how the input and the answer
+    /// are encoded.
+    #[default]
+    Dlinkwm,
+    /// An Extism host function: bytes in, bytes out, with no format (the call arrives as
+    /// [`Format::Raw`]). Typed methods read a string or bytes as they are and anything else as
+    /// JSON, and answer the same way.
+    Extism,
+}
+
 /// Who is calling a host method.
 #[derive(Debug, Clone, Copy)]
 pub struct CallerInfo<'a> {
@@ -42,6 +56,8 @@ pub struct CallerInfo<'a> {
     pub plugin: &'a str,
     /// The version of the plugin that is calling.
     pub version: u64,
+    /// How the plugin passes values.
+    pub convention: Convention,
 }
 
 /// The host methods a plugin can reach through the ABI's `host_call`.

@@ -51,12 +51,24 @@ impl Instance {
         self.store.data_mut().adopt(settings.clone());
     }
 
-    /// The size of the instance's linear memory `memory`, in bytes (0 without one).
+    /// The size of the instance's linear memory `memory` (and of an Extism plugin's kernel
+    /// heap), in bytes (0 without one).
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.store
-            .data()
+        let state = self.store.data();
+        let heap = state
+            .extism
+            .as_ref()
+            .map_or(0, |kernel| kernel.heap_bytes());
+        state
             .memory
             .map_or(0, |memory| memory.data_size(&self.store))
+            .saturating_add(heap)
+    }
+
+    /// Whether the instance must not serve another call (an Extism plugin's `_start` ran).
+    #[inline]
+    pub(crate) fn spent(&self) -> bool {
+        self.store.data().spent
     }
 
     /// Instantiates the module in a new store of `wasmtime` (whose epoch count is `ticks`), runs

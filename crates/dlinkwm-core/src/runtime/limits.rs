@@ -50,6 +50,23 @@ impl Limiter {
         self.used
     }
 
+    /// Bytes the instance may still grow by.
+    pub(crate) fn room(&self) -> usize {
+        self.max_memory_bytes.saturating_sub(self.used)
+    }
+
+    /// Counts `delta` bytes the host holds for the instance (the Extism kernel's heap) if the
+    /// total stays within the budget; a refusal is remembered as a memory growth's is.
+    pub(crate) fn grow_host(&mut self, delta: usize) -> bool {
+        self.grow(delta)
+    }
+
+    /// Remembers a refused growth to `total` bytes the limiter was not asked about (a host
+    /// allocation that failed).
+    pub(crate) fn refused(&mut self, total: usize) {
+        self.memory_refused = Some(self.memory_refused.unwrap_or(0).max(total));
+    }
+
     /// Allows growing by `delta` bytes if the instance's total stays within the budget.
     fn grow(&mut self, delta: usize) -> bool {
         match self.used.checked_add(delta) {

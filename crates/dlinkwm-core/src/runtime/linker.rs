@@ -17,7 +17,7 @@ use crate::config::Stdio;
 use crate::runtime::guest::{
     abi_len, bounded_message, fault, guest_len, guest_range, guest_str, truncate,
 };
-use crate::runtime::host_methods::{CallerInfo, HostCallError};
+use crate::runtime::host_methods::{CallerInfo, Convention, HostCallError};
 use crate::runtime::store::StoreState;
 
 fn memory_and_state<'a>(
@@ -44,6 +44,7 @@ pub fn register_host_functions(linker: &mut Linker<StoreState>) -> wasmtime::Res
     add_abi(linker)?;
     add_host_call(linker)?;
     add_legacy(linker)?;
+    crate::runtime::extism::add_env(linker, false)?;
     Ok(())
 }
 
@@ -63,6 +64,7 @@ pub(crate) fn build_async(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<
     add_abi(&mut linker)?;
     add_host_call_async(&mut linker)?;
     add_legacy(&mut linker)?;
+    crate::runtime::extism::add_env(&mut linker, true)?;
     Ok(linker)
 }
 
@@ -90,7 +92,14 @@ fn add_host_call(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
                 guest_len(input_len),
                 "host call input",
             )?;
-            Ok(host_call(state, method, format, &data[input_range]).code())
+            Ok(host_call(
+                state,
+                method,
+                format,
+                &data[input_range],
+                Convention::Dlinkwm,
+            )
+            .code())
         },
     )?;
     Ok(())
@@ -116,7 +125,14 @@ fn add_host_call_async(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> 
                     guest_len(input_len),
                     "host call input",
                 )?;
-                let status = host_call_async(state, method, format, &data[input_range]).await?;
+                let status = host_call_async(
+                    state,
+                    method,
+                    format,
+                    &data[input_range],
+                    Convention::Dlinkwm,
+                )
+                .await?;
                 Ok(status.code())
             })
         },
@@ -218,13 +234,20 @@ pub(crate) fn guest_log(plugin: &str, level: LogLevel, line: &[u8]) {
 
 /// Runs one host call for the guest, leaving the answer or the error message in
 /// `state.call.host_result`.
-pub(crate) fn host_call(state: &mut StoreState, method: &str, format: i32, input: &[u8]) -> Status {
+pub(crate) fn host_call(
+    state: &mut StoreState,
+    method: &str,
+    format: i32,
+    input: &[u8],
+    convention: Convention,
+) -> Status {
     state.call.host_result.clear();
     let outcome = admit(state, method, format).and_then(|format| {
         let context = &state.context;
         let caller = CallerInfo {
             plugin: &context.name,
             version: state.version,
+            convention,
         };
         let result = &mut state.call.host_result;
         // A panicking host method is the application's bug, not the guest's: the guest gets an
@@ -248,6 +271,7 @@ pub(crate) async fn host_call_async(
     method: &str,
     format: i32,
     input: &[u8],
+    convention: Convention,
 ) -> wasmtime::Result<Status> {
     use futures_util::FutureExt as _;
     state.call.host_result.clear();
@@ -261,6 +285,7 @@ pub(crate) async fn host_call_async(
             let caller = CallerInfo {
                 plugin: &context.name,
                 version: state.version,
+                convention,
             };
             let result = &mut state.call.host_result;
             let started = std::panic::catch_unwind(AssertUnwindSafe(|| {

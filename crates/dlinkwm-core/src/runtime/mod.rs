@@ -8,7 +8,8 @@
 //! type the layers above call: it dispatches to the core-module path (`core_instance`) or the
 //! component path (`component_instance`), looks entries up in the version's `exports`, and turns
 //! whatever wasmtime reports into an error naming its cause (`trap`). `host_methods` is the
-//! boundary with the application's host methods. The runtime knows wasmtime and the layers below
+//! boundary with the application's host methods. `extism` is the Extism kernel and host
+//! functions for Extism plugins (`extism_http` their HTTP requests). The runtime knows wasmtime and the layers below
 //! (`config`, `error`, `names`), never DlinkWM's `Engine`: it is handed a `wasmtime::Engine` and
 //! the epoch count.
 
@@ -18,6 +19,8 @@ mod core_instance;
 mod deadline;
 mod drive;
 mod exports;
+pub(crate) mod extism;
+mod extism_http;
 mod guest;
 mod host_methods;
 mod instance;
@@ -31,7 +34,9 @@ mod wasi;
 
 pub use deadline::EPOCH_TICK;
 pub use exports::{EntryInfo, EntryKind, PluginKind};
-pub use host_methods::{CallerInfo, HostCallError, HostCallFuture, HostCallHandler, NoHostMethods};
+pub use host_methods::{
+    CallerInfo, Convention, HostCallError, HostCallFuture, HostCallHandler, NoHostMethods,
+};
 pub use linker::register_host_functions;
 pub use store::StoreState;
 

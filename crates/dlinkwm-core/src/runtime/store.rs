@@ -82,6 +82,11 @@ pub struct StoreState {
     /// For an async plugin's instance, the epoch ticks it runs before yielding (0: a sync one,
     /// whose calls trap at their deadline).
     pub(crate) yield_ticks: u64,
+    /// An Extism plugin's kernel (its heap, input, output, error and vars).
+    pub(crate) extism: Option<Box<crate::runtime::extism::Kernel>>,
+    /// The instance must not serve another call (an Extism plugin's `_start` ran: like a
+    /// command, it starts afresh, as Extism does).
+    pub(crate) spent: bool,
 }
 
 impl StoreState {
@@ -124,6 +129,8 @@ pub(crate) fn new_store(
             .asynchronous
             .as_ref()
             .map_or(0, |asynchronous| asynchronous.yield_ticks.max(1)),
+        extism: None,
+        spent: false,
     };
     state.adopt(adopted);
     let mut store = Store::new(wasmtime, state);

@@ -7,7 +7,7 @@ use wasmtime::{Store, Trap};
 
 use crate::config::ResolvedSettings;
 use crate::error::{Error, Result};
-use crate::runtime::guest::GuestFault;
+use crate::runtime::guest::{GuestFault, Refusal};
 use crate::runtime::store::StoreState;
 
 /// Which call an error happened in, for messages.
@@ -58,6 +58,13 @@ pub(crate) fn classify(
             plugin,
             entry,
             reason: reason.clone(),
+        };
+    }
+    if let Some(Refusal(message)) = error.downcast_ref::<Refusal>() {
+        return Error::Guest {
+            plugin,
+            entry,
+            message: message.clone(),
         };
     }
     let code = error.downcast_ref::<Trap>().copied();
