@@ -50,6 +50,18 @@ const GUESTS: &[Guest] = &[
         features: &["needs"],
     },
     Guest {
+        constant: "EXTISM_A",
+        workspace: "crates/test-programs/guests",
+        package: "extism_test",
+        features: &[],
+    },
+    Guest {
+        constant: "EXTISM_B",
+        workspace: "crates/test-programs/guests",
+        package: "extism_test",
+        features: &["variant_b"],
+    },
+    Guest {
         constant: "SDK_TEST_FAULTY",
         workspace: "crates/test-programs/guests",
         package: "sdk_test",

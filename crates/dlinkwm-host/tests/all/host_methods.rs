@@ -1,4 +1,4 @@
-use dlinkwm_host::core::{CallerInfo, HostCallError, HostCallHandler as _};
+use dlinkwm_host::core::{CallerInfo, Convention, HostCallError, HostCallHandler as _};
 use dlinkwm_host::{Format, HostMethods, PluginHost};
 
 use crate::{GreetParams, methods};
@@ -7,7 +7,59 @@ fn caller() -> CallerInfo<'static> {
     CallerInfo {
         plugin: "test",
         version: 1,
+        convention: Convention::Dlinkwm,
     }
+}
+
+#[test]
+fn extism_host_functions_get_strings_raw_and_everything_else_as_json() {
+    let mut methods = methods();
+    methods.register("report", |name: String| {
+        Ok::<_, String>(GreetParams { name })
+    });
+    let extism = CallerInfo {
+        convention: Convention::Extism,
+        ..caller()
+    };
+    let mut output = Vec::new();
+    // A string method: raw bytes in, raw bytes out.
+    methods
+        .call(extism, "greet_str", Format::Raw, b"Ada", &mut output)
+        .unwrap();
+    assert_eq!(output, b"hi Ada");
+    // Struct parameters come as JSON; a struct answer goes as JSON.
+    output.clear();
+    methods
+        .call(
+            extism,
+            "custom_greet",
+            Format::Raw,
+            br#"{"name":"Ada"}"#,
+            &mut output,
+        )
+        .unwrap();
+    assert_eq!(
+        output,
+        br#""Hello from custom handler, Ada!""#.as_slice()[1..32].to_vec()
+    );
+    output.clear();
+    methods
+        .call(extism, "report", Format::Raw, b"Ada", &mut output)
+        .unwrap();
+    assert_eq!(output, br#"{"name":"Ada"}"#);
+    // Neither raw nor JSON: an error value, not a panic.
+    output.clear();
+    assert!(
+        methods
+            .call(
+                extism,
+                "custom_greet",
+                Format::Raw,
+                b"not json",
+                &mut output
+            )
+            .is_err()
+    );
 }
 
 fn call(

@@ -2,6 +2,7 @@
 
 mod asynchronous;
 mod calls;
+mod extism;
 mod host_methods;
 mod oci;
 mod reload;
