@@ -1116,3 +1116,86 @@ fn inspect_runs_guest_code_without_the_configurations_grants() -> anyhow::Result
     assert!(value["load_error"].is_null(), "{value}");
     Ok(())
 }
+
+#[test]
+fn call_runs_an_extism_plugin_as_extism_does() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    dlinkwm(dir.path())
+        .args([
+            "call",
+            test_programs_artifacts::EXTISM_A,
+            "count_vowels",
+            "--format",
+            "raw",
+            "--input",
+            "Hello, world!",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            r#"{"count":3,"total":3,"vowels":"aeiouAEIOU"}"#,
+        ));
+    // Its error (Extism's `error_set`) is the call's error.
+    dlinkwm(dir.path())
+        .args([
+            "call",
+            test_programs_artifacts::EXTISM_A,
+            "fail",
+            "--format",
+            "raw",
+            "--input",
+            "x",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("failed on purpose: x"));
+    Ok(())
+}
+
+#[test]
+fn watch_follows_an_extism_plugin() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir()?;
+    let plugin = dir.path().join("plugin.wasm");
+    std::fs::copy(test_programs_artifacts::EXTISM_A, &plugin)?;
+    let mut child = dlinkwm_std(dir.path())
+        .args(["watch", "plugin.wasm", "variant", "--format", "raw"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| -> anyhow::Result<String> {
+        loop {
+            let line = lines.recv_timeout(Duration::from_secs(60))?;
+            if line.contains(needle) {
+                return Ok(line);
+            }
+        }
+    };
+    let result = (|| -> anyhow::Result<()> {
+        wait_for("version 1")?;
+        std::fs::copy(
+            test_programs_artifacts::EXTISM_B,
+            dir.path().join("next.wasm"),
+        )?;
+        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+        let line = wait_for("version 2")?;
+        assert!(line.contains('b'), "{line}");
+        Ok(())
+    })();
+    child.kill()?;
+    child.wait()?;
+    result
+}

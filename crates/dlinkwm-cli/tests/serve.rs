@@ -405,3 +405,32 @@ fn two_replicas_follow_a_tag_switch_with_no_failed_request_and_roll_back_on_thei
     eprintln!("{calls} requests in all");
     Ok(())
 }
+
+#[test]
+fn serve_answers_an_extism_plugin_and_reloads_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let plugin = dir.path().join("vowels.wasm");
+    std::fs::copy(test_programs_artifacts::EXTISM_A, &plugin)?;
+    let serving = serve(dir.path(), &[], &[])?;
+    let address = serving.address.clone();
+    let answer = http(
+        &address,
+        "POST /v1/plugins/vowels/count_vowels",
+        "Hello, world!",
+    )?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""count":3"#), "{answer}");
+    // A new build lands: the next calls are answered by it.
+    std::fs::copy(test_programs_artifacts::EXTISM_B, dir.path().join("next"))?;
+    std::fs::rename(dir.path().join("next"), &plugin)?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = http(&address, "POST /v1/plugins/vowels/variant", "")?;
+        if answer.ends_with("\r\n\r\nb") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not reloaded: {answer}");
+        std::thread::yield_now();
+    }
+    Ok(())
+}

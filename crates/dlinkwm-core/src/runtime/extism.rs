@@ -901,3 +901,87 @@ fn answer(
     state.call.host_result = result;
     written
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(max: usize) -> Limiter {
+        Limiter::new(max, 1000)
+    }
+
+    #[test]
+    fn blocks_have_lengths_only_where_they_start_and_freed_ones_are_reused() {
+        let mut limiter = limiter(64 << 20);
+        let mut kernel = Kernel::default();
+        kernel.begin(b"input!", &mut limiter).unwrap();
+        let input = kernel.input.0;
+        assert_eq!(kernel.length(input), 6);
+        assert_eq!(kernel.alloc(0, &mut limiter).unwrap(), 0);
+        let a = kernel.alloc(100, &mut limiter).unwrap();
+        let b = kernel.alloc(100, &mut limiter).unwrap();
+        assert_eq!(
+            (kernel.length(a), kernel.length(a + 1), kernel.length(0)),
+            (100, 0, 0)
+        );
+        assert_eq!(b, a + 100);
+        kernel.free(a);
+        kernel.free(a);
+        kernel.free(12345);
+        assert_eq!(kernel.length(a), 0);
+        // Freed blocks wait until the heap would have to grow.
+        let heap = kernel.counted;
+        let mut last = b;
+        while kernel.heap.len() + 100 <= heap {
+            last = kernel.alloc(100, &mut limiter).unwrap();
+        }
+        assert!(last > b);
+        assert_eq!(kernel.alloc(50, &mut limiter).unwrap(), a);
+        assert_eq!(kernel.length(a), 50);
+        // Freeing the input empties it.
+        kernel.free(input);
+        assert_eq!(kernel.input.1, 0);
+        // A new call starts with an empty heap: old handles are no blocks.
+        kernel.begin(b"", &mut limiter).unwrap();
+        assert_eq!((kernel.length(a), kernel.length(b)), (0, 0));
+    }
+
+    #[test]
+    fn the_heap_counts_in_the_memory_budget() {
+        let mut limiter = limiter(1 << 20);
+        let mut kernel = Kernel::default();
+        kernel.begin(b"", &mut limiter).unwrap();
+        kernel.alloc(512 << 10, &mut limiter).unwrap();
+        assert!(kernel.alloc(600 << 10, &mut limiter).is_err());
+        assert!(limiter.memory_refused.is_some());
+        assert!(kernel.alloc(u64::MAX, &mut limiter).is_err());
+        assert!(kernel.heap_bytes() <= 1 << 20);
+    }
+
+    #[test]
+    fn vars_round_trip_and_hostile_hand_overs_are_refused() {
+        let mut kernel = Kernel::default();
+        kernel.set_var("a".into(), b"1".to_vec(), 1 << 20).unwrap();
+        kernel.set_var("b".into(), vec![2; 300], 1 << 20).unwrap();
+        assert!(kernel.set_var("c".into(), vec![0; 2000], 1000).is_err());
+        let saved = kernel.save_vars();
+        let mut next = Kernel::default();
+        assert_eq!(next.restore_vars(&saved, 1 << 20), Ok(true));
+        assert_eq!(next.vars, kernel.vars);
+        assert_eq!(next.var_bytes, kernel.var_bytes);
+        // Not a hand-over of vars: nothing taken.
+        assert_eq!(next.restore_vars(b"something else", 1 << 20), Ok(false));
+        // Over the bound, cut short, or a length past the end: refused.
+        assert!(next.restore_vars(&saved, 10).is_err());
+        assert!(
+            next.restore_vars(&saved[..saved.len() - 1], 1 << 20)
+                .is_err()
+        );
+        let mut lying = VARS_MAGIC.to_vec();
+        lying.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(next.restore_vars(&lying, usize::MAX).is_err());
+        kernel.remove_var("a");
+        kernel.remove_var("a");
+        assert_eq!(kernel.vars.len(), 1);
+    }
+}
