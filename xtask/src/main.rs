@@ -28,9 +28,10 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(),
         Some("test") => test(&rest),
         Some("bench-reload") => bench_reload(),
+        Some("bench-extism") => bench_extism(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins [--release] | toolchains [c|assemblyscript|zig|go]... | demo | test [cargo test args] | bench-reload>"
+                "usage: cargo xtask <build-plugins [--release] | toolchains [c|assemblyscript|zig|go]... | demo | test [cargo test args] | bench-reload | bench-extism>"
             );
             std::process::exit(2);
         }
@@ -217,6 +218,17 @@ const GREETING: &str = "hello plugin greets";
 /// Reload latency after a one-line edit, for the example plugin of every language: builds each
 /// example as it is and with its greeting line edited (release builds, each language's own
 /// toolchain), then runs `examples/reload_latency.rs` on the pairs.
+/// Extism plugins on DlinkWM and on Extism itself, in one run (docs/performance.md). The
+/// comparison is a crate of its own outside the workspace: Extism brings a second wasmtime,
+/// which nothing else compiles.
+fn bench_extism() -> anyhow::Result<()> {
+    ensure_target()?;
+    let manifest = root().join("benches/extism/Cargo.toml");
+    run(cargo()
+        .args(["run", "--release", "--manifest-path"])
+        .arg(&manifest))
+}
+
 fn bench_reload() -> anyhow::Result<()> {
     ensure_target()?;
     let root = root();

@@ -137,6 +137,18 @@ impl Kernel {
         })
     }
 
+    /// The byte at the start of `range` (checked to be in the heap).
+    fn byte_at(&self, range: Range<usize>) -> i32 {
+        i32::from(self.heap[range.start])
+    }
+
+    /// The little-endian word of the 8 bytes of `range` (checked to be in the heap).
+    fn word_at(&self, range: Range<usize>) -> i64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.heap[range]);
+        i64::from_le_bytes(bytes)
+    }
+
     /// The bytes of the live block at `handle`.
     fn block(&self, handle: u64) -> Option<&[u8]> {
         let block = self.blocks.get(&handle).filter(|block| block.active)?;
@@ -476,14 +488,12 @@ pub(crate) fn add_env(linker: &mut Linker<StoreState>, asynchronous: bool) -> wa
     linker.func_wrap(ENV_MODULE, "load_u8", |mut c: C<'_>, address: i64| {
         let kernel = kernel(c.data_mut())?;
         let range = kernel.checked(unsigned(address), 1, "load_u8")?;
-        Ok(i32::from(kernel.heap[range.start]))
+        Ok(kernel.byte_at(range))
     })?;
     linker.func_wrap(ENV_MODULE, "load_u64", |mut c: C<'_>, address: i64| {
         let kernel = kernel(c.data_mut())?;
         let range = kernel.checked(unsigned(address), 8, "load_u64")?;
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&kernel.heap[range]);
-        Ok(i64::from_le_bytes(bytes))
+        Ok(kernel.word_at(range))
     })?;
     linker.func_wrap(
         ENV_MODULE,
@@ -519,14 +529,12 @@ pub(crate) fn add_env(linker: &mut Linker<StoreState>, asynchronous: bool) -> wa
     linker.func_wrap(ENV_MODULE, "input_load_u8", |mut c: C<'_>, index: i64| {
         let kernel = kernel(c.data_mut())?;
         let range = input_range(kernel, unsigned(index), 1, "input_load_u8")?;
-        Ok(i32::from(kernel.heap[range.start]))
+        Ok(kernel.byte_at(range))
     })?;
     linker.func_wrap(ENV_MODULE, "input_load_u64", |mut c: C<'_>, index: i64| {
         let kernel = kernel(c.data_mut())?;
         let range = input_range(kernel, unsigned(index), 8, "input_load_u64")?;
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&kernel.heap[range]);
-        Ok(i64::from_le_bytes(bytes))
+        Ok(kernel.word_at(range))
     })?;
     linker.func_wrap(
         ENV_MODULE,
