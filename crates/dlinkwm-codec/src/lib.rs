@@ -116,12 +116,13 @@ pub fn encode_into<T: Serialize + ?Sized>(
 
 /// Decodes a `T` from `bytes` by Extism's convention, for Extism plugins and their host
 /// functions, which pass bytes with no format: a string or a byte buffer is the bytes
-/// themselves (the raw format), anything else is JSON (Extism's `Json<T>`).
+/// themselves (the raw format), anything else is JSON (Extism's `Json<T>`), self-describing
+/// targets (`serde_json::Value`, untagged enums) included.
 ///
 /// # Errors
 /// [`CodecError::Invalid`] for bytes that are neither.
 pub fn decode_extism<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    match raw::decode(bytes) {
+    match raw::decode_strict(bytes) {
         Ok(value) => Ok(value),
         Err(_) => serde_json::from_slice(bytes).map_err(invalid),
     }

@@ -162,6 +162,9 @@ impl<'a> ser::Serializer for Serializer<'a> {
 /// Reads a value from its raw form: the whole input is one string, one byte buffer, or nothing.
 pub(crate) struct Deserializer<'de> {
     pub(crate) input: &'de [u8],
+    /// Refuse self-describing targets (`serde_json::Value`, untagged enums) instead of reading
+    /// them as text: Extism's convention sends those as JSON.
+    pub(crate) strict: bool,
 }
 
 impl<'de> Deserializer<'de> {
@@ -178,6 +181,9 @@ impl<'de> de::Deserializer<'de> for Deserializer<'de> {
     /// A self-describing target (an untagged enum, `serde_json::Value`): nothing, else text when
     /// the bytes are UTF-8, else bytes.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.strict {
+            return Err(<Error as de::Error>::custom(RAW_RULE));
+        }
         if self.input.is_empty() {
             visitor.visit_unit()
         } else {
@@ -263,7 +269,17 @@ impl<'de> de::Deserializer<'de> for Deserializer<'de> {
 
 /// Decodes a `T` from its raw form; a type the raw format cannot carry is refused with the rule.
 pub(crate) fn decode<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, Error> {
-    T::deserialize(Deserializer { input }).map_err(|error| {
+    decode_with(input, false)
+}
+
+/// [`decode`] that refuses self-describing targets (for Extism's convention, which sends them
+/// as JSON).
+pub(crate) fn decode_strict<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, Error> {
+    decode_with(input, true)
+}
+
+fn decode_with<T: de::DeserializeOwned>(input: &[u8], strict: bool) -> Result<T, Error> {
+    T::deserialize(Deserializer { input, strict }).map_err(|error| {
         let message = error.to_string();
         if message.starts_with(RAW_RULE) {
             error

@@ -484,8 +484,19 @@ fn finish_extism(
     };
     let status = match status {
         Ok(status) => status,
+        // WASI `proc_exit(n)` (a Go command's `main` ends with it): status n, as in Extism;
+        // the instance, exited, serves no other call.
+        Err(error) if error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => {
+            store.data_mut().spent = true;
+            error
+                .downcast_ref::<wasmtime_wasi::I32Exit>()
+                .map_or(1, |exit| exit.0)
+        }
         Err(error) => {
             let state = store.data_mut();
+            // The guest was unwound mid-call (a trap, or a host function that refused):
+            // its instance serves no other call, whatever the error.
+            state.spent = true;
             let message = state
                 .extism
                 .as_deref()

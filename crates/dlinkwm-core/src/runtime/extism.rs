@@ -16,7 +16,7 @@
 //! nothing, as in Extism: the PDKs rely on both.
 #![deny(clippy::cast_possible_truncation)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -48,7 +48,16 @@ const PAGE: usize = 64 * 1024;
 /// What one var costs beyond its key and value (the host's own bookkeeping, as Extism counts).
 const VAR_OVERHEAD: usize = 48;
 /// The first bytes of a hand-over of vars.
-const VARS_MAGIC: &[u8] = b"dlinkwm-extism-vars/1\0";
+const VARS_MAGIC: &[u8] = b"dlinkwm-extism-vars/2\0";
+/// Heap bytes each block costs beyond its own (a gap after it): the host's bookkeeping of the
+/// block is paid from the memory budget too, so a plugin cannot make millions of one-byte
+/// blocks outside it.
+const BLOCK_COST: usize = 64;
+/// Freed blocks looked at for reuse, the most recent first: a pattern of frees cannot make one
+/// allocation scan them all.
+const REUSE_SCAN: usize = 64;
+/// The largest HTTP request description (`{"url", "method", "headers"}`) read.
+const MAX_HTTP_REQUEST: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy)]
 struct Block {
@@ -65,8 +74,9 @@ pub(crate) struct Kernel {
     heap: Vec<u8>,
     /// Bytes of heap counted in the instance's memory budget (the heap never uses more).
     counted: usize,
-    /// Every block of this call, by address.
-    blocks: HashMap<u64, Block>,
+    /// Every block of this call, in address order (allocation order: the heap only grows
+    /// within a call).
+    blocks: Vec<(u64, Block)>,
     /// Addresses of freed blocks, reused before the heap grows.
     freed: Vec<u64>,
     input: (u64, u64),
@@ -149,9 +159,23 @@ impl Kernel {
         i64::from_le_bytes(bytes)
     }
 
+    /// The index of the block at `handle`.
+    fn find(&self, handle: u64) -> Option<usize> {
+        self.blocks
+            .binary_search_by_key(&handle, |(start, _)| *start)
+            .ok()
+    }
+
+    /// The live block at `handle`.
+    fn live(&self, handle: u64) -> Option<&Block> {
+        self.find(handle)
+            .map(|index| &self.blocks[index].1)
+            .filter(|block| block.active)
+    }
+
     /// The bytes of the live block at `handle`.
     fn block(&self, handle: u64) -> Option<&[u8]> {
-        let block = self.blocks.get(&handle).filter(|block| block.active)?;
+        let block = self.live(handle)?;
         self.range(handle, block.len).map(|range| &self.heap[range])
     }
 
@@ -174,10 +198,7 @@ impl Kernel {
 
     /// The length of the live block at `handle`, else 0.
     fn length(&self, handle: u64) -> u64 {
-        self.blocks
-            .get(&handle)
-            .filter(|block| block.active)
-            .map_or(0, |block| block.len)
+        self.live(handle).map_or(0, |block| block.len)
     }
 
     /// A new block of `len` bytes (0 for none), zeroed: a freed block large enough, else the
@@ -186,7 +207,10 @@ impl Kernel {
         if len == 0 {
             return Ok(0);
         }
-        let Some(end) = size(len).and_then(|len| self.heap.len().checked_add(len)) else {
+        let Some(end) = size(len)
+            .and_then(|len| self.heap.len().checked_add(len))
+            .and_then(|end| end.checked_add(BLOCK_COST))
+        else {
             return Err(out_of_memory(limiter, usize::MAX));
         };
         if end > self.counted {
@@ -197,27 +221,27 @@ impl Kernel {
         }
         let start = BASE + wide(self.heap.len());
         self.heap.resize(end, 0);
-        self.blocks.insert(
+        self.blocks.push((
             start,
             Block {
                 len,
                 capacity: len,
                 active: true,
             },
-        );
+        ));
         Ok(start)
     }
 
     /// A freed block of at least `len` bytes, made live again and zeroed.
     fn reuse(&mut self, len: u64) -> Option<u64> {
-        let blocks = &self.blocks;
-        let position = self.freed.iter().position(|start| {
-            blocks
-                .get(start)
-                .is_some_and(|block| !block.active && block.capacity >= len)
-        })?;
-        let start = self.freed.swap_remove(position);
-        let block = self.blocks.get_mut(&start)?;
+        let fits = |start: &u64| {
+            self.find(*start)
+                .is_some_and(|index| self.blocks[index].1.capacity >= len)
+        };
+        let back = self.freed.iter().rev().take(REUSE_SCAN).position(fits)?;
+        let start = self.freed.swap_remove(self.freed.len() - 1 - back);
+        let index = self.find(start)?;
+        let block = &mut self.blocks[index].1;
         block.active = true;
         block.len = len;
         let range = self.range(start, len)?;
@@ -259,7 +283,11 @@ impl Kernel {
 
     /// Frees the live block at `handle`; anything else is ignored (PDKs free twice).
     fn free(&mut self, handle: u64) {
-        if let Some(block) = self.blocks.get_mut(&handle).filter(|block| block.active) {
+        let Some(index) = self.find(handle) else {
+            return;
+        };
+        let block = &mut self.blocks[index].1;
+        if block.active {
             block.active = false;
             self.freed.push(handle);
             if handle == self.input.0 {
@@ -312,15 +340,13 @@ impl Kernel {
         self.counted
     }
 
-    /// The vars, for the next version: a header, then each key and value with a `u32`
+    /// The vars, for the next version: a header, then each key and value with a `u64`
     /// little-endian length before it.
     pub(crate) fn save_vars(&self) -> Vec<u8> {
         let mut state = VARS_MAGIC.to_vec();
         for (key, value) in &self.vars {
             for part in [key.as_bytes(), value.as_slice()] {
-                // Vars are bounded by `max_var_bytes`, far below 4 GiB each.
-                let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
-                state.extend_from_slice(&len.to_le_bytes());
+                state.extend_from_slice(&wide(part.len()).to_le_bytes());
                 state.extend_from_slice(part);
             }
         }
@@ -339,9 +365,9 @@ impl Kernel {
         };
         let take = |rest: &mut &[u8], what: &str| -> std::result::Result<Vec<u8>, String> {
             let (len, tail) = rest
-                .split_first_chunk::<4>()
+                .split_first_chunk::<8>()
                 .ok_or_else(|| format!("the handed-over vars end inside a {what}'s length"))?;
-            let len = size(u64::from(u32::from_le_bytes(*len))).unwrap_or(usize::MAX);
+            let len = size(u64::from_le_bytes(*len)).unwrap_or(usize::MAX);
             if len > tail.len() {
                 return Err(format!(
                     "a handed-over {what} of {len} bytes is longer than the {} bytes left",
@@ -377,14 +403,16 @@ impl Kernel {
         Ok(true)
     }
 
-    fn set_var(&mut self, key: String, value: Vec<u8>, max: usize) -> wasmtime::Result<()> {
+    /// What the vars would hold with `key` set to a value of `len` bytes, checked against
+    /// `max` before the value is copied.
+    fn var_total(&self, key: &str, len: usize, max: usize) -> wasmtime::Result<usize> {
         let old = self
             .vars
-            .get(&key)
+            .get(key)
             .map_or(0, |old| key.len() + old.len() + VAR_OVERHEAD);
         let total = (self.var_bytes - old)
             .saturating_add(key.len())
-            .saturating_add(value.len())
+            .saturating_add(len)
             .saturating_add(VAR_OVERHEAD);
         if total > max {
             return Err(refusal(format!(
@@ -392,6 +420,11 @@ impl Kernel {
                 key.chars().take(64).collect::<String>()
             )));
         }
+        Ok(total)
+    }
+
+    fn set_var(&mut self, key: String, value: Vec<u8>, max: usize) -> wasmtime::Result<()> {
+        let total = self.var_total(&key, value.len(), max)?;
         self.vars.insert(key, value);
         self.var_bytes = total;
         Ok(())
@@ -460,12 +493,29 @@ fn log(state: &mut StoreState, level: LogLevel, handle: u64) -> wasmtime::Result
     let kernel = extism
         .as_deref_mut()
         .ok_or_else(|| fault("this instance has no Extism kernel".to_owned()))?;
+    if !level_enabled(level) {
+        // Nobody reads it: freed unread, as Extism does.
+        kernel.free(handle);
+        return Ok(());
+    }
     let line = kernel.bytes(handle, "log message")?;
     if log_budget.take(&context.name, line.len()) {
         crate::runtime::linker::guest_log(&context.name, level, line);
     }
     kernel.free(handle);
     Ok(())
+}
+
+/// Whether a subscriber takes plugin log lines at `level`.
+fn level_enabled(level: LogLevel) -> bool {
+    use tracing::Level;
+    match level {
+        LogLevel::Error => tracing::enabled!(target: "dlinkwm::guest", Level::ERROR),
+        LogLevel::Warn => tracing::enabled!(target: "dlinkwm::guest", Level::WARN),
+        LogLevel::Info => tracing::enabled!(target: "dlinkwm::guest", Level::INFO),
+        LogLevel::Debug => tracing::enabled!(target: "dlinkwm::guest", Level::DEBUG),
+        _ => tracing::enabled!(target: "dlinkwm::guest", Level::TRACE),
+    }
 }
 
 /// Adds the Extism kernel (`extism:host/env`) to `linker`; `asynchronous` for the linker of
@@ -553,6 +603,10 @@ pub(crate) fn add_env(linker: &mut Linker<StoreState>, asynchronous: bool) -> wa
         |mut c: C<'_>, address: i64, len: i64| {
             let kernel = kernel(c.data_mut())?;
             let (address, len) = (unsigned(address), unsigned(len));
+            if address == 0 {
+                // No block (a PDK's empty output after an earlier one): ignored, as in Extism.
+                return Ok(());
+            }
             if len == 0 {
                 kernel.output = (0, 0);
                 return Ok(());
@@ -621,6 +675,9 @@ pub(crate) fn add_env(linker: &mut Linker<StoreState>, asynchronous: bool) -> wa
             if value == 0 {
                 kernel.remove_var(&name);
             } else {
+                // Checked against the bound before the value is copied.
+                let len = size(kernel.length(value)).unwrap_or(usize::MAX);
+                kernel.var_total(&name, len, max)?;
                 let bytes = kernel.bytes(value, "var value")?.to_vec();
                 kernel.set_var(name, bytes, max)?;
                 kernel.free(value);
@@ -720,11 +777,18 @@ fn http_prepare(
     body: u64,
 ) -> wasmtime::Result<crate::runtime::extism_http::Request> {
     let settings = state.settings.clone();
-    let kernel = kernel(state)?;
+    let (kernel, limiter) = parts(state)?;
     let json = kernel.bytes(request, "HTTP request")?;
+    if json.len() > MAX_HTTP_REQUEST {
+        return Err(refusal(format!(
+            "the plugin's HTTP request description is {} bytes, over {MAX_HTTP_REQUEST}",
+            json.len()
+        )));
+    }
+    // The body is read only as far as the memory budget could hold it.
+    let max_body = settings.max_http_response_bytes.min(limiter.room());
     let mut prepared =
-        crate::runtime::extism_http::Request::parse(json, settings.max_http_response_bytes)
-            .map_err(refusal)?;
+        crate::runtime::extism_http::Request::parse(json, max_body).map_err(refusal)?;
     kernel.free(request);
     if body != 0 {
         prepared.body = Some(kernel.bytes(body, "HTTP request body")?.to_vec());
@@ -745,8 +809,14 @@ fn http_finish(
     url: &str,
     response: std::result::Result<crate::runtime::extism_http::Response, String>,
 ) -> wasmtime::Result<i64> {
-    let response =
-        response.map_err(|error| refusal(format!("HTTP request to {url} failed: {error}")))?;
+    let response = response.map_err(|error| {
+        if error == crate::runtime::extism_http::TIMEOUT {
+            // The call's time ran out while it waited: `Error::Timeout`, as for a guest loop.
+            crate::runtime::waits::interrupted()
+        } else {
+            refusal(format!("HTTP request to {url} failed: {error}"))
+        }
+    })?;
     let (kernel, limiter) = parts(state)?;
     kernel.http_status = i32::from(response.status);
     kernel.http_headers = Some(response.headers);
@@ -866,9 +936,7 @@ fn take_input(
             0..0
         } else {
             kernel
-                .blocks
-                .get(&handle)
-                .filter(|block| block.active)
+                .live(handle)
                 .and_then(|block| kernel.range(handle, block.len))
                 .ok_or_else(|| {
                     fault(format!(
@@ -932,7 +1000,7 @@ mod tests {
             (kernel.length(a), kernel.length(a + 1), kernel.length(0)),
             (100, 0, 0)
         );
-        assert_eq!(b, a + 100);
+        assert_eq!(b, a + 100 + wide(BLOCK_COST));
         kernel.free(a);
         kernel.free(a);
         kernel.free(12345);
@@ -940,7 +1008,7 @@ mod tests {
         // Freed blocks wait until the heap would have to grow.
         let heap = kernel.counted;
         let mut last = b;
-        while kernel.heap.len() + 100 <= heap {
+        while kernel.heap.len() + 100 + BLOCK_COST <= heap {
             last = kernel.alloc(100, &mut limiter).unwrap();
         }
         assert!(last > b);
@@ -952,6 +1020,19 @@ mod tests {
         // A new call starts with an empty heap: old handles are no blocks.
         kernel.begin(b"", &mut limiter).unwrap();
         assert_eq!((kernel.length(a), kernel.length(b)), (0, 0));
+    }
+
+    #[test]
+    fn every_block_costs_heap_so_their_number_is_bounded() {
+        let mut limiter = limiter(1 << 20);
+        let mut kernel = Kernel::default();
+        kernel.begin(b"", &mut limiter).unwrap();
+        let mut made = 0usize;
+        while kernel.alloc(1, &mut limiter).is_ok() {
+            made += 1;
+        }
+        assert!(made > 1000 && made <= (1 << 20) / BLOCK_COST, "{made}");
+        assert_eq!(kernel.blocks.len(), made);
     }
 
     #[test]
@@ -986,7 +1067,7 @@ mod tests {
                 .is_err()
         );
         let mut lying = VARS_MAGIC.to_vec();
-        lying.extend_from_slice(&u32::MAX.to_le_bytes());
+        lying.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(next.restore_vars(&lying, usize::MAX).is_err());
         kernel.remove_var("a");
         kernel.remove_var("a");

@@ -40,6 +40,9 @@ pub(crate) struct Response {
     pub(crate) body: Vec<u8>,
 }
 
+/// What [`send`] answers when the time ran out.
+pub(crate) const TIMEOUT: &str = "timeout";
+
 /// The longest URL or text of a plugin's request kept in a message.
 const SHOWN: usize = 256;
 
@@ -123,7 +126,7 @@ pub(crate) fn send(request: Request, timeout: Duration) -> Result<Response, Stri
         .body(request.body.unwrap_or_default())
         .map_err(|error| format!("invalid request: {error}"))?;
     let mut response = agent.run(built).map_err(|error| match error {
-        ureq::Error::Timeout(_) => "timeout".to_owned(),
+        ureq::Error::Timeout(_) => TIMEOUT.to_owned(),
         other => other.to_string(),
     })?;
     let status = response.status().as_u16();
@@ -145,7 +148,7 @@ pub(crate) fn send(request: Request, timeout: Duration) -> Result<Response, Stri
                 "the response body is larger than max_http_response_bytes ({})",
                 request.max_body
             ),
-            ureq::Error::Timeout(_) => "timeout".to_owned(),
+            ureq::Error::Timeout(_) => TIMEOUT.to_owned(),
             other => other.to_string(),
         })?;
     let headers = serde_json::to_vec(&headers).unwrap_or_default();

@@ -68,6 +68,9 @@ fn count_vowels_answers_what_extism_answers_and_keeps_its_total_in_a_var() -> an
         plugin.call::<_, String>("echo", "bytes as they are")?,
         "bytes as they are"
     );
+    // A self-describing target reads the JSON, not the text.
+    let value: serde_json::Value = plugin.call("count_vowels", "aa")?;
+    assert_eq!(value["count"], 2);
     let big = vec![7u8; 300_000];
     assert_eq!(plugin.call_raw("echo", &big)?, big);
     assert_eq!(plugin.call_raw("echo", b"")?, b"");
@@ -335,6 +338,8 @@ const HOSTILE: &str = r#"
   (import "extism:host/env" "input_load_u8" (func $input_load_u8 (param i64) (result i32)))
   (import "extism:host/env" "var_set" (func $var_set (param i64 i64)))
   (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
+  (import "extism:host/env" "http_request" (func $http (param i64 i64) (result i64)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
   (memory (export "memory") 1)
   (global $n (mut i64) (i64.const 0))
   (func (export "load_far") (result i32)
@@ -343,7 +348,7 @@ const HOSTILE: &str = r#"
     (drop (call $load_u64 (i64.const -1))) (i32.const 0))
   (func (export "store_past_the_end") (result i32) (local $b i64)
     (local.set $b (call $alloc (i64.const 8)))
-    (call $store_u8 (i64.add (local.get $b) (i64.const 8)) (i32.const 1)) (i32.const 0))
+    (call $store_u8 (i64.add (local.get $b) (i64.const 1000000)) (i32.const 1)) (i32.const 0))
   (func (export "output_outside") (result i32)
     (call $output_set (i64.const 1) (i64.const 0x100000000)) (i32.const 0))
   (func (export "input_past_its_end") (result i32)
@@ -375,6 +380,16 @@ const HOSTILE: &str = r#"
   (func (export "count") (result i32) (call $emit))
   (func (export "_start") (drop (call $emit)))
   (func (export "status_seven") (result i32) (i32.const 7))
+  (func (export "output_then_none") (result i32)
+    (drop (call $emit)) (call $output_set (i64.const 0) (i64.const 0)) (i32.const 0))
+  (func (export "exit_zero") (result i32)
+    (drop (call $emit)) (call $proc_exit (i32.const 0)) (i32.const 9))
+  (func (export "exit_three") (result i32)
+    (call $proc_exit (i32.const 3)) (i32.const 0))
+  (func (export "huge_request") (result i32)
+    (drop (call $http (call $alloc (i64.const 2097152)) (i64.const 0))) (i32.const 0))
+  (func (export "tiny_blocks_forever") (result i32)
+    (loop $again (drop (call $alloc (i64.const 1))) (br $again)) (i32.const 0))
 )
 "#;
 
@@ -397,7 +412,7 @@ fn bad_offsets_and_lengths_are_typed_errors_and_limits_hold() -> anyhow::Result<
             "{entry}: {error:?}"
         );
     }
-    for entry in ["alloc_huge", "alloc_forever"] {
+    for entry in ["alloc_huge", "alloc_forever", "tiny_blocks_forever"] {
         let error = plugin.call_raw(entry, b"").unwrap_err();
         assert!(
             matches!(plugin_error(&error), CoreError::MemoryLimit { .. }),
@@ -417,6 +432,21 @@ fn bad_offsets_and_lengths_are_typed_errors_and_limits_hold() -> anyhow::Result<
     let error = plugin.call_raw("status_seven", b"").unwrap_err();
     assert!(
         error.to_string().contains("non-zero exit code 7"),
+        "{error}"
+    );
+    // WASI `proc_exit(n)` is status n; an empty output after one keeps the first (Extism's
+    // kernel ignores `output_set(0, 0)`, which every PDK sends for a `()` result).
+    let error = plugin.call_raw("exit_three", b"").unwrap_err();
+    assert!(
+        error.to_string().contains("non-zero exit code 3"),
+        "{error}"
+    );
+    assert_eq!(plugin.call_raw("exit_zero", b"")?.len(), 8);
+    assert_eq!(plugin.call_raw("output_then_none", b"")?.len(), 8);
+    // A request description larger than any URL and headers needs is refused unread.
+    let error = plugin.call_raw("huge_request", b"").unwrap_err();
+    assert!(
+        error.to_string().contains("HTTP request description"),
         "{error}"
     );
     // Globals persist between calls of an instance; `_start` starts afresh each time.
