@@ -148,6 +148,11 @@ pub fn run(args: &InspectArgs, config: Option<&Path>, json: bool) -> anyhow::Res
                 Some(dlinkwm_host::abi::ABI_VERSION),
                 None,
             ),
+            PluginKind::Extism => (
+                "module (Extism plugin: its functions run on DlinkWM's Extism kernel)",
+                None,
+                None,
+            ),
             _ => ("module (plain: () -> () exports are entries)", None, None),
         },
         Err(error) => ("module (does not load)", None, Some(error.to_string())),

@@ -1135,6 +1135,13 @@ fn call_runs_an_extism_plugin_as_extism_does() -> anyhow::Result<()> {
         .stdout(predicate::str::contains(
             r#"{"count":3,"total":3,"vowels":"aeiouAEIOU"}"#,
         ));
+    dlinkwm(dir.path())
+        .args(["inspect", test_programs_artifacts::EXTISM_A])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("Extism plugin").and(predicate::str::contains("count_vowels")),
+        );
     // Its error (Extism's `error_set`) is the call's error.
     dlinkwm(dir.path())
         .args([

@@ -420,6 +420,8 @@ fn serve_answers_an_extism_plugin_and_reloads_it() -> anyhow::Result<()> {
     )?;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""count":3"#), "{answer}");
+    let status = http(&address, "GET /v1/plugins/vowels", "")?;
+    assert!(status.contains(r#""kind":"extism""#), "{status}");
     // A new build lands: the next calls are answered by it.
     std::fs::copy(test_programs_artifacts::EXTISM_B, dir.path().join("next"))?;
     std::fs::rename(dir.path().join("next"), &plugin)?;

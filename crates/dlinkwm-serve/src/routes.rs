@@ -83,6 +83,7 @@ fn kind_name(kind: PluginKind) -> &'static str {
     match kind {
         PluginKind::Abi => "abi",
         PluginKind::Component => "component",
+        PluginKind::Extism => "extism",
         _ => "plain",
     }
 }
