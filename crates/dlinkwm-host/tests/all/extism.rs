@@ -575,3 +575,35 @@ fn requests_wait_no_longer_than_the_call() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_faulting_new_build_rolls_back_by_itself() -> anyhow::Result<()> {
+    let host = host_with(&format!(
+        "[plugins.{:?}]\nrollback_on = {{ faults = 2, within = \"10m\" }}\n",
+        EXTISM_A
+    ));
+    let plugin = host.load(EXTISM_A)?;
+    let events = plugin.subscribe();
+    plugin.reload_from_bytes(&std::fs::read(EXTISM_B)?)?;
+    assert_eq!(plugin.call::<_, String>("variant", &())?, "b");
+    // Two traps of the new build within its probation: it rolls back to the first.
+    for _ in 0..2 {
+        let error = plugin.call::<_, ()>("trap", &()).unwrap_err();
+        assert!(
+            matches!(plugin_error(&error), CoreError::Trap { .. }),
+            "{error:?}"
+        );
+    }
+    loop {
+        match events.recv_timeout(Duration::from_secs(60))? {
+            dlinkwm_host::ReloadEvent::RolledBack { reason, .. } => {
+                assert!(reason.is_some_and(|reason| reason.contains("2 guest faults")));
+                break;
+            }
+            dlinkwm_host::ReloadEvent::Reloaded { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(plugin.call::<_, String>("variant", &())?, "a");
+    Ok(())
+}
