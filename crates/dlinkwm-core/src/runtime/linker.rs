@@ -30,45 +30,7 @@ fn memory_and_state<'a>(
     Ok(memory.data_and_store_mut(caller))
 }
 
-/// Adds every function DlinkWM provides to plugins to `linker`: WASI preview 1, ABI v1's
-/// `dlinkwm` module, and the original `host.dlinkwm_host_print`.
-///
-/// Every [`crate::Engine`] builds its linker with this; hosts that assemble their own wasmtime
-/// linker can call it too.
-///
-/// # Errors
-/// When a function of the same name is already defined in `linker`.
-pub fn register_host_functions(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut StoreState| &mut state.wasi)?;
-    crate::runtime::waits::add_p1(linker)?;
-    add_abi(linker)?;
-    add_host_call(linker)?;
-    add_legacy(linker)?;
-    crate::runtime::extism::add_env(linker, false)?;
-    Ok(())
-}
-
-/// Builds the linker every sync plugin of an engine is instantiated with.
-pub(crate) fn build(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
-    let mut linker = Linker::new(engine);
-    register_host_functions(&mut linker)?;
-    Ok(linker)
-}
-
-/// Builds the linker of plugins loaded for async calls: the same functions, but WASI's waits
-/// and I/O and the host call suspend the guest's fiber instead of blocking the thread.
-pub(crate) fn build_async(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut StoreState| &mut state.wasi)?;
-    crate::runtime::waits::add_p1_async(&mut linker)?;
-    add_abi(&mut linker)?;
-    add_host_call_async(&mut linker)?;
-    add_legacy(&mut linker)?;
-    crate::runtime::extism::add_env(&mut linker, true)?;
-    Ok(linker)
-}
-
-fn add_host_call(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+pub(crate) fn add_host_call(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         import::MODULE,
         import::HOST_CALL,
@@ -105,7 +67,7 @@ fn add_host_call(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn add_host_call_async(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+pub(crate) fn add_host_call_async(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         import::MODULE,
         import::HOST_CALL,
@@ -140,7 +102,7 @@ fn add_host_call_async(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> 
     Ok(())
 }
 
-fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+pub(crate) fn add_abi(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         import::MODULE,
         import::SET_OUTPUT,
@@ -393,7 +355,7 @@ fn set_message(result: &mut Vec<u8>, message: &str, limit: usize) {
 /// The longest string `host.dlinkwm_host_print` reads before giving up on finding its NUL.
 const MAX_PRINT: usize = 64 * 1024;
 
-fn add_legacy(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+pub(crate) fn add_legacy(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         legacy::MODULE,
         legacy::PRINT,

@@ -8,8 +8,9 @@
 //! type the layers above call: it dispatches to the core-module path (`core_instance`) or the
 //! component path (`component_instance`), looks entries up in the version's `exports`, and turns
 //! whatever wasmtime reports into an error naming its cause (`trap`). `host_methods` is the
-//! boundary with the application's host methods. `extism` is the Extism kernel and host
-//! functions for Extism plugins (`extism_http` their HTTP requests). The runtime knows wasmtime and the layers below
+//! boundary with the application's host methods. `extism` is the Extism kernel's host
+//! functions and Extism host functions for Extism plugins (`extism_kernel` the kernel's state,
+//! `extism_http` their HTTP requests); `linkers` assembles the core linkers. The runtime knows wasmtime and the layers below
 //! (`config`, `error`, `names`), never DlinkWM's `Engine`: it is handed a `wasmtime::Engine` and
 //! the epoch count.
 
@@ -21,11 +22,13 @@ mod drive;
 mod exports;
 pub(crate) mod extism;
 mod extism_http;
+mod extism_kernel;
 mod guest;
 mod host_methods;
 mod instance;
 mod limits;
 mod linker;
+mod linkers;
 mod stdio;
 mod store;
 mod trap;
@@ -37,7 +40,7 @@ pub use exports::{EntryInfo, EntryKind, PluginKind};
 pub use host_methods::{
     CallerInfo, Convention, HostCallError, HostCallFuture, HostCallHandler, NoHostMethods,
 };
-pub use linker::register_host_functions;
+pub use linkers::register_host_functions;
 pub use store::StoreState;
 
 pub(crate) use component::build_linker as build_component_linker;
@@ -47,7 +50,7 @@ pub(crate) use deadline::Ticks;
 pub(crate) use drive::{block_on, now, wait};
 pub(crate) use exports::ExportTable;
 pub(crate) use instance::Instance;
-pub(crate) use linker::build as build_core_linker;
-pub(crate) use linker::build_async as build_core_linker_async;
+pub(crate) use linkers::build as build_core_linker;
+pub(crate) use linkers::build_async as build_core_linker_async;
 pub(crate) use store::{Asynchronous, PluginContext};
 pub(crate) use trap::CallSite;

@@ -83,7 +83,7 @@ pub struct StoreState {
     /// whose calls trap at their deadline).
     pub(crate) yield_ticks: u64,
     /// An Extism plugin's kernel (its heap, input, output, error and vars).
-    pub(crate) extism: Option<Box<crate::runtime::extism::Kernel>>,
+    pub(crate) extism: Option<Box<crate::runtime::extism_kernel::Kernel>>,
     /// The instance must not serve another call (an Extism plugin's `_start` ran: like a
     /// command, it starts afresh, as Extism does).
     pub(crate) spent: bool,
