@@ -73,20 +73,17 @@ fn signed(value: u64) -> i64 {
 /// The lowest level a subscriber takes from plugins, in Extism's numbering (trace 0 ..
 /// error 4), or `i32::MAX` when it takes none.
 fn log_level() -> i32 {
-    use tracing::Level;
-    if tracing::enabled!(target: "dlinkwm::guest", Level::TRACE) {
-        0
-    } else if tracing::enabled!(target: "dlinkwm::guest", Level::DEBUG) {
-        1
-    } else if tracing::enabled!(target: "dlinkwm::guest", Level::INFO) {
-        2
-    } else if tracing::enabled!(target: "dlinkwm::guest", Level::WARN) {
-        3
-    } else if tracing::enabled!(target: "dlinkwm::guest", Level::ERROR) {
-        4
-    } else {
-        i32::MAX
-    }
+    [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ]
+    .into_iter()
+    .zip(0..)
+    .find(|(level, _)| level_enabled(*level))
+    .map_or(i32::MAX, |(_, number)| number)
 }
 
 /// Logs the text of block `handle` at `level` (within the call's log budget) and frees it.
