@@ -1,6 +1,7 @@
 //! Reload latency of the example plugins after a one-line source edit: file landed → first call
 //! answered by the new version, with and without the function cache (Cranelift's incremental
-//! compilation), one plugin at a time. `cargo xtask bench-reload` builds the edited versions and
+//! compilation), and tiered (Winch's code first, then Cranelift's: also when Cranelift's
+//! version serves), one plugin at a time. `cargo xtask bench-reload` builds the edited versions and
 //! runs this.
 //!
 //! ```text
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use dlinkwm_examples::{GreetParams, custom_greet};
-use dlinkwm_host::{Config, Format, HostMethods, Plugin, PluginHost, ReloadEvent};
+use dlinkwm_host::{Config, Format, HostMethods, Plugin, PluginHost, ReloadEvent, Tier};
 
 /// The longest any step may take.
 const WAIT: Duration = Duration::from_secs(300);
@@ -20,6 +21,8 @@ const WAIT: Duration = Duration::from_secs(300);
 struct Figures {
     first_compile: Duration,
     reload: Duration,
+    /// Tiered: file landed → Cranelift's version serving.
+    optimized: Option<Duration>,
     hits: u64,
     misses: u64,
     memory_bytes: u64,
@@ -39,19 +42,26 @@ fn main() -> anyhow::Result<()> {
         "usage: reload_latency NAME=OLD.wasm,NEW.wasm..."
     );
     println!(
-        "| plugin | size | reload, whole compile | reload, function cache | functions reused | compile never-seen: off / on | cache memory |"
+        "| plugin | size | reload, whole compile | reload, function cache | reload, tiered (Winch) → Cranelift's serving | functions reused | compile never-seen: off / on | cache memory |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, old, new) in pairs {
         let size = std::fs::metadata(&new)?.len();
-        let before = measure(&old, &new, false).with_context(|| format!("{name}, cache off"))?;
-        let after = measure(&old, &new, true).with_context(|| format!("{name}, cache on"))?;
+        let before =
+            measure(&old, &new, false, false).with_context(|| format!("{name}, cache off"))?;
+        let after =
+            measure(&old, &new, true, false).with_context(|| format!("{name}, cache on"))?;
+        let tiered = measure(&old, &new, true, true).with_context(|| format!("{name}, tiered"))?;
         let reused = after.hits as f64 / (after.hits + after.misses).max(1) as f64;
+        let optimized = tiered
+            .optimized
+            .map_or_else(|| "not tiered".to_owned(), |at| format!("{at:.0?}"));
         println!(
-            "| {name} | {:.1} MB | {:.0?} | {:.0?} | {:.1} % ({} of {}) | {:.0?} / {:.0?} | {:.1} MB |",
+            "| {name} | {:.1} MB | {:.0?} | {:.0?} | {:.0?} → {optimized} | {:.1} % ({} of {}) | {:.0?} / {:.0?} | {:.1} MB |",
             size as f64 / 1e6,
             before.reload,
             after.reload,
+            tiered.reload,
             reused * 100.0,
             after.hits,
             after.hits + after.misses,
@@ -66,10 +76,10 @@ fn main() -> anyhow::Result<()> {
 /// Loads `old` from a watched file, lands `new` over it by rename, and times the reload up to
 /// the first call the new version answers. Each run has a cache folder of its own (a never-seen
 /// plugin at first).
-fn measure(old: &Path, new: &Path, function_cache: bool) -> anyhow::Result<Figures> {
+fn measure(old: &Path, new: &Path, function_cache: bool, tiered: bool) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
     let toml = format!(
-        "[engine]\ncache_dir = {:?}\nincremental = {function_cache}\n",
+        "[engine]\ncache_dir = {:?}\nincremental = {function_cache}\ntiered = {tiered}\n",
         dir.path().join("cache")
     );
     let mut methods = HostMethods::new();
@@ -91,25 +101,44 @@ fn measure(old: &Path, new: &Path, function_cache: bool) -> anyhow::Result<Figur
     std::fs::copy(new, &landing)?;
     let landed = Instant::now();
     std::fs::rename(&landing, &file)?;
-    loop {
+    let tier = loop {
         match events.recv_timeout(WAIT)? {
-            ReloadEvent::Reloaded { .. } => break,
+            ReloadEvent::Reloaded { tier, .. } => break tier,
             ReloadEvent::Failed { error, .. } => {
                 anyhow::bail!("the new version was refused: {error}")
             }
             _ => {}
         }
-    }
+    };
     let after = greet(&plugin)?;
     let reload = landed.elapsed();
     anyhow::ensure!(
         before != after,
         "the new version answers as the old one: {after}"
     );
+    let optimized = if tier == Tier::Baseline {
+        loop {
+            match events.recv_timeout(WAIT)? {
+                ReloadEvent::Optimized { .. } => break,
+                ReloadEvent::OptimizeFailed { error, .. } => {
+                    anyhow::bail!("Cranelift's version was refused: {error}")
+                }
+                _ => {}
+            }
+        }
+        anyhow::ensure!(
+            greet(&plugin)? == after,
+            "Cranelift's version answers otherwise"
+        );
+        Some(landed.elapsed())
+    } else {
+        None
+    };
     let end = host.engine().function_cache_stats();
     Ok(Figures {
         first_compile,
         reload,
+        optimized,
         hits: end.hits - stats.hits,
         misses: end.misses - stats.misses,
         memory_bytes: end.memory_bytes,

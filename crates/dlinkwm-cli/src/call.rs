@@ -111,7 +111,18 @@ impl HostArgs {
     /// A host with the configuration and the mocks, speaking JSON; guest output goes through
     /// tracing to stderr unless the configuration says otherwise.
     pub fn host(&self, config: Option<&Path>) -> anyhow::Result<PluginHost> {
+        self.host_with(load_config(config)?)
+    }
+
+    /// [`HostArgs::host`] with tiered reloads on unless the configuration turns them off: what
+    /// `dlinkwm watch` runs, where every save is a reload.
+    pub fn tiered_host(&self, config: Option<&Path>) -> anyhow::Result<PluginHost> {
         let mut config = load_config(config)?;
+        config.engine.tiered.get_or_insert(true);
+        self.host_with(config)
+    }
+
+    fn host_with(&self, mut config: Config) -> anyhow::Result<PluginHost> {
         if config.defaults.stdio.is_none() {
             config.defaults.stdio = Some(Stdio::Log);
         }

@@ -37,6 +37,9 @@ pub struct ServeArgs {
 
 pub fn run(args: &ServeArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let mut config = crate::call::load_config(config)?;
+    // A deploy serves Winch's code within a fraction of Cranelift's compile time, then
+    // Cranelift's (`[engine] tiered = false` turns it off).
+    config.engine.tiered.get_or_insert(true);
     if config.defaults.stdio.is_none() {
         config.defaults.stdio = Some(Stdio::Log);
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use dlinkwm_host::{Plugin, PluginHost, ReloadEvent};
+use dlinkwm_host::{Plugin, PluginHost, ReloadEvent, Tier};
 
 use crate::call::{HostArgs, print_output};
 use crate::output::{self, note};
@@ -36,7 +36,7 @@ fn call_and_print(plugin: &Plugin, entry: &str, input: &[u8]) -> std::io::Result
 
 pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let input = args.host.input_bytes()?;
-    let host: PluginHost = args.host.host(config)?;
+    let host: PluginHost = args.host.tiered_host(config)?;
     let spinner = crate::output::Spinner::start(format!("loading {}", args.plugin.display()));
     let plugin = host
         .load_watched(&args.plugin)
@@ -55,13 +55,31 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
                 version,
                 hash,
                 elapsed,
+                tier,
                 ..
             } => {
+                let tier = match tier {
+                    Tier::Baseline => " (Winch's code; Cranelift's follows)",
+                    _ => "",
+                };
                 note(format_args!(
-                    "reloaded: version {version}, hash {}, in {elapsed:.1?}",
+                    "reloaded: version {version}, hash {}, in {elapsed:.1?}{tier}",
                     &hash.to_string()[..12]
                 ));
                 call_and_print(&plugin, &args.entry, &input)?;
+            }
+            ReloadEvent::Optimized {
+                version, elapsed, ..
+            } => {
+                note(format_args!(
+                    "version {version}: the same plugin compiled by Cranelift, in {elapsed:.1?}"
+                ));
+            }
+            ReloadEvent::OptimizeFailed { version, error, .. } => {
+                note(format_args!(
+                    "Cranelift's compile failed, version {version} keeps serving: {}",
+                    output::message(&error)
+                ));
             }
             ReloadEvent::Failed { error, .. } => {
                 note(format_args!(

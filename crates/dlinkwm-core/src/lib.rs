@@ -44,7 +44,7 @@ pub use dlinkwm_abi as abi;
 pub use dlinkwm_abi::Format;
 pub use engine::{
     ContentHash, DEFAULT_CACHE_MAX_MIB, DEFAULT_INCREMENTAL_CACHE_MIB, DEFAULT_MAX_MODULE_MIB,
-    Engine, EngineOptions, FunctionCacheStats, MAX_NESTING, disk_cache, is_component,
+    Engine, EngineOptions, FunctionCacheStats, MAX_NESTING, Tier, disk_cache, is_component,
 };
 pub use error::{Error, Result};
 pub use plugin::{

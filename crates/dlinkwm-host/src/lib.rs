@@ -62,8 +62,8 @@ pub use dlinkwm_core::{
     Convention, DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML, DynamicConfig, EPOCH_TICK, Engine,
     EngineOptions, EntryInfo, EntryKind, Format, FunctionCacheStats, HostCallError, HostCallFuture,
     Metered, PluginKind, PluginSettings, RegistrySettings, ReloadEvent, ReloadOutcome,
-    ResolvedSettings, RollbackOn, Smoke, SmokeFormat, Stdio, create_default_config_if_missing,
-    is_component,
+    ResolvedSettings, RollbackOn, Smoke, SmokeFormat, Stdio, Tier,
+    create_default_config_if_missing, is_component,
 };
 pub use host::{PluginHost, PluginHostBuilder};
 pub use methods::HostMethods;

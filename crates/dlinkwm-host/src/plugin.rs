@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use crate::Error;
 use crate::{
     ContentHash, EntryInfo, Format, Metered, PluginKind, ReloadEvent, ReloadOutcome,
-    ResolvedSettings, Result,
+    ResolvedSettings, Result, Tier,
 };
 use dlinkwm_codec as codec;
 
@@ -289,6 +289,13 @@ impl Plugin {
     /// The number of the version that answers calls now (1 for the first load).
     pub fn version(&self) -> u64 {
         self.inner.version()
+    }
+
+    /// Which compiler's code the current version runs: [`Tier::Baseline`] (Winch) between a
+    /// tiered reload and the swap to Cranelift's code (`[engine] tiered`), otherwise
+    /// [`Tier::Optimized`].
+    pub fn tier(&self) -> Tier {
+        self.inner.tier()
     }
 
     /// Numbers of the earlier versions kept for [`Plugin::rollback`], oldest first.

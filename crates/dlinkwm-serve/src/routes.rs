@@ -93,6 +93,7 @@ fn description(server: &Server, name: &str, plugin: &Plugin) -> serde_json::Valu
         "name": name,
         "kind": kind_name(plugin.kind()),
         "version": plugin.version(),
+        "tier": plugin.tier().as_str(),
         "content_hash": plugin.content_hash().to_string(),
         "registry_digest": plugin.registry_digest(),
         "entries": plugin.entries().iter().map(|entry| entry.name.clone()).collect::<Vec<_>>(),

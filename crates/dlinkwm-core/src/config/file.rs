@@ -89,6 +89,10 @@ pub struct EngineSettings {
     pub incremental: Option<bool>,
     /// The bound of that function cache, in MiB, in memory and again on disk (default: 256).
     pub incremental_cache_mib: Option<u64>,
+    /// Tiered reloads: a reloaded plugin serves from Winch's code (compiled in a fraction of
+    /// Cranelift's time) until Cranelift's code replaces it (default: false for hosts, true
+    /// for `dlinkwm watch` and `dlinkwm serve`).
+    pub tiered: Option<bool>,
 }
 
 /// Plugins from OCI registries, `[registry]` (used by `dlinkwm-host` for `oci://` plugins).

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use wasmtime::component::Component;
 use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
@@ -14,7 +14,7 @@ use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConf
 use crate::engine::code::{Code, CompiledModule, ContentHash, fingerprint, is_component};
 use crate::engine::code_limits;
 use crate::engine::disk_cache::DiskCache;
-use crate::engine::options::EngineOptions;
+use crate::engine::options::{EngineOptions, Tier};
 use crate::engine::ticker::Ticker;
 use crate::error::{Error, Result};
 use crate::runtime::{StoreState, Ticks};
@@ -54,6 +54,11 @@ pub(crate) struct EngineInner {
     /// The epoch count, advanced with the engine's epoch: what call deadlines inside host calls
     /// are measured against (see [`crate::runtime::waits`]).
     pub(crate) ticks: Ticks,
+    /// Which compiler this engine's code comes from.
+    tier: Tier,
+    /// With `tiered`, the engine of the first tier (Winch), made the first time a reload needs
+    /// it (`None` inside: it could not be made, and reloads compile with Cranelift).
+    baseline: OnceLock<Option<Engine>>,
     // Held for its `Drop`, which stops the ticker thread with the engine.
     _ticker: Ticker,
 }
@@ -74,10 +79,33 @@ impl Engine {
     /// [`Error::Engine`] when wasmtime rejects the configuration (for example the pooling
     /// allocator cannot reserve its memory).
     pub fn new(options: EngineOptions) -> Result<Self> {
+        Self::with_tier(options, Tier::Optimized)
+    }
+
+    /// The engine of the first tier: Winch, with this engine's limits, on-demand instances,
+    /// and neither the disk cache nor the function cache (Winch's code is short-lived, and
+    /// Winch refuses incremental compilation).
+    fn make_baseline(&self) -> Result<Self> {
+        let options = EngineOptions {
+            pooling: false,
+            cache_dir: None,
+            incremental_cache_bytes: 0,
+            tiered: false,
+            // Winch refuses the GC proposal: a plugin that uses it compiles with Cranelift.
+            wasm_gc: false,
+            ..self.inner.options.clone()
+        };
+        Self::with_tier(options, Tier::Baseline)
+    }
+
+    fn with_tier(options: EngineOptions, tier: Tier) -> Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(options.consume_fuel);
         config.wasm_gc(options.wasm_gc);
+        if tier == Tier::Baseline {
+            config.strategy(wasmtime::Strategy::Winch);
+        }
         let functions = (options.incremental_cache_bytes > 0).then(|| {
             std::sync::Arc::new(crate::engine::disk_cache::functions::FunctionCache::new(
                 options.incremental_cache_bytes,
@@ -148,9 +176,43 @@ impl Engine {
                 disk,
                 functions,
                 ticks,
+                tier,
+                baseline: OnceLock::new(),
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// Which compiler this engine's code comes from.
+    pub(crate) fn tier(&self) -> Tier {
+        self.inner.tier
+    }
+
+    /// The engine a reload of `hash` compiles with first: with `tiered`, the Winch engine when
+    /// this one holds no code for it (in memory or on disk); otherwise `None` (Cranelift).
+    pub(crate) fn baseline_for(&self, hash: &ContentHash) -> Option<Engine> {
+        if !self.inner.options.tiered || self.inner.tier == Tier::Baseline {
+            return None;
+        }
+        if self.cached(hash).is_some()
+            || self
+                .inner
+                .disk
+                .as_ref()
+                .is_some_and(|disk| disk.contains(hash))
+        {
+            return None;
+        }
+        self.inner
+            .baseline
+            .get_or_init(|| {
+                self.make_baseline()
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, "cannot make the Winch engine of tiered reloads; reloads compile with Cranelift");
+                    })
+                    .ok()
+            })
+            .clone()
     }
 
     /// The options this engine was created with.

@@ -21,4 +21,5 @@ pub use disk_cache::functions::FunctionCacheStats;
 pub use handle::Engine;
 pub use options::{
     DEFAULT_CACHE_MAX_MIB, DEFAULT_INCREMENTAL_CACHE_MIB, DEFAULT_MAX_MODULE_MIB, EngineOptions,
+    Tier,
 };

@@ -33,6 +33,39 @@ pub struct EngineOptions {
     /// memory and again beside the disk cache; `0` turns it off. A changed plugin compiles only
     /// the functions whose code changed.
     pub incremental_cache_bytes: usize,
+    /// Tiered reloads: a reloaded plugin whose code the engine does not hold (in memory or on
+    /// disk) is first compiled with Winch, wasmtime's baseline compiler, and serves at once;
+    /// Cranelift compiles it again on a thread of its own and that version replaces it like a
+    /// reload (same validation and state hand-over). First loads always use Cranelift. Off by
+    /// default; `dlinkwm watch` and `dlinkwm serve` turn it on (`[engine] tiered`).
+    pub tiered: bool,
+}
+
+/// Which compiler's code a plugin version runs (see [`EngineOptions::tiered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Tier {
+    /// Winch's code: compiled in a fraction of Cranelift's time, runs slower; serves a reloaded
+    /// version until Cranelift's code replaces it.
+    Baseline,
+    /// Cranelift's code: what every version runs once compiled.
+    Optimized,
+}
+
+impl Tier {
+    /// `"baseline"` or `"optimized"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for EngineOptions {
@@ -47,6 +80,7 @@ impl Default for EngineOptions {
             wasm_gc: false,
             async_yield_interval: crate::EPOCH_TICK,
             incremental_cache_bytes: DEFAULT_INCREMENTAL_CACHE_MIB << 20,
+            tiered: false,
         }
     }
 }
@@ -65,6 +99,13 @@ impl EngineOptions {
     #[must_use]
     pub fn with_incremental_cache_bytes(mut self, bytes: usize) -> Self {
         self.incremental_cache_bytes = bytes;
+        self
+    }
+
+    /// These options with tiered reloads on or off (see [`EngineOptions::tiered`]).
+    #[must_use]
+    pub fn with_tiered(mut self, tiered: bool) -> Self {
+        self.tiered = tiered;
         self
     }
 
@@ -161,6 +202,7 @@ impl EngineOptions {
             } else {
                 0
             },
+            tiered: settings.tiered.unwrap_or(false),
         }
     }
 }

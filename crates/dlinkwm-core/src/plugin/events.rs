@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::engine::ContentHash;
+use crate::engine::{ContentHash, Tier};
 use crate::error::Error;
 
 /// Something that happened to a plugin's loaded version.
@@ -25,6 +25,35 @@ pub enum ReloadEvent {
         elapsed: Duration,
         /// Whether the previous version's state was handed over.
         state_handed_over: bool,
+        /// Which compiler's code it runs: [`Tier::Baseline`] with tiered reloads (then an
+        /// [`ReloadEvent::Optimized`] follows), otherwise [`Tier::Optimized`].
+        tier: Tier,
+    },
+    /// Tiered reloads: a version of the same bytes with Cranelift's code replaced the
+    /// first-tier version (validated, smoke-called and given its state like a reload).
+    Optimized {
+        /// The plugin.
+        plugin: String,
+        /// The new version's number.
+        version: u64,
+        /// The first-tier version it replaced.
+        previous: u64,
+        /// The content hash (the same as the first tier's).
+        hash: ContentHash,
+        /// From the start of Cranelift's compile to the swap.
+        elapsed: Duration,
+        /// Whether the first-tier version's state was handed over.
+        state_handed_over: bool,
+    },
+    /// Tiered reloads: Cranelift's version could not replace the first-tier version, which
+    /// keeps serving.
+    OptimizeFailed {
+        /// The plugin.
+        plugin: String,
+        /// The first-tier version that keeps serving.
+        version: u64,
+        /// Why.
+        error: Error,
     },
     /// A new file was refused; the current version keeps serving.
     Failed {
@@ -70,6 +99,8 @@ impl ReloadEvent {
     pub fn plugin(&self) -> &str {
         match self {
             ReloadEvent::Reloaded { plugin, .. }
+            | ReloadEvent::Optimized { plugin, .. }
+            | ReloadEvent::OptimizeFailed { plugin, .. }
             | ReloadEvent::Failed { plugin, .. }
             | ReloadEvent::RolledBack { plugin, .. }
             | ReloadEvent::Added { plugin, .. }

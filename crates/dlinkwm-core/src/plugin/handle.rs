@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use dlinkwm_abi::Format;
 
 use crate::config::ResolvedSettings;
-use crate::engine::{ContentHash, Engine};
+use crate::engine::{ContentHash, Engine, Tier};
 use crate::error::{Error, Fast, Result};
 use crate::plugin::events::ReloadEvent;
 use crate::plugin::held::{InCall, reentrant};
@@ -398,6 +398,12 @@ impl Plugin {
         self.inner.serving.current().number
     }
 
+    /// Which compiler's code the current version runs: [`Tier::Baseline`] between a tiered
+    /// reload and the swap to Cranelift's code ([`crate::EngineOptions::tiered`]).
+    pub fn tier(&self) -> Tier {
+        self.inner.serving.current().tier
+    }
+
     /// The content hash of the current version.
     pub fn content_hash(&self) -> ContentHash {
         self.inner.serving.current().hash()
@@ -633,10 +639,12 @@ impl Plugin {
         let spawned = std::thread::Builder::new()
             .name("dlinkwm-rollback".to_owned())
             .spawn(move || {
-                if let Some(inner) = plugin.inner.upgrade() {
+                if let Some(plugin) = plugin.upgrade() {
+                    let inner = &*plugin.inner;
                     inner
                         .reloads
                         .roll_back_faulty(&inner.serving, &version, reason);
+                    plugin.optimize_in_background();
                 }
             });
         if let Err(error) = spawned {
@@ -820,7 +828,9 @@ impl Plugin {
         let reload = inner
             .reloads
             .reload(&inner.engine, &inner.serving, self.id());
-        crate::runtime::block_on(&inner.serving.context, reload)
+        let result = crate::runtime::block_on(&inner.serving.context, reload);
+        self.optimize_in_background();
+        result
     }
 
     /// [`Plugin::reload`] for async code: the new version's code is compiled on the runtime's
@@ -835,10 +845,12 @@ impl Plugin {
             return self.off_the_executor(move || plugin.reload()).await;
         }
         let inner = &*self.inner;
-        inner
+        let result = inner
             .reloads
             .reload(&inner.engine, &inner.serving, self.id())
-            .await
+            .await;
+        self.optimize_in_background();
+        result
     }
 
     /// Runs a sync plugin's reload from async code: on the runtime's blocking threads (its
@@ -872,10 +884,12 @@ impl Plugin {
                 .await;
         }
         let inner = &*self.inner;
-        inner
+        let result = inner
             .reloads
             .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes)
-            .await
+            .await;
+        self.optimize_in_background();
+        result
     }
 
     /// Whether the plugin was loaded for async calls ([`Plugin::load_async`]).
@@ -898,6 +912,7 @@ impl Plugin {
             inner
                 .reloads
                 .run_requested(&inner.engine, &inner.serving, plugin.id(), settle);
+            plugin.optimize_in_background();
         };
         let spawned = std::thread::Builder::new()
             .name("dlinkwm-reload".to_owned())
@@ -907,6 +922,61 @@ impl Plugin {
             inner
                 .reloads
                 .run_requested(&inner.engine, &inner.serving, self.id(), settle);
+            self.optimize_in_background();
+        }
+    }
+
+    /// Tiered reloads: when the current version runs Winch's code, compiles its bytes with
+    /// Cranelift on a thread of its own and swaps that version in like a reload
+    /// (`Reloads::optimize`); the outcome arrives as [`ReloadEvent::Optimized`] or
+    /// [`ReloadEvent::OptimizeFailed`]. Once per first-tier version; nothing for any other.
+    fn optimize_in_background(&self) {
+        let version = self.inner.serving.current_full();
+        if version.tier != Tier::Baseline
+            || version
+                .optimizing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let Some(bytes) = version.source.clone() else {
+            return;
+        };
+        let (engine, name, plugin, id) = (
+            self.inner.engine.clone(),
+            self.name().to_owned(),
+            self.downgrade(),
+            self.id(),
+        );
+        let work = move || {
+            let started = Instant::now();
+            // Held while the swap runs, so the swap finds the code in the engine's cache.
+            let compiled = engine.module(&name, &bytes, version.hash());
+            let Some(plugin) = plugin.upgrade() else {
+                return;
+            };
+            let inner = &*plugin.inner;
+            let result = compiled.and_then(|_code| {
+                let swap =
+                    inner
+                        .reloads
+                        .optimize(&inner.engine, &inner.serving, id, &version, started);
+                crate::runtime::block_on(&inner.serving.context, swap)
+            });
+            if let Err(error) = result {
+                tracing::warn!(plugin = &*name, version = version.number, %error, "Cranelift's code could not replace Winch's; the first tier keeps serving");
+                inner.reloads.events.emit(ReloadEvent::OptimizeFailed {
+                    plugin: name,
+                    version: version.number,
+                    error,
+                });
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("dlinkwm-optimize".to_owned())
+            .spawn(work);
+        if let Err(error) = spawned {
+            tracing::warn!(plugin = self.name(), %error, "cannot start Cranelift's compile; the first tier keeps serving");
         }
     }
 
@@ -919,7 +989,7 @@ impl Plugin {
             .current()
             .canary
             .as_ref()
-            .is_some_and(super::version::Canary::on_probation)
+            .is_some_and(|canary| canary.on_probation())
     }
 
     /// Reports that a new version could not be fetched from where the plugin comes from (a
@@ -950,7 +1020,9 @@ impl Plugin {
             inner
                 .reloads
                 .reload_from_bytes(&inner.engine, &inner.serving, self.id(), bytes);
-        crate::runtime::block_on(&inner.serving.context, reload)
+        let result = crate::runtime::block_on(&inner.serving.context, reload);
+        self.optimize_in_background();
+        result
     }
 
     /// Makes the previous good version current again, at once (it is still compiled).
@@ -958,7 +1030,9 @@ impl Plugin {
     /// # Errors
     /// [`Error::NoRollbackTarget`] when no earlier version is kept.
     pub fn rollback(&self) -> Result<u64> {
-        self.inner.reloads.rollback(&self.inner.serving)
+        let result = self.inner.reloads.rollback(&self.inner.serving);
+        self.optimize_in_background();
+        result
     }
 
     /// [`Plugin::rollback`] for async code: waits for a reload in progress without blocking
@@ -967,7 +1041,9 @@ impl Plugin {
     /// # Errors
     /// As [`Plugin::rollback`].
     pub async fn rollback_async(&self) -> Result<u64> {
-        self.inner.reloads.rollback_async(&self.inner.serving).await
+        let result = self.inner.reloads.rollback_async(&self.inner.serving).await;
+        self.optimize_in_background();
+        result
     }
 
     /// Numbers of the earlier versions kept for rollback, oldest first.

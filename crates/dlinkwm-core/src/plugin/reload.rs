@@ -352,12 +352,26 @@ impl Reloads {
         // version is swapped in: refused files do not use up version numbers.
         let number = self.next_number.load(Ordering::Relaxed);
         let context = &serving.context;
-        let (mut new, mut first) = Version::load(engine, context, number, bytes, hash).await?;
+        let (mut new, mut first) = match engine.baseline_for(&hash) {
+            // Tiered: Winch's code serves first; the plugin layer starts Cranelift's after
+            // the swap (`Plugin::optimize_in_background`).
+            Some(baseline) => match Version::load(&baseline, context, number, bytes, hash).await {
+                // Winch refuses some valid modules (tail calls, parts of SIMD): Cranelift
+                // compiles them, and refuses the invalid ones with its own message.
+                Err(Error::InvalidModule { reason, .. }) => {
+                    tracing::debug!(plugin = name, %hash, reason, "Winch refused the module; compiling it with Cranelift");
+                    Version::load(engine, context, number, bytes, hash).await?
+                }
+                loaded => loaded?,
+            },
+            None => Version::load(engine, context, number, bytes, hash).await?,
+        };
         let generation = context.settings_generation.load(Ordering::Acquire);
         let settings = context.settings.load_full();
         let handed_over = hand_over(serving, id, &mut new, &mut first, &settings).await?;
         self.next_number.store(number + 1, Ordering::Relaxed);
-        new.canary = settings.rollback_on.map(Canary::new);
+        new.canary = settings.rollback_on.map(|rule| Arc::new(Canary::new(rule)));
+        let tier = new.tier;
         let new = Arc::new(new);
         // The old version stops taking calls; the calls it is running finish on it.
         serving.make_current(new.clone());
@@ -375,7 +389,7 @@ impl Reloads {
             }
         }
         let elapsed = started.elapsed();
-        tracing::info!(plugin = name, version = number, %hash, ?elapsed, "plugin reloaded");
+        tracing::info!(plugin = name, version = number, %hash, ?elapsed, %tier, "plugin reloaded");
         self.events.emit(ReloadEvent::Reloaded {
             plugin: name.to_owned(),
             version: number,
@@ -383,11 +397,63 @@ impl Reloads {
             hash,
             elapsed,
             state_handed_over: handed_over,
+            tier,
         });
         Ok(ReloadOutcome::Reloaded {
             version: number,
             hash,
         })
+    }
+
+    /// The second tier's swap: `baseline` (a first-tier version, whose bytes Cranelift has
+    /// compiled by now) is replaced by a version of the same bytes with Cranelift's code, through
+    /// the same validation, smoke call and state hand-over as a reload. Nothing happens (`None`)
+    /// when another version became current meanwhile. The new version keeps the baseline's
+    /// probation, and history is left as it is: a rollback goes to the version before.
+    pub(crate) async fn optimize(
+        &self,
+        engine: &Engine,
+        serving: &Serving,
+        id: usize,
+        baseline: &Arc<Version>,
+        started: Instant,
+    ) -> Result<Option<u64>> {
+        let _reloading = self.reload_lock.lock().await;
+        let old = serving.current_full();
+        let Some(bytes) = baseline.source.as_deref() else {
+            return Ok(None);
+        };
+        if !Arc::ptr_eq(&old, baseline) {
+            // A later reload or a rollback: if this version serves again one day, it may
+            // be optimised then.
+            baseline.optimizing.store(false, Ordering::Release);
+            return Ok(None);
+        }
+        let (name, context) = (&*serving.context.name, &serving.context);
+        let number = self.next_number.load(Ordering::Relaxed);
+        let hash = baseline.hash();
+        let (mut new, mut first) = Version::load(engine, context, number, bytes, hash).await?;
+        let generation = context.settings_generation.load(Ordering::Acquire);
+        let settings = context.settings.load_full();
+        let handed_over = hand_over(serving, id, &mut new, &mut first, &settings).await?;
+        self.next_number.store(number + 1, Ordering::Relaxed);
+        new.canary = old.canary.clone();
+        let new = Arc::new(new);
+        serving.make_current(new.clone());
+        serving
+            .pool
+            .put_back(Pooled::new(first, new, generation, settings));
+        let elapsed = started.elapsed();
+        tracing::info!(plugin = name, version = number, previous = old.number, %hash, ?elapsed, "Cranelift's code replaces Winch's");
+        self.events.emit(ReloadEvent::Optimized {
+            plugin: name.to_owned(),
+            version: number,
+            previous: old.number,
+            hash,
+            elapsed,
+            state_handed_over: handed_over,
+        });
+        Ok(Some(number))
     }
 
     /// Makes the previous good version current again, at once (it is still compiled).
@@ -422,7 +488,13 @@ impl Reloads {
     pub(crate) fn roll_back_faulty(&self, serving: &Serving, from: &Version, reason: String) {
         let name: &str = &serving.context.name;
         let _reloading = crate::runtime::wait(self.reload_lock.lock());
-        if serving.current().number != from.number {
+        // Only while the same probation runs: `from`, or the second tier's version of the same
+        // bytes, which shares its canary.
+        let same_probation = match (&serving.current().canary, &from.canary) {
+            (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+            _ => false,
+        };
+        if !same_probation {
             return;
         }
         let generation = serving.context.settings_generation.load(Ordering::Acquire);

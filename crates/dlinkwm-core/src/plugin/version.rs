@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{ResolvedSettings, RollbackOn};
-use crate::engine::{Code, CompiledModule, ContentHash, Engine, Prepared};
+use crate::engine::{Code, CompiledModule, ContentHash, Engine, Prepared, Tier};
 use crate::error::{Error, Result};
 use crate::runtime::{
     AsyncBindingsPre, BindingsPre, ExportTable, Instance, PluginContext, PluginKind, StoreState,
@@ -28,8 +28,15 @@ pub(crate) struct Version {
     pub(crate) loaded_at: SystemTime,
     pub(crate) load_time: Duration,
     /// Set on a version a reload made current while `rollback_on` is set: its faults in the
-    /// window after the swap.
-    pub(crate) canary: Option<Canary>,
+    /// window after the swap. Shared with the version of the second tier that replaces it (one
+    /// probation for the same bytes).
+    pub(crate) canary: Option<Arc<Canary>>,
+    /// Which compiler's code this version runs.
+    pub(crate) tier: Tier,
+    /// A first-tier version's bytes, which the second tier compiles again.
+    pub(crate) source: Option<Arc<[u8]>>,
+    /// Set once the second tier has been started for this (first-tier) version.
+    pub(crate) optimizing: AtomicBool,
 }
 
 /// A reloaded version on probation (`rollback_on`): how many guest faults it may have, until
@@ -284,6 +291,9 @@ impl Version {
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
             canary: None,
+            tier: engine.tier(),
+            source: (engine.tier() == Tier::Baseline).then(|| Arc::from(bytes)),
+            optimizing: AtomicBool::new(false),
         };
         // On an instance of its own, dropped after: no call ever sees what the smoke call did.
         let settings = context.settings.load_full();

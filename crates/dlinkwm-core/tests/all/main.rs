@@ -8,6 +8,7 @@ mod limits;
 mod load;
 mod reload;
 mod threads;
+mod tiers;
 
 use std::sync::Arc;
 
