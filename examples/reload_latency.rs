@@ -53,20 +53,18 @@ fn main() -> anyhow::Result<()> {
             measure(&old, &new, true, false).with_context(|| format!("{name}, cache on"))?;
         let tiered = measure(&old, &new, true, true).with_context(|| format!("{name}, tiered"))?;
         let reused = after.hits as f64 / (after.hits + after.misses).max(1) as f64;
-        let optimized = tiered
-            .optimized
-            .map_or_else(|| "not tiered".to_owned(), |at| format!("{at:.0?}"));
+        let optimized = tiered.optimized.map_or_else(|| "not tiered".to_owned(), ms);
         println!(
-            "| {name} | {:.1} MB | {:.0?} | {:.0?} | {:.0?} → {optimized} | {:.1} % ({} of {}) | {:.0?} / {:.0?} | {:.1} MB |",
+            "| {name} | {:.1} MB | {} | {} | {} → {optimized} | {:.1} % ({} of {}) | {} / {} | {:.1} MB |",
             size as f64 / 1e6,
-            before.reload,
-            after.reload,
-            tiered.reload,
+            ms(before.reload),
+            ms(after.reload),
+            ms(tiered.reload),
             reused * 100.0,
             after.hits,
             after.hits + after.misses,
-            before.first_compile,
-            after.first_compile,
+            ms(before.first_compile),
+            ms(after.first_compile),
             after.memory_bytes as f64 / 1e6,
         );
     }
@@ -143,6 +141,11 @@ fn measure(old: &Path, new: &Path, function_cache: bool, tiered: bool) -> anyhow
         misses: end.misses - stats.misses,
         memory_bytes: end.memory_bytes,
     })
+}
+
+/// A duration in whole milliseconds.
+fn ms(duration: Duration) -> String {
+    format!("{} ms", duration.as_millis())
 }
 
 fn greet(plugin: &Plugin) -> anyhow::Result<String> {

@@ -296,6 +296,7 @@ fn bench_reload() -> anyhow::Result<()> {
         .current_dir(&root)
         .args([
             "run",
+            "--release",
             "-p",
             "dlinkwm-examples",
             "--example",

@@ -308,6 +308,64 @@ fn watch_calls_the_entry_after_each_reload_and_survives_bad_files() -> anyhow::R
 }
 
 #[test]
+fn watch_serves_winchs_code_at_once_then_cranelifts() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir()?;
+    // No disk cache: the new build is never-seen code, which is what tiering is for.
+    std::fs::write(dir.path().join("dlinkwm.toml"), "[engine]\ncache = false\n")?;
+    let plugin = dir.path().join("plugin.wasm");
+    std::fs::copy(SDK_TEST_A, &plugin)?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dlinkwm"))
+        .current_dir(dir.path())
+        .args(["watch", "plugin.wasm", "variant"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
+    for stream in [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ] {
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines_tx.send(line);
+            }
+        });
+    }
+    let wait_for = |needle: &str| -> anyhow::Result<String> {
+        loop {
+            let line = lines.recv_timeout(Duration::from_secs(60))?;
+            if line.contains(needle) {
+                return Ok(line);
+            }
+        }
+    };
+    let result = (|| -> anyhow::Result<()> {
+        wait_for("version 1: \"a\"")?;
+        std::fs::copy(SDK_TEST_B, dir.path().join("next.wasm"))?;
+        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+        let reloaded = wait_for("reloaded: version 2")?;
+        anyhow::ensure!(
+            reloaded.contains("Winch's code; Cranelift's follows"),
+            "{reloaded}"
+        );
+        wait_for("version 2: \"b\"")?;
+        wait_for("version 3: the same plugin compiled by Cranelift")?;
+        Ok(())
+    })();
+    child.kill()?;
+    child.wait()?;
+    result
+}
+
+#[test]
 fn call_json_reports_entry_version_and_result() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let output = dlinkwm(dir.path())

@@ -54,7 +54,7 @@ pub(crate) fn to_binary(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>,
 #[cfg(test)]
 fn check(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, [u8]>, Refused> {
     let binary = to_binary(bytes, max_bytes)?;
-    check_nesting(&binary)?;
+    check_nesting(&binary, false)?;
     Ok(binary)
 }
 
@@ -100,8 +100,10 @@ pub(crate) fn not_wasm(bytes: &[u8]) -> Option<String> {
     ))
 }
 
-/// Refuses a function whose blocks nest deeper than [`MAX_NESTING`].
-pub(crate) fn check_nesting(binary: &[u8]) -> Result<(), Refused> {
+/// Refuses a function whose blocks nest deeper than [`MAX_NESTING`], and with `no_tail_calls`
+/// (Winch, the first tier of tiered reloads, which has none in wasmtime 48) one that makes a tail
+/// call: found in this pass, the refusal costs no compile before Cranelift takes over.
+pub(crate) fn check_nesting(binary: &[u8], no_tail_calls: bool) -> Result<(), Refused> {
     let mut function = 0usize;
     for payload in Parser::new(0).parse_all(binary) {
         // Malformed bytes are left to wasmtime's validator, which says what is wrong.
@@ -136,6 +138,16 @@ pub(crate) fn check_nesting(binary: &[u8]) -> Result<(), Refused> {
                     }
                 }
                 Operator::End | Operator::Delegate { .. } => depth = depth.saturating_sub(1),
+                Operator::ReturnCall { .. }
+                | Operator::ReturnCallIndirect { .. }
+                | Operator::ReturnCallRef { .. }
+                    if no_tail_calls =>
+                {
+                    return Err(Refused(format!(
+                        "function {} makes tail calls, which Winch does not compile",
+                        function - 1
+                    )));
+                }
                 _ => {}
             }
         }
@@ -153,6 +165,17 @@ mod tests {
             "(block ".repeat(depth),
             ")".repeat(depth)
         )
+    }
+
+    #[test]
+    fn tail_calls_are_refused_only_for_winch() {
+        let binary = wat::parse_str(
+            "(module (func $f (result i32) i32.const 1) (func (result i32) return_call $f))",
+        )
+        .unwrap();
+        assert!(check_nesting(&binary, false).is_ok());
+        let Refused(reason) = check_nesting(&binary, true).unwrap_err();
+        assert!(reason.contains("function 1 makes tail calls"), "{reason}");
     }
 
     #[test]

@@ -14,12 +14,14 @@ use crate::plugin::{Plugin, ReloadEvent, WeakPlugin};
 /// How long a file must be quiet before its change is acted on. Editors and cargo write in
 /// several steps (truncate, write, rename); they all land inside this window and give one reload.
 /// (A writer slower than this is still safe: the file is re-read until its size and time settle,
-/// and an unchanged content hash reloads nothing.)
-pub const SETTLE_TIME: Duration = Duration::from_millis(40);
+/// bytes refused while the file was still changing are neither reported nor remembered — the
+/// write's own later event reloads them — and an unchanged content hash reloads nothing.)
+/// Every reload waits this long, so it is kept short: 20 ms.
+pub const SETTLE_TIME: Duration = Duration::from_millis(20);
 
 /// How often the debouncer looks for settled changes: a change is acted on between
 /// `SETTLE_TIME` and `SETTLE_TIME + SETTLE_TICK` after the last write.
-pub const SETTLE_TICK: Duration = Duration::from_millis(10);
+pub const SETTLE_TICK: Duration = Duration::from_millis(5);
 
 /// Reloads plugins when their files change.
 ///

@@ -442,6 +442,53 @@ fn reloads_under_continuous_async_calls_lose_no_call_and_hand_the_state_over() -
     })
 }
 
+#[test]
+fn a_tiered_reload_of_an_async_plugin_goes_from_winchs_code_to_cranelifts_with_its_state()
+-> anyhow::Result<()> {
+    use dlinkwm_host::{ReloadEvent, Tier};
+    runtime(2).block_on(async {
+        let host = host(|config| {
+            config.engine.tiered = Some(true);
+            // Never-seen code for every run: no disk cache.
+            config.engine.cache = Some(false);
+        });
+        let plugin = host.load_async(SDK_TEST_A).await?;
+        let events = plugin.subscribe();
+        plugin.call_async::<_, ()>("set_count", &100_u64).await?;
+        plugin
+            .reload_from_bytes_async(&std::fs::read(SDK_TEST_B)?)
+            .await?;
+        let next = || {
+            let events = events.clone();
+            tokio::task::spawn_blocking(move || events.recv_timeout(Duration::from_secs(60)))
+        };
+        match next().await?? {
+            ReloadEvent::Reloaded {
+                version: 2,
+                tier: Tier::Baseline,
+                state_handed_over: true,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        // Whichever tier answers, the state went along.
+        assert_eq!(plugin.call_async::<_, u64>("count", &()).await?, 101);
+        match next().await?? {
+            ReloadEvent::Optimized {
+                version: 3,
+                previous: 2,
+                state_handed_over: true,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((plugin.version(), plugin.tier()), (3, Tier::Optimized));
+        assert_eq!(plugin.call_async::<_, u64>("count", &()).await?, 102);
+        assert_eq!(plugin.call_async::<_, String>("variant", &()).await?, "b");
+        Ok(())
+    })
+}
+
 /// A plain module whose `sleep` asks WASI's `poll_oneoff` for a minute on the monotonic clock.
 const SLEEPER: &str = r#"(module
     (import "wasi_snapshot_preview1" "poll_oneoff"
