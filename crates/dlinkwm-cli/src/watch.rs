@@ -77,7 +77,7 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> anyhow::Result<()> {
             }
             ReloadEvent::OptimizeFailed { version, error, .. } => {
                 note(format_args!(
-                    "Cranelift's compile failed, version {version} keeps serving: {}",
+                    "Cranelift's code did not replace version {version}'s (Winch's code serves on): {}",
                     output::message(&error)
                 ));
             }

@@ -312,6 +312,10 @@ fn plugin_event(inner: &Inner, route: &str, name: &str, event: &ReloadEvent) {
             lock(&inner.refusals).insert(route.to_owned(), refusal);
         }
         ReloadEvent::RolledBack { .. } => inner.metrics.rolled_back(route),
+        // The first tier keeps serving: the plugin answers, more slowly (status: "tier").
+        ReloadEvent::OptimizeFailed { error, .. } => {
+            tracing::warn!(plugin = %route, %error, "Cranelift's version was not swapped in; Winch's code serves on");
+        }
         // A removed file is no longer expected for readiness.
         ReloadEvent::FileRemoved { .. } => {
             lock(&inner.expected).remove(route);

@@ -23,6 +23,12 @@ use crate::runtime::{
     Asynchronous, CallSite, EntryInfo, HostCallHandler, NoHostMethods, PluginContext, PluginKind,
 };
 
+/// How often the second tier of a tiered reload is tried when its swap fails for a reason
+/// that may pass (a busy pool during the state hand-over), and how long it waits before the
+/// next try (once, twice this...).
+const OPTIMIZE_ATTEMPTS: u32 = 3;
+const OPTIMIZE_BACKOFF: Duration = Duration::from_secs(1);
+
 /// How a plugin is loaded: its name, settings and host methods.
 #[derive(Clone)]
 pub struct PluginOptions {
@@ -627,7 +633,7 @@ impl Plugin {
     #[inline]
     fn note_fault(&self, version: &Arc<Version>, error: &Error) {
         if let Some(canary) = &version.canary
-            && let Some(reason) = canary.fault(error)
+            && let Some(reason) = canary.fault(error, version.tier)
         {
             self.roll_back_faulty(version.clone(), reason);
         }
@@ -950,26 +956,63 @@ impl Plugin {
         );
         let work = move || {
             let started = Instant::now();
+            // The plugin, while `version` still serves it (nothing to do otherwise).
+            let serving = || {
+                plugin
+                    .upgrade()
+                    .filter(|plugin| Arc::ptr_eq(&plugin.inner.serving.current_full(), &version))
+            };
+            let give_up = || {
+                version
+                    .optimizing
+                    .store(false, std::sync::atomic::Ordering::Release);
+            };
+            if serving().is_none() {
+                return give_up();
+            }
             // Held while the swap runs, so the swap finds the code in the engine's cache.
             let compiled = engine.module(&name, &bytes, version.hash());
-            let Some(plugin) = plugin.upgrade() else {
-                return;
-            };
-            let inner = &*plugin.inner;
-            let result = compiled.and_then(|_code| {
-                let swap =
-                    inner
-                        .reloads
-                        .optimize(&inner.engine, &inner.serving, id, &version, started);
-                crate::runtime::block_on(&inner.serving.context, swap)
-            });
-            if let Err(error) = result {
-                tracing::warn!(plugin = &*name, version = version.number, %error, "Cranelift's code could not replace Winch's; the first tier keeps serving");
+            for attempt in 1..=OPTIMIZE_ATTEMPTS {
+                let Some(plugin) = serving() else {
+                    return give_up();
+                };
+                let inner = &*plugin.inner;
+                let swapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _code = compiled.as_ref().map_err(Clone::clone)?;
+                    let swap = inner.reloads.optimize(
+                        &inner.engine,
+                        &inner.serving,
+                        id,
+                        &version,
+                        started,
+                    );
+                    crate::runtime::block_on(&inner.serving.context, swap)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::Engine {
+                        reason: "a host method panicked during the second tier's swap".to_owned(),
+                    })
+                });
+                let Err(error) = swapped else {
+                    return;
+                };
+                // What the bytes or the plugin's own smoke call refuse is final; a busy pool
+                // or a failed hand-over may pass a little later.
+                let last = attempt == OPTIMIZE_ATTEMPTS
+                    || crate::plugin::reload::caused_by_bytes(&error)
+                    || matches!(error, Error::SmokeFailed { .. });
+                tracing::warn!(plugin = &*name, version = version.number, %error, retry = !last, "Cranelift's version could not replace Winch's; the first tier keeps serving");
                 inner.reloads.events.emit(ReloadEvent::OptimizeFailed {
-                    plugin: name,
+                    plugin: name.clone(),
                     version: version.number,
                     error,
                 });
+                if last {
+                    // Tried again when something next asks (a reload, a rollback to it).
+                    return give_up();
+                }
+                drop(plugin);
+                std::thread::sleep(OPTIMIZE_BACKOFF * attempt);
             }
         };
         let spawned = std::thread::Builder::new()

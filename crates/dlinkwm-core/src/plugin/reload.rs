@@ -233,15 +233,8 @@ impl Reloads {
         }
         // Only a refusal the bytes themselves cause is remembered: a busy pool or a failed
         // hand-over may pass, and the same bytes must then be tried again.
-        let caused_by_bytes = matches!(
-            result,
-            Err(Error::InvalidModule { .. }
-                | Error::ExportMissing { .. }
-                | Error::EntryNotFound { .. }
-                | Error::AbiVersionUnsupported { .. }
-                | Error::NeedsNotGranted { .. })
-        );
-        *lock(&self.last_refused) = caused_by_bytes.then_some((hash, generation));
+        let refused_for_good = result.as_ref().is_err_and(caused_by_bytes);
+        *lock(&self.last_refused) = refused_for_good.then_some((hash, generation));
         let _ = self.report(serving, result, Some(path));
     }
 
@@ -356,10 +349,13 @@ impl Reloads {
             // Tiered: Winch's code serves first; the plugin layer starts Cranelift's after
             // the swap (`Plugin::optimize_in_background`).
             Some(baseline) => match Version::load(&baseline, context, number, bytes, hash).await {
-                // Winch refuses some valid modules (tail calls, parts of SIMD): Cranelift
-                // compiles them, and refuses the invalid ones with its own message.
-                Err(Error::InvalidModule { reason, .. }) => {
-                    tracing::debug!(plugin = name, %hash, reason, "Winch refused the module; compiling it with Cranelift");
+                // Winch refuses some valid modules (tail calls, parts of SIMD), and its slower
+                // code may fail a smoke call near a limit: Cranelift's version decides. What
+                // the bytes alone cause (needs, ABI version, entries) is the same on both.
+                Err(error)
+                    if matches!(error, Error::InvalidModule { .. }) || !caused_by_bytes(&error) =>
+                {
+                    tracing::debug!(plugin = name, %hash, %error, "the first tier failed; loading Cranelift's code");
                     Version::load(engine, context, number, bytes, hash).await?
                 }
                 loaded => loaded?,
@@ -435,7 +431,18 @@ impl Reloads {
         let (mut new, mut first) = Version::load(engine, context, number, bytes, hash).await?;
         let generation = context.settings_generation.load(Ordering::Acquire);
         let settings = context.settings.load_full();
-        let handed_over = hand_over(serving, id, &mut new, &mut first, &settings).await?;
+        let mut handed_over = hand_over(serving, id, &mut new, &mut first, &settings).await?;
+        if !handed_over && let Some(state) = &old.handover {
+            // The first tier took state over but gives none (it restores, never saves): its
+            // instances all started from that state, and so do the second tier's.
+            handed_over = new
+                .adopt_state(&mut first, state.to_vec(), &settings)
+                .await
+                .map_err(|error| Error::StateHandover {
+                    plugin: name.to_owned(),
+                    source: Box::new(error),
+                })?;
+        }
         self.next_number.store(number + 1, Ordering::Relaxed);
         new.canary = old.canary.clone();
         let new = Arc::new(new);
@@ -547,6 +554,19 @@ impl Reloads {
             .map(|version| version.number)
             .collect()
     }
+}
+
+/// Whether `error` refuses bytes whatever compiles them and whenever they are tried: they are
+/// no module, lack an export or entry, are for another ABI, or need what is not granted.
+pub(crate) fn caused_by_bytes(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidModule { .. }
+            | Error::ExportMissing { .. }
+            | Error::EntryNotFound { .. }
+            | Error::AbiVersionUnsupported { .. }
+            | Error::NeedsNotGranted { .. }
+    )
 }
 
 /// Gives the new version the state of the current one (reloads are serialised, so the current

@@ -22,7 +22,7 @@ pub(crate) struct Version {
     engine: Engine,
     context: Arc<PluginContext>,
     /// State handed over from the previous version; every instance of this version starts from it.
-    handover: Option<Arc<[u8]>>,
+    pub(crate) handover: Option<Arc<[u8]>>,
     /// Instances of this version alive (idle or in a call), bounded by `max_instances`.
     live: AtomicUsize,
     pub(crate) loaded_at: SystemTime,
@@ -75,9 +75,13 @@ impl Canary {
 
     /// Counts `error` if the guest caused it within the window. Returns the reason to roll back
     /// when this is the fault that reaches the limit (once per version).
-    pub(crate) fn fault(&self, error: &Error) -> Option<String> {
-        // Guest faults only: an entry's error value may be the caller's bad input.
-        if !error.is_guest_fault() || self.tripped.load(Ordering::Acquire) {
+    pub(crate) fn fault(&self, error: &Error, tier: Tier) -> Option<String> {
+        // Guest faults only: an entry's error value may be the caller's bad input. A timeout
+        // of Winch's slower code (the first tier) may not happen on Cranelift's.
+        if !error.is_guest_fault()
+            || (tier == Tier::Baseline && matches!(error, Error::Timeout { .. }))
+            || self.tripped.load(Ordering::Acquire)
+        {
             return None;
         }
         if self.until.is_some_and(|until| Instant::now() > until) {
