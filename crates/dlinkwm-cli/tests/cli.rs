@@ -19,6 +19,61 @@ fn dlinkwm_std(dir: &std::path::Path) -> std::process::Command {
     command
 }
 
+/// `dlinkwm watch` running in a folder, its stdout and stderr read line by line; killed when
+/// dropped.
+struct Watch {
+    child: std::process::Child,
+    lines: crossbeam_channel::Receiver<String>,
+}
+
+impl Watch {
+    fn start(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        use std::process::Stdio;
+        let mut child = dlinkwm_std(dir)
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
+        for stream in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let lines_tx = lines_tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let _ = lines_tx.send(line);
+                }
+            });
+        }
+        Ok(Self { child, lines })
+    }
+
+    /// The next line holding `needle` (within a generous minute).
+    fn wait_for(&self, needle: &str) -> anyhow::Result<String> {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(60))?;
+            if line.contains(needle) {
+                return Ok(line);
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Points the directory's configuration at a compiled-code cache of its own.
 fn with_private_cache(dir: &std::path::Path) -> anyhow::Result<()> {
     let cache = dir.join("cache");
@@ -256,113 +311,39 @@ fn run_ends_at_end_of_input() -> anyhow::Result<()> {
 
 #[test]
 fn watch_calls_the_entry_after_each_reload_and_survives_bad_files() -> anyhow::Result<()> {
-    use std::io::BufRead as _;
-    use std::process::Stdio;
-    use std::time::Duration;
-
     let dir = tempfile::tempdir()?;
     let plugin = dir.path().join("plugin.wasm");
     std::fs::copy(SDK_TEST_A, &plugin)?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dlinkwm"))
-        .current_dir(dir.path())
-        .args(["watch", "plugin.wasm", "variant"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
-    for stream in [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ] {
-        let lines_tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = lines_tx.send(line);
-            }
-        });
-    }
-    let wait_for = |needle: &str| -> anyhow::Result<()> {
-        loop {
-            let line = lines.recv_timeout(Duration::from_secs(60))?;
-            if line.contains(needle) {
-                return Ok(());
-            }
-        }
-    };
-    let result = (|| -> anyhow::Result<()> {
-        wait_for("version 1: \"a\"")?;
-        std::fs::write(dir.path().join("next.wasm"), b"garbage")?;
-        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
-        wait_for("reload failed, version 1 keeps serving")?;
-        std::fs::copy(SDK_TEST_B, dir.path().join("next.wasm"))?;
-        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
-        wait_for("version 2: \"b\"")?;
-        Ok(())
-    })();
-    child.kill()?;
-    child.wait()?;
-    result
+    let watch = Watch::start(dir.path(), &["plugin.wasm", "variant"])?;
+    watch.wait_for("version 1: \"a\"")?;
+    std::fs::write(dir.path().join("next.wasm"), b"garbage")?;
+    std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+    watch.wait_for("reload failed, version 1 keeps serving")?;
+    std::fs::copy(SDK_TEST_B, dir.path().join("next.wasm"))?;
+    std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+    watch.wait_for("version 2: \"b\"")?;
+    Ok(())
 }
 
 #[test]
 fn watch_serves_winchs_code_at_once_then_cranelifts() -> anyhow::Result<()> {
-    use std::io::BufRead as _;
-    use std::process::Stdio;
-    use std::time::Duration;
-
+    // The test's own, empty compiled-code cache: the new build is never-seen code, which is
+    // what tiering is for.
     let dir = tempfile::tempdir()?;
-    // No disk cache: the new build is never-seen code, which is what tiering is for.
-    std::fs::write(dir.path().join("dlinkwm.toml"), "[engine]\ncache = false\n")?;
     let plugin = dir.path().join("plugin.wasm");
     std::fs::copy(SDK_TEST_A, &plugin)?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dlinkwm"))
-        .current_dir(dir.path())
-        .args(["watch", "plugin.wasm", "variant"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
-    for stream in [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ] {
-        let lines_tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = lines_tx.send(line);
-            }
-        });
-    }
-    let wait_for = |needle: &str| -> anyhow::Result<String> {
-        loop {
-            let line = lines.recv_timeout(Duration::from_secs(60))?;
-            if line.contains(needle) {
-                return Ok(line);
-            }
-        }
-    };
-    let result = (|| -> anyhow::Result<()> {
-        wait_for("version 1: \"a\"")?;
-        std::fs::copy(SDK_TEST_B, dir.path().join("next.wasm"))?;
-        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
-        let reloaded = wait_for("reloaded: version 2")?;
-        anyhow::ensure!(
-            reloaded.contains("Winch's code; Cranelift's follows"),
-            "{reloaded}"
-        );
-        wait_for("version 2: \"b\"")?;
-        wait_for("version 3: the same plugin compiled by Cranelift")?;
-        Ok(())
-    })();
-    child.kill()?;
-    child.wait()?;
-    result
+    let watch = Watch::start(dir.path(), &["plugin.wasm", "variant"])?;
+    watch.wait_for("version 1: \"a\"")?;
+    std::fs::copy(SDK_TEST_B, dir.path().join("next.wasm"))?;
+    std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+    let reloaded = watch.wait_for("reloaded: version 2")?;
+    anyhow::ensure!(
+        reloaded.contains("Winch's code; Cranelift's follows"),
+        "{reloaded}"
+    );
+    watch.wait_for("version 2: \"b\"")?;
+    watch.wait_for("version 3: the same plugin compiled by Cranelift")?;
+    Ok(())
 }
 
 #[test]
@@ -1219,48 +1200,17 @@ fn call_runs_an_extism_plugin_as_extism_does() -> anyhow::Result<()> {
 
 #[test]
 fn watch_follows_an_extism_plugin() -> anyhow::Result<()> {
-    use std::io::BufRead as _;
-    use std::process::Stdio;
-    use std::time::Duration;
-
     let dir = tempfile::tempdir()?;
     let plugin = dir.path().join("plugin.wasm");
     std::fs::copy(test_programs_artifacts::EXTISM_A, &plugin)?;
-    let mut child = dlinkwm_std(dir.path())
-        .args(["watch", "plugin.wasm", "variant", "--format", "raw"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
-    let stdout = child.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| -> anyhow::Result<String> {
-        loop {
-            let line = lines.recv_timeout(Duration::from_secs(60))?;
-            if line.contains(needle) {
-                return Ok(line);
-            }
-        }
-    };
-    let result = (|| -> anyhow::Result<()> {
-        wait_for("version 1")?;
-        std::fs::copy(
-            test_programs_artifacts::EXTISM_B,
-            dir.path().join("next.wasm"),
-        )?;
-        std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
-        let line = wait_for("version 2")?;
-        assert!(line.contains('b'), "{line}");
-        Ok(())
-    })();
-    child.kill()?;
-    child.wait()?;
-    result
+    let watch = Watch::start(dir.path(), &["plugin.wasm", "variant", "--format", "raw"])?;
+    watch.wait_for("version 1")?;
+    std::fs::copy(
+        test_programs_artifacts::EXTISM_B,
+        dir.path().join("next.wasm"),
+    )?;
+    std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
+    let line = watch.wait_for("version 2:")?;
+    assert!(line.contains('b'), "{line}");
+    Ok(())
 }
