@@ -283,6 +283,9 @@ impl Version {
             }
         }
 
+        // The compiled code keeps small plugins' bytes already: shared, not copied again.
+        let source = (engine.tier() == Tier::Baseline)
+            .then(|| module.bytes.clone().unwrap_or_else(|| Arc::from(bytes)));
         let version = Self {
             number,
             module,
@@ -296,7 +299,7 @@ impl Version {
             load_time: started.elapsed(),
             canary: None,
             tier: engine.tier(),
-            source: (engine.tier() == Tier::Baseline).then(|| Arc::from(bytes)),
+            source,
             optimizing: AtomicBool::new(false),
         };
         // On an instance of its own, dropped after: no call ever sees what the smoke call did.
