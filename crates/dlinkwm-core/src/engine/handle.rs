@@ -56,8 +56,8 @@ pub(crate) struct EngineInner {
     pub(crate) ticks: Ticks,
     /// Which compiler this engine's code comes from.
     tier: Tier,
-    /// With `tiered`, the engine of the first tier (Winch), made the first time a reload needs
-    /// it (`None` inside: it could not be made, and reloads compile with Cranelift).
+    /// With `tiered`, the engine of the first tier (Winch), made with this engine (`None`
+    /// inside: it could not be made, and reloads compile with Cranelift).
     baseline: OnceLock<Option<Engine>>,
     // Held for its `Drop`, which stops the ticker thread with the engine.
     _ticker: Ticker,
