@@ -88,6 +88,33 @@ impl Code {
             Code::Component(component) => component.serialize(),
         }
     }
+
+    /// Makes the copy-on-write images of the code's memories now rather than at its first
+    /// instantiation, so that a transient failure is retried here, where nothing is half made.
+    ///
+    /// On Linux each image is a sealed memfd, and the kernel refuses to seal one (`EBUSY`) while
+    /// something else briefly holds a reference to its pages (page migration or compaction
+    /// under load): seen once in CI, instantiating an 18 MB component. A failed attempt
+    /// leaves nothing behind (wasmtime keeps the image only once it is made), so it is retried
+    /// a few times with a short pause; only a persistent failure is returned.
+    pub(crate) fn prepare_images(&self) -> wasmtime::Result<()> {
+        const PAUSES_MS: [u64; 4] = [5, 20, 50, 100];
+        let mut pauses = PAUSES_MS.iter();
+        loop {
+            let attempt = match self {
+                Code::Module(module) => module.initialize_copy_on_write_image(),
+                Code::Component(component) => component.initialize_copy_on_write_image(),
+            };
+            match (attempt, pauses.next()) {
+                (Ok(()), _) => return Ok(()),
+                (Err(error), Some(&pause)) => {
+                    tracing::debug!(error = %format_args!("{error:#}"), pause_ms = pause, "cannot make a memory image yet; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                }
+                (Err(error), None) => return Err(error),
+            }
+        }
+    }
 }
 
 /// Code compiled once for its content hash and shared by every plugin version with those bytes.

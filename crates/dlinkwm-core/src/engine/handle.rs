@@ -372,6 +372,10 @@ impl Engine {
                 code
             }
         };
+        code.prepare_images().map_err(|error| Error::Instantiate {
+            plugin: plugin.to_owned(),
+            reason: format!("cannot make the initial image of its memory: {error:#}"),
+        })?;
         let compiled = Arc::new(CompiledModule::new(code, hash, bytes));
         {
             let mut modules = lock(&self.inner.modules);
