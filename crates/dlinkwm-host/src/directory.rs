@@ -114,6 +114,11 @@ impl Loaded {
                 });
                 Some(plugin.core().clone())
             }
+            // Removed between its event and its read: nothing to load, nothing to report.
+            Err(crate::Error::Plugin(dlinkwm_core::Error::Read { .. })) if !path.exists() => {
+                tracing::debug!(file = %path.display(), "plugin file removed before it was read");
+                None
+            }
             Err(error) => {
                 self.refused
                     .lock()
@@ -237,5 +242,29 @@ impl PluginHost {
             max_bytes: u64::try_from(max_bytes).unwrap_or(u64::MAX),
         };
         (loaded, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that was there when its event came and is gone when it is read (a removal right
+    /// after an add): not loaded, not reported as refused, not remembered.
+    #[test]
+    fn a_file_removed_before_it_is_read_is_not_reported() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = PluginHost::builder().build().expect("host");
+        let (loaded, events) = host.new_directory();
+        let path = dir.path().join("gone.wasm");
+        let hash = loaded.refused_before(&path).expect("never refused");
+        assert!(loaded.admit(&path, hash, host.load(&path)).is_none());
+        assert!(events.try_recv().is_err());
+        assert!(loaded.refused.lock().expect("lock").is_empty());
+        // A file that is there and bad is reported.
+        std::fs::write(&path, b"garbage").expect("write");
+        let hash = loaded.refused_before(&path).expect("never refused");
+        assert!(loaded.admit(&path, hash, host.load(&path)).is_none());
+        assert!(matches!(events.try_recv(), Ok(ReloadEvent::Failed { .. })));
     }
 }

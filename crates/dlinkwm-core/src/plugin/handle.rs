@@ -1094,3 +1094,37 @@ impl Plugin {
         self.inner.reloads.kept_versions()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload asked for by a file event, of a file removed before the reload reads it (an
+    /// event that arrives late, then a removal): no refusal is reported — the watcher reports
+    /// the removal — and the loaded version keeps serving.
+    #[test]
+    fn a_file_removed_before_its_reload_reads_it_is_not_a_refusal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("plugin.wasm");
+        std::fs::copy(test_programs_artifacts::SDK_TEST_A, &path).expect("copy plugin");
+        let engine = Engine::new(Default::default()).expect("engine");
+        let options = crate::PluginOptions {
+            name: None,
+            settings: ResolvedSettings::default(),
+            host: Arc::new(crate::NoHostMethods),
+            observer: None,
+        };
+        let plugin = Plugin::load(&engine, &path, options).expect("loads");
+        let events = plugin.subscribe();
+        std::fs::remove_file(&path).expect("remove");
+        let inner = &*plugin.inner;
+        assert!(inner.reloads.request_background());
+        inner
+            .reloads
+            .run_requested(&inner.engine, &inner.serving, plugin.id(), Duration::ZERO);
+        assert!(events.try_recv().is_err(), "{:?}", events.try_recv());
+        assert_eq!(plugin.version(), 1);
+        // An explicit reload still says why it cannot read the file.
+        assert!(matches!(plugin.reload(), Err(Error::Read { .. })));
+    }
+}

@@ -210,6 +210,12 @@ impl Reloads {
         let before = stamp(&path);
         let bytes = match read_settled(&path, max) {
             Ok(bytes) => bytes,
+            // Removed between the event that asked for this reload and the read: no refusal
+            // to report (the watcher reports the removal; the loaded version keeps serving).
+            Err(Error::Read { .. }) if !path.exists() => {
+                tracing::debug!(plugin = name, file = %path.display(), "file removed before it was read");
+                return;
+            }
             Err(error) => {
                 let _ = self.report(serving, Err(error), Some(path));
                 return;
