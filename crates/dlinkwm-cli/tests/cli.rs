@@ -20,10 +20,13 @@ fn dlinkwm_std(dir: &std::path::Path) -> std::process::Command {
 }
 
 /// `dlinkwm watch` running in a folder, its stdout and stderr read line by line; killed when
-/// dropped.
+/// dropped. Its notes (stderr) and the answers of its calls (stdout) are read by two threads,
+/// so lines of the two streams can arrive in either order: tests wait for what the lines seen so
+/// far hold, never for an order across streams.
 struct Watch {
     child: std::process::Child,
     lines: crossbeam_channel::Receiver<String>,
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Watch {
@@ -51,20 +54,55 @@ impl Watch {
                 }
             });
         }
-        Ok(Self { child, lines })
+        Ok(Self {
+            child,
+            lines,
+            seen: Default::default(),
+        })
     }
 
-    /// The next line holding `needle` (within a generous minute).
-    fn wait_for(&self, needle: &str) -> anyhow::Result<String> {
+    /// Waits (a generous minute at most after the last line) until the lines seen so far
+    /// satisfy `done`, and answers them.
+    fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[String]) -> bool,
+    ) -> anyhow::Result<Vec<String>> {
         loop {
-            let line = self
-                .lines
-                .recv_timeout(std::time::Duration::from_secs(60))?;
-            if line.contains(needle) {
-                return Ok(line);
+            if done(&self.seen.borrow()) {
+                return Ok(self.seen.borrow().clone());
             }
+            let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(60)) else {
+                anyhow::bail!(
+                    "{what}: not within a minute; lines: {:#?}",
+                    self.seen.borrow()
+                );
+            };
+            self.seen.borrow_mut().push(line);
         }
     }
+
+    /// A line holding `needle`, among those seen so far.
+    fn wait_for(&self, needle: &str) -> anyhow::Result<String> {
+        let lines = self.wait_until(needle, |lines| {
+            lines.iter().any(|line| line.contains(needle))
+        })?;
+        Ok(lines
+            .into_iter()
+            .find(|line| line.contains(needle))
+            .unwrap_or_default())
+    }
+}
+
+/// Whether `line` is an answer after a reload: `version N: <answer>` for any N after 1. With
+/// tiered reloads (on in `watch`) Cranelift's version can replace Winch's before `watch` calls
+/// the new version, so the answer may come from version 2 or 3.
+fn new_answer(line: &str, answer: &str) -> bool {
+    line.strip_prefix("version ")
+        .and_then(|rest| rest.split_once(": "))
+        .is_some_and(|(number, said)| {
+            number.parse::<u64>().is_ok_and(|number| number > 1) && said == answer
+        })
 }
 
 impl Drop for Watch {
@@ -321,7 +359,9 @@ fn watch_calls_the_entry_after_each_reload_and_survives_bad_files() -> anyhow::R
     watch.wait_for("reload failed, version 1 keeps serving")?;
     std::fs::copy(SDK_TEST_B, dir.path().join("next.wasm"))?;
     std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
-    watch.wait_for("version 2: \"b\"")?;
+    watch.wait_until("the new build's answer", |lines| {
+        lines.iter().any(|line| new_answer(line, "\"b\""))
+    })?;
     Ok(())
 }
 
@@ -341,8 +381,13 @@ fn watch_serves_winchs_code_at_once_then_cranelifts() -> anyhow::Result<()> {
         reloaded.contains("Winch's code; Cranelift's follows"),
         "{reloaded}"
     );
-    watch.wait_for("version 2: \"b\"")?;
-    watch.wait_for("version 3: the same plugin compiled by Cranelift")?;
+    // The new build answers, and Cranelift's version follows.
+    watch.wait_until("the new build's answer and Cranelift's version", |lines| {
+        lines.iter().any(|line| new_answer(line, "\"b\""))
+            && lines
+                .iter()
+                .any(|line| line.contains("version 3: the same plugin compiled by Cranelift"))
+    })?;
     Ok(())
 }
 
@@ -1210,7 +1255,8 @@ fn watch_follows_an_extism_plugin() -> anyhow::Result<()> {
         dir.path().join("next.wasm"),
     )?;
     std::fs::rename(dir.path().join("next.wasm"), &plugin)?;
-    let line = watch.wait_for("version 2:")?;
-    assert!(line.contains('b'), "{line}");
+    watch.wait_until("the new build's answer", |lines| {
+        lines.iter().any(|line| new_answer(line, "b"))
+    })?;
     Ok(())
 }

