@@ -382,19 +382,40 @@ impl Registry {
         );
         let layer = ImageLayer::new(wasm.to_vec(), WASM_LAYER_MEDIA_TYPE.to_owned(), None);
         let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+        // The manifest is pushed as these bytes, so its digest is known here: not read back
+        // from the tag, which another push may have moved meanwhile.
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|error| OciError::Registry {
+            reference: reference.to_string(),
+            reason: format!("cannot write the manifest: {error}"),
+        })?;
+        let manifest_digest = store::sha256_digest(&manifest_bytes);
+        let content_type = oci_client::manifest::OCI_IMAGE_MEDIA_TYPE
+            .parse()
+            .map_err(|_| OciError::Registry {
+                reference: reference.to_string(),
+                reason: "unrepresentable media type".to_owned(),
+            })?;
         let client = self.client(reference)?;
         let auth = self.auth(reference).await;
+        client
+            .store_auth_if_needed(reference.registry_host(), &auth)
+            .await;
+        let oci = reference.oci();
         self.bounded(
             reference,
-            client.push(reference.oci(), &[layer], config, &auth, Some(manifest)),
+            client.push_blob(oci, layer.data, &manifest.layers[0].digest),
         )
         .await?;
-        let manifest_digest = self
-            .bounded(
-                reference,
-                client.fetch_manifest_digest(reference.oci(), &auth),
-            )
-            .await?;
+        self.bounded(
+            reference,
+            client.push_blob(oci, config.data, &manifest.config.digest),
+        )
+        .await?;
+        self.bounded(
+            reference,
+            client.push_manifest_raw(oci, manifest_bytes, content_type),
+        )
+        .await?;
         Ok(Pushed {
             manifest_digest,
             layer_digest,
