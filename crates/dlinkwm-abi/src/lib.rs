@@ -96,6 +96,16 @@ pub const MAX_ERROR_MESSAGE: usize = 64 * 1024;
 /// the original `dlinkwm_host_print`), in bytes; what goes beyond is dropped with one notice.
 pub const MAX_LOG_BYTES_PER_CALL: usize = 1 << 20;
 
+/// The most arguments an Extism host function may take (each an `i64` memory handle); a plugin
+/// importing one with more is refused at load.
+pub const MAX_EXTISM_ARGS: usize = 16;
+
+/// How a host method receives the arguments of an Extism host function of more than one
+/// (`CallerInfo::convention` is `Convention::ExtismArgs`): one input holding their count, then
+/// each argument's length and bytes, every number a little-endian `u32`. A host function of
+/// none or one gets its argument's bytes as they are (`Convention::Extism`).
+pub const EXTISM_ARGS_FRAME: &str = "count: u32 LE, then per argument: length: u32 LE, bytes";
+
 /// The import the original DlinkWM offered, kept for its plugins.
 pub mod legacy {
     /// The import module of the original host function.

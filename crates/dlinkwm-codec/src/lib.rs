@@ -38,6 +38,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod extism;
 mod raw;
 
 pub use dlinkwm_abi::Format;
@@ -114,22 +115,74 @@ pub fn encode_into<T: Serialize + ?Sized>(
     }
 }
 
-/// Decodes a `T` from `bytes` by Extism's convention, for Extism plugins and their host
-/// functions, which pass bytes with no format: a string or a byte buffer is the bytes
-/// themselves (the raw format), anything else is JSON (Extism's `Json<T>`), self-describing
-/// targets (`serde_json::Value`, untagged enums) included.
+/// Decodes a `T` from `bytes` by Extism's convention (its `extism-convert` crate), for Extism
+/// plugins and their host functions, which pass bytes with no format: a string or a byte buffer
+/// is the bytes themselves, nothing (`()`, `None`) is no bytes, an `i32`/`u32`/`f32` is 4
+/// little-endian bytes and an `i64`/`u64`/`f64` 8, a `bool` is 1 byte, and anything else is
+/// JSON (Extism's `Json<T>`), self-describing targets (`serde_json::Value`) included.
+///
+/// ```
+/// use dlinkwm_codec::decode_extism;
+///
+/// assert_eq!(decode_extism::<String>(b"Ada")?, "Ada");
+/// assert_eq!(decode_extism::<u32>(&7u32.to_le_bytes())?, 7);
+/// assert_eq!(decode_extism::<Vec<u32>>(b"[1,2]")?, [1, 2]);
+/// assert!(decode_extism::<u32>(b"7").is_err());
+/// # Ok::<(), dlinkwm_codec::CodecError>(())
+/// ```
 ///
 /// # Errors
-/// [`CodecError::Invalid`] for bytes that are neither.
+/// [`CodecError::Invalid`] for bytes that are not a `T` by the convention.
 pub fn decode_extism<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    match raw::decode_strict(bytes) {
-        Ok(value) => Ok(value),
-        Err(_) => serde_json::from_slice(bytes).map_err(invalid),
+    raw::decode_extism(bytes).map_err(invalid)
+}
+
+/// Decodes the arguments of an Extism host function of several (framed as
+/// [`dlinkwm_abi::EXTISM_ARGS_FRAME`] says; [`frame_extism_args`] writes the frame) as a tuple,
+/// or a struct field by field in order, each argument by Extism's convention
+/// ([`decode_extism`]).
+///
+/// ```
+/// use dlinkwm_codec::{decode_extism_args, frame_extism_args};
+///
+/// let mut frame = Vec::new();
+/// frame_extism_args(&[b"count", &7u32.to_le_bytes()], &mut frame);
+/// let (key, value): (String, u32) = decode_extism_args(&frame)?;
+/// assert_eq!((key.as_str(), value), ("count", 7));
+/// assert!(decode_extism_args::<(String,)>(&frame).is_err());
+/// # Ok::<(), dlinkwm_codec::CodecError>(())
+/// ```
+///
+/// # Errors
+/// [`CodecError::Invalid`] for a malformed frame, a count of arguments the target does not
+/// take, or an argument that is not its element by the convention.
+pub fn decode_extism_args<T: DeserializeOwned>(frame: &[u8]) -> Result<T, CodecError> {
+    raw::decode_extism_args(frame).map_err(invalid)
+}
+
+/// Appends the frame of an Extism host function's arguments `args` to `output`
+/// ([`dlinkwm_abi::EXTISM_ARGS_FRAME`]).
+///
+/// # Panics
+/// When there are more than [`dlinkwm_abi::MAX_EXTISM_ARGS`] arguments, or one is 4 GiB or
+/// more: the host never frames such arguments (a guest's are checked before).
+pub fn frame_extism_args(args: &[&[u8]], output: &mut Vec<u8>) {
+    assert!(
+        args.len() <= dlinkwm_abi::MAX_EXTISM_ARGS,
+        "too many Extism arguments"
+    );
+    let length = |len: usize| u32::try_from(len).expect("an argument under 4 GiB");
+    output.reserve(4 + args.iter().map(|arg| 4 + arg.len()).sum::<usize>());
+    output.extend_from_slice(&length(args.len()).to_le_bytes());
+    for arg in args {
+        output.extend_from_slice(&length(arg.len()).to_le_bytes());
+        output.extend_from_slice(arg);
     }
 }
 
 /// Appends `value` to `output` by Extism's convention (see [`decode_extism`]): a string or a
-/// byte buffer as it is, anything else as JSON.
+/// byte buffer as it is, a number Extism has bytes for little-endian, a `bool` as one byte,
+/// anything else as JSON.
 ///
 /// # Errors
 /// [`CodecError::Invalid`] for a value JSON cannot carry.
@@ -138,7 +191,7 @@ pub fn encode_extism_into<T: Serialize + ?Sized>(
     output: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     let before = output.len();
-    if raw::encode_into(value, output).is_ok() {
+    if raw::encode_extism_into(value, output).is_ok() {
         return Ok(());
     }
     output.truncate(before);

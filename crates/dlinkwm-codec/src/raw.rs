@@ -19,6 +19,21 @@ fn refused() -> Error {
 /// Appends a value's raw form to a buffer.
 pub(crate) struct Serializer<'a> {
     pub(crate) output: &'a mut Vec<u8>,
+    /// Extism's convention: also the numbers it has bytes for (little-endian) and `bool`.
+    pub(crate) extism: bool,
+}
+
+/// A number as Extism's convention writes it (little-endian), if the serializer follows it.
+macro_rules! little_endian {
+    ($($method:ident($ty:ty);)*) => {$(
+        fn $method(self, value: $ty) -> Result<(), Error> {
+            if !self.extism {
+                return Err(refused());
+            }
+            self.output.extend_from_slice(&value.to_le_bytes());
+            Ok(())
+        }
+    )*};
 }
 
 macro_rules! refuse {
@@ -79,19 +94,29 @@ impl<'a> ser::Serializer for Serializer<'a> {
     }
 
     refuse! {
-        serialize_bool(bool);
         serialize_i8(i8);
         serialize_i16(i16);
-        serialize_i32(i32);
-        serialize_i64(i64);
         serialize_i128(i128);
         serialize_u8(u8);
         serialize_u16(u16);
+        serialize_u128(u128);
+    }
+
+    little_endian! {
+        serialize_i32(i32);
+        serialize_i64(i64);
         serialize_u32(u32);
         serialize_u64(u64);
-        serialize_u128(u128);
         serialize_f32(f32);
         serialize_f64(f64);
+    }
+
+    fn serialize_bool(self, value: bool) -> Result<(), Error> {
+        if !self.extism {
+            return Err(refused());
+        }
+        self.output.push(u8::from(value));
+        Ok(())
     }
 
     /// A unit variant (`enum Mode { Fast }`) is its name, as in JSON.
@@ -272,25 +297,43 @@ pub(crate) fn decode<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, Error> 
     decode_with(input, false)
 }
 
-/// [`decode`] that refuses self-describing targets (for Extism's convention, which sends them
-/// as JSON).
-pub(crate) fn decode_strict<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, Error> {
-    decode_with(input, true)
+/// Decodes a `T` by Extism's convention (`crate::extism`).
+pub(crate) fn decode_extism<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, Error> {
+    bounded(T::deserialize(crate::extism::Arg { input }), None)
+}
+
+/// Decodes a `T` (a tuple, or a struct field by field) from an Extism host function's framed
+/// arguments, each by Extism's convention.
+pub(crate) fn decode_extism_args<T: de::DeserializeOwned>(frame: &[u8]) -> Result<T, Error> {
+    let args = crate::extism::split_args(frame)?;
+    bounded(T::deserialize(crate::extism::Args { args }), None)
 }
 
 fn decode_with<T: de::DeserializeOwned>(input: &[u8], strict: bool) -> Result<T, Error> {
-    T::deserialize(Deserializer { input, strict }).map_err(|error| {
+    bounded(
+        T::deserialize(Deserializer { input, strict }),
+        Some(RAW_RULE),
+    )
+}
+
+/// A decode error, its serde message cut short (serde quotes the whole guest-sent text in a
+/// type error) and, unless it is already, prefixed with `rule` (none for Extism's convention).
+fn bounded<T>(result: Result<T, Error>, rule: Option<&str>) -> Result<T, Error> {
+    result.map_err(|error| {
         let message = error.to_string();
-        if message.starts_with(RAW_RULE) {
-            error
-        } else {
-            // serde quotes the whole (guest-sent) text in a type error: keep the start of it.
-            let mut end = message.len().min(MAX_MESSAGE);
-            while !message.is_char_boundary(end) {
-                end -= 1;
+        if rule.is_some_and(|rule| message.starts_with(rule)) {
+            return error;
+        }
+        let mut end = message.len().min(MAX_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = if end < message.len() { "…" } else { "" };
+        match rule {
+            Some(rule) => {
+                <Error as de::Error>::custom(format_args!("{rule}: {}{cut}", &message[..end]))
             }
-            let cut = if end < message.len() { "…" } else { "" };
-            <Error as de::Error>::custom(format_args!("{RAW_RULE}: {}{cut}", &message[..end]))
+            None => <Error as de::Error>::custom(format_args!("{}{cut}", &message[..end])),
         }
     })
 }
@@ -303,10 +346,28 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     output: &mut Vec<u8>,
 ) -> Result<(), Error> {
+    encode_with(value, output, false)
+}
+
+/// [`encode_into`] by Extism's convention: also `i32`, `i64`, `u32`, `u64`, `f32`, `f64`
+/// (little-endian) and `bool` (one byte).
+pub(crate) fn encode_extism_into<T: Serialize + ?Sized>(
+    value: &T,
+    output: &mut Vec<u8>,
+) -> Result<(), Error> {
+    encode_with(value, output, true)
+}
+
+fn encode_with<T: Serialize + ?Sized>(
+    value: &T,
+    output: &mut Vec<u8>,
+    extism: bool,
+) -> Result<(), Error> {
     let before = output.len();
     value
         .serialize(Serializer {
             output: &mut *output,
+            extism,
         })
         .inspect_err(|_| output.truncate(before))
 }

@@ -40,6 +40,14 @@ pub use directory::PluginDirectory;
 pub use dlinkwm_codec::Bytes;
 /// `#[serde(with = "serde_bytes")]`, for `Vec<u8>` fields that should travel as bytes.
 pub use dlinkwm_codec::serde_bytes;
+/// How values travel (`dlinkwm-codec`): for hosts that read host-method bytes themselves, by
+/// a format or by Extism's convention ([`Convention::Extism`], [`Convention::ExtismArgs`]).
+pub mod codec {
+    pub use dlinkwm_codec::{
+        CodecError, decode, decode_extism, decode_extism_args, encode_extism_into, encode_into,
+        frame_extism_args,
+    };
+}
 /// The engine layer under this crate. Everything a host needs is re-exported here; this is for
 /// DlinkWM's own crates.
 #[doc(hidden)]

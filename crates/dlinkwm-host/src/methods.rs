@@ -35,6 +35,7 @@ fn decode_params<P: DeserializeOwned>(
 ) -> Result<P, HostCallError> {
     let decoded = match convention {
         Convention::Extism => dlinkwm_codec::decode_extism(input),
+        Convention::ExtismArgs => dlinkwm_codec::decode_extism_args(input),
         _ => dlinkwm_codec::decode(input, format),
     };
     decoded.map_err(|reason| match reason {
@@ -57,7 +58,9 @@ fn encode_answer<R: Serialize>(
     output: &mut Vec<u8>,
 ) -> Result<(), HostCallError> {
     let encoded = match convention {
-        Convention::Extism => dlinkwm_codec::encode_extism_into(answer, output),
+        Convention::Extism | Convention::ExtismArgs => {
+            dlinkwm_codec::encode_extism_into(answer, output)
+        }
         _ => dlinkwm_codec::encode_into(answer, format, output),
     };
     encoded.map_err(|reason| {

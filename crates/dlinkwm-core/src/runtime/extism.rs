@@ -429,7 +429,7 @@ fn http_finish(
 
 /// The host functions an Extism plugin imports from modules other than the kernel
 /// (`extism:host/user`, or a namespace of its own), each checked to be one DlinkWM maps: handle
-/// arguments (`i64`), none or one, and no result or one handle.
+/// arguments (`i64`, up to [`dlinkwm_abi::MAX_EXTISM_ARGS`]), and no result or one handle.
 pub(crate) fn host_functions(
     plugin: &str,
     module: &wasmtime::Module,
@@ -447,7 +447,7 @@ pub(crate) fn host_functions(
             continue;
         };
         let handle = |ty: ValType| matches!(ty, ValType::I64);
-        if ty.params().len() > 1
+        if ty.params().len() > dlinkwm_abi::MAX_EXTISM_ARGS
             || ty.results().len() > 1
             || !ty.params().all(handle)
             || !ty.results().all(handle)
@@ -456,9 +456,10 @@ pub(crate) fn host_functions(
                 plugin: plugin.to_owned(),
                 reason: format!(
                     "Extism host function `{namespace}.{}` has the signature {ty}; DlinkWM maps \
-                     host functions of at most one handle argument (i64) and at most one handle \
+                     host functions of up to {} handle arguments (i64) and at most one handle \
                      result (docs/extism.md)",
-                    import.name()
+                    import.name(),
+                    dlinkwm_abi::MAX_EXTISM_ARGS
                 ),
             });
         }
@@ -468,8 +469,9 @@ pub(crate) fn host_functions(
 }
 
 /// Defines the host functions `functions` (from [`host_functions`]) in `linker`: each calls
-/// the host method of its name with the bytes of its argument's block, subject to the plugin's
-/// `host_methods` allowlist, and answers a new block with the answer.
+/// the host method of its name with the bytes of its argument's block (the frame of its
+/// arguments' blocks when it has several: [`dlinkwm_abi::EXTISM_ARGS_FRAME`]), subject to the
+/// plugin's `host_methods` allowlist, and answers a new block with the answer.
 pub(crate) fn define_host_functions(
     linker: &mut Linker<StoreState>,
     functions: Vec<(String, String, wasmtime::FuncType)>,
@@ -491,8 +493,8 @@ pub(crate) fn define_host_functions(
                             state,
                             &name,
                             Format::Raw.code(),
-                            &taken.heap[input],
-                            Convention::Extism,
+                            input.bytes(&taken),
+                            input.convention(),
                         )
                         .await;
                         state.extism = Some(taken);
@@ -512,8 +514,8 @@ pub(crate) fn define_host_functions(
                         state,
                         &name,
                         Format::Raw.code(),
-                        &taken.heap[input],
-                        Convention::Extism,
+                        input.bytes(&taken),
+                        input.convention(),
                     );
                     state.extism = Some(taken);
                     answer(state, &name, status, results)
@@ -524,21 +526,42 @@ pub(crate) fn define_host_functions(
     Ok(())
 }
 
-/// Takes the kernel out of the store while a host method reads its argument from the heap
-/// (the method cannot reach this instance), with the argument's range.
-fn take_input(
-    state: &mut StoreState,
-    params: &[Val],
-) -> wasmtime::Result<(Box<Kernel>, Range<usize>)> {
-    let handle = match params.first() {
-        Some(Val::I64(handle)) => unsigned(*handle),
-        _ => 0,
-    };
-    let range = {
+/// What a host method is given: one argument's block in the heap, or the frame of several.
+enum Input {
+    Block(Range<usize>),
+    Frame(Vec<u8>),
+}
+
+impl Input {
+    fn bytes<'a>(&'a self, kernel: &'a Kernel) -> &'a [u8] {
+        match self {
+            Input::Block(range) => &kernel.heap[range.clone()],
+            Input::Frame(frame) => frame,
+        }
+    }
+
+    fn convention(&self) -> Convention {
+        match self {
+            Input::Block(_) => Convention::Extism,
+            Input::Frame(_) => Convention::ExtismArgs,
+        }
+    }
+}
+
+/// Takes the kernel out of the store while a host method reads its arguments (the method cannot
+/// reach this instance), with what the method is given. Every handle must be a live block (or
+/// 0, no bytes).
+fn take_input(state: &mut StoreState, params: &[Val]) -> wasmtime::Result<(Box<Kernel>, Input)> {
+    let input = {
         let kernel = kernel(state)?;
-        if handle == 0 {
-            0..0
-        } else {
+        let block = |param: &Val| -> wasmtime::Result<Range<usize>> {
+            let handle = match param {
+                Val::I64(handle) => unsigned(*handle),
+                _ => 0,
+            };
+            if handle == 0 {
+                return Ok(0..0);
+            }
             kernel
                 .live(handle)
                 .and_then(|block| kernel.range(handle, block.len))
@@ -546,14 +569,38 @@ fn take_input(
                     fault(format!(
                         "host function argument handle {handle:#x} is not a live block"
                     ))
-                })?
+                })
+        };
+        match params {
+            [] => Input::Block(0..0),
+            [one] => Input::Block(block(one)?),
+            several => {
+                let ranges = several
+                    .iter()
+                    .map(block)
+                    .collect::<wasmtime::Result<Vec<_>>>()?;
+                // Live blocks lie in the heap, which the memory limit bounds: so does the frame.
+                let size = 4 + ranges.iter().map(|range| 4 + range.len()).sum::<usize>();
+                let mut frame = Vec::with_capacity(size);
+                frame.extend_from_slice(&frame_length(ranges.len())?.to_le_bytes());
+                for range in ranges {
+                    frame.extend_from_slice(&frame_length(range.len())?.to_le_bytes());
+                    frame.extend_from_slice(&kernel.heap[range]);
+                }
+                Input::Frame(frame)
+            }
         }
     };
     let kernel = state
         .extism
         .take()
         .ok_or_else(|| fault("this instance has no Extism kernel".to_owned()))?;
-    Ok((kernel, range))
+    Ok((kernel, input))
+}
+
+/// A count or a length in an arguments frame.
+fn frame_length(len: usize) -> wasmtime::Result<u32> {
+    u32::try_from(len).map_err(|_| fault(format!("a host function argument of {len} bytes")))
 }
 
 /// The answer of a host function: a new block with the method's answer, or the end of the

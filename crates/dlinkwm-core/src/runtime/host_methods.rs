@@ -47,6 +47,10 @@ pub enum Convention {
     /// [`Format::Raw`]). Typed methods read a string or bytes as they are and anything else as
     /// JSON, and answer the same way.
     Extism,
+    /// An Extism host function of several arguments: the input is their frame
+    /// ([`dlinkwm_abi::EXTISM_ARGS_FRAME`]); typed methods take a tuple (or a struct, field by
+    /// field in order) whose elements follow [`Convention::Extism`], and answer as it does.
+    ExtismArgs,
 }
 
 /// Who is calling a host method.

@@ -23,6 +23,9 @@ fn methods() -> HostMethods {
     methods.register("hello_world", |name: String| {
         Ok::<_, String>(format!("Hello, {name}!"))
     });
+    methods.register("pair", |(a, b): (String, String)| {
+        Ok::<_, String>(format!("{a}+{b}"))
+    });
     methods
 }
 
@@ -339,9 +342,12 @@ const HOSTILE: &str = r#"
   (import "extism:host/env" "var_set" (func $var_set (param i64 i64)))
   (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
   (import "extism:host/env" "http_request" (func $http (param i64 i64) (result i64)))
+  (import "extism:host/user" "pair" (func $pair (param i64 i64) (result i64)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
   (memory (export "memory") 1)
   (global $n (mut i64) (i64.const 0))
+  (func (export "pair_with_garbage") (result i32)
+    (drop (call $pair (call $alloc (i64.const 4)) (i64.const 0x123456789))) (i32.const 0))
   (func (export "load_far") (result i32)
     (drop (call $load_u64 (i64.const 0x7fffffffffff))) (i32.const 0))
   (func (export "load_negative") (result i32)
@@ -405,6 +411,7 @@ fn bad_offsets_and_lengths_are_typed_errors_and_limits_hold() -> anyhow::Result<
         "output_outside",
         "input_past_its_end",
         "config_of_garbage",
+        "pair_with_garbage",
     ] {
         let error = plugin.call_raw(entry, b"abc").unwrap_err();
         assert!(
@@ -466,18 +473,51 @@ fn bad_offsets_and_lengths_are_typed_errors_and_limits_hold() -> anyhow::Result<
 
 #[test]
 fn host_functions_that_do_not_map_are_refused_at_load() {
-    let two_handles = r#"(module
-        (import "extism:host/env" "alloc" (func (param i64) (result i64)))
-        (import "extism:host/user" "pair" (func (param i64 i64) (result i64)))
-        (memory (export "memory") 1)
-        (func (export "run") (result i32) (i32.const 0)))"#;
-    let error = host_with("")
-        .load_bytes("two", two_handles.as_bytes())
-        .unwrap_err();
-    assert!(
-        matches!(plugin_error(&error), CoreError::Instantiate { reason, .. } if reason.contains("pair") && reason.contains("one handle")),
-        "{error:?}"
-    );
+    let too_many = format!("(param{})", " i64".repeat(17));
+    for (what, signature) in [
+        ("a number, not a handle", "(param i64 i32) (result i64)"),
+        ("two results", "(param i64) (result i64 i64)"),
+        ("seventeen handles", too_many.as_str()),
+    ] {
+        let module = format!(
+            r#"(module
+                (import "extism:host/env" "alloc" (func (param i64) (result i64)))
+                (import "extism:host/user" "odd" (func {signature}))
+                (memory (export "memory") 1)
+                (func (export "run") (result i32) (i32.const 0)))"#
+        );
+        let error = host_with("")
+            .load_bytes("odd", module.as_bytes())
+            .unwrap_err();
+        assert!(
+            matches!(plugin_error(&error), CoreError::Instantiate { reason, .. } if reason.contains("odd") && reason.contains("up to 16 handle arguments")),
+            "{what}: {error:?}"
+        );
+    }
+}
+
+/// Extism's `count_vowels_kvstore` example, unchanged: `kv_read(key) -> u32` and
+/// `kv_write(key, value: u32)`, numbers as 4 little-endian bytes, a host function of two
+/// arguments served by a typed host method that takes a tuple.
+#[test]
+fn a_host_function_of_two_arguments_and_numbers_as_extism_passes_them() -> anyhow::Result<()> {
+    let store: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let mut methods = methods();
+    let read = store.clone();
+    methods.register("kv_read", move |key: String| {
+        Ok::<_, String>(read.lock().expect("store").get(&key).copied().unwrap_or(0))
+    });
+    let written = store.clone();
+    methods.register("kv_write", move |(key, value): (String, u32)| {
+        written.lock().expect("store").insert(key, value);
+        Ok::<_, String>(())
+    });
+    let host = PluginHost::builder().host_methods(methods).build()?;
+    let plugin = host.load(EXTISM_A)?;
+    assert_eq!(plugin.call_raw("count_vowels_kv", b"Hello, World!")?, b"3");
+    assert_eq!(plugin.call_raw("count_vowels_kv", b"aeiou")?, b"8");
+    assert_eq!(store.lock().expect("store").get("count-vowels"), Some(&8));
+    Ok(())
 }
 
 /// A real HTTP server on a free port: `/hello` answers a greeting, `/moved` redirects

@@ -60,6 +60,59 @@ fn extism_host_functions_get_strings_raw_and_everything_else_as_json() {
             )
             .is_err()
     );
+    // Numbers travel as Extism's `ToBytes` writes them: little-endian, of their width.
+    methods.register("double", |n: u32| Ok::<_, String>(n * 2));
+    output.clear();
+    methods
+        .call(
+            extism,
+            "double",
+            Format::Raw,
+            &21u32.to_le_bytes(),
+            &mut output,
+        )
+        .unwrap();
+    assert_eq!(output, 42u32.to_le_bytes());
+    output.clear();
+    assert!(
+        methods
+            .call(extism, "double", Format::Raw, b"21", &mut output)
+            .is_err()
+    );
+    // Several arguments come framed and are read as a tuple, each by the same convention.
+    methods.register("scale", |(name, n, factor): (String, u32, f64)| {
+        Ok::<_, String>(format!("{name}: {}", f64::from(n) * factor))
+    });
+    let several = CallerInfo {
+        convention: Convention::ExtismArgs,
+        ..caller()
+    };
+    let mut frame = Vec::new();
+    dlinkwm_host::codec::frame_extism_args(
+        &[b"x", &4u32.to_le_bytes(), &2.5f64.to_le_bytes()],
+        &mut frame,
+    );
+    output.clear();
+    methods
+        .call(several, "scale", Format::Raw, &frame, &mut output)
+        .unwrap();
+    assert_eq!(output, b"x: 10");
+    // A frame of another count of arguments, or a malformed one: an error, not a panic.
+    for bad in [&frame[..frame.len() - 1], &frame[..4], b"".as_slice()] {
+        output.clear();
+        assert!(
+            methods
+                .call(several, "scale", Format::Raw, bad, &mut output)
+                .is_err()
+        );
+    }
+    let mut two = Vec::new();
+    dlinkwm_host::codec::frame_extism_args(&[b"x", &4u32.to_le_bytes()], &mut two);
+    assert!(
+        methods
+            .call(several, "scale", Format::Raw, &two, &mut output)
+            .is_err()
+    );
 }
 
 fn call(

@@ -1,5 +1,6 @@
 //! An Extism plugin built with the Extism Rust PDK (`extism-pdk`), nothing of DlinkWM in it:
-//! count vowels (config and vars as in Extism's own example), echo, a host function, an error,
+//! count vowels (config and vars as in Extism's own example, and with a host key-value store as
+//! in its `count_vowels_kvstore`), echo, host functions, an error,
 //! logging, HTTP, a trap, an endless loop and a memory hog.
 
 use extism_pdk::*;
@@ -55,6 +56,19 @@ pub fn calls() -> FnResult<String> {
 #[host_fn]
 extern "ExtismHost" {
     fn hello_world(input: String) -> String;
+    fn kv_read(key: String) -> u32;
+    fn kv_write(key: String, value: u32);
+}
+
+/// Extism's own `count_vowels_kvstore` example: a running count of vowels kept in the host's
+/// key-value store, through two host functions, one of two arguments, with the count passed as
+/// Extism passes numbers (4 little-endian bytes).
+#[plugin_fn]
+pub fn count_vowels_kv(input: String) -> FnResult<String> {
+    let count = input.chars().filter(|c| DEFAULT_VOWELS.contains(*c)).count() as u32;
+    let total = unsafe { kv_read("count-vowels".to_string())? } + count;
+    unsafe { kv_write("count-vowels".to_string(), total)? };
+    Ok(total.to_string())
 }
 
 /// Asks the host function `hello_world`.
