@@ -47,7 +47,7 @@ impl<'de> Arg<'de> {
     fn little_endian<const N: usize>(&self, what: &str) -> Result<[u8; N], Error> {
         self.input.try_into().map_err(|_| {
             custom(format_args!(
-                "by Extism's convention an {what} is {N} little-endian bytes, not {}",
+                "by Extism's convention `{what}` is {N} little-endian bytes, not {}",
                 self.input.len()
             ))
         })
@@ -73,9 +73,19 @@ macro_rules! as_json {
 macro_rules! as_raw {
     ($($method:ident;)*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-            de::Deserializer::$method(self.raw(), visitor)
+            de::Deserializer::$method(self.raw(), visitor).map_err(extism_message)
         }
     )*};
+}
+
+/// A raw-format error in Extism's terms (its advice to use JSON or postcard does not apply).
+#[cold]
+fn extism_message(error: Error) -> Error {
+    let message = error.to_string();
+    match message.strip_prefix(crate::RAW_RULE) {
+        Some(rest) => custom(format_args!("not a value by Extism's convention{rest}")),
+        None => error,
+    }
 }
 
 impl<'de> de::Deserializer<'de> for Arg<'de> {
@@ -223,6 +233,14 @@ pub(crate) struct Args<'de> {
 
 struct ArgsAccess<'a, 'de> {
     args: std::slice::Iter<'a, &'de [u8]>,
+    count: usize,
+}
+
+impl ArgsAccess<'_, '_> {
+    /// The 1-based position of the argument when `left` were still to come.
+    fn index(&self, left: usize) -> usize {
+        self.count - left + 1
+    }
 }
 
 impl<'de> SeqAccess<'de> for ArgsAccess<'_, 'de> {
@@ -232,9 +250,14 @@ impl<'de> SeqAccess<'de> for ArgsAccess<'_, 'de> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Error> {
+        let index = self.args.len();
         self.args
             .next()
-            .map(|input| seed.deserialize(Arg { input }))
+            .map(|input| {
+                seed.deserialize(Arg { input }).map_err(|error| {
+                    custom(format_args!("argument {}: {error}", self.index(index)))
+                })
+            })
             .transpose()
     }
 
@@ -249,6 +272,7 @@ impl<'de> de::Deserializer<'de> for Args<'de> {
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let mut access = ArgsAccess {
             args: self.args.iter(),
+            count: self.args.len(),
         };
         let value = visitor.visit_seq(&mut access)?;
         let left = access.args.len();
@@ -277,6 +301,19 @@ mod tests {
         let mut frame = Vec::new();
         crate::frame_extism_args(args, &mut frame);
         frame
+    }
+
+    #[test]
+    fn an_argument_that_is_not_its_element_is_named() {
+        let error = crate::decode_extism_args::<(String, u32)>(&frame(&[b"key", b"7"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("argument 2") && error.contains("`u32` is 4 little-endian bytes"),
+            "{error}"
+        );
+        let error = crate::decode_extism::<String>(&[0xff]).unwrap_err().to_string();
+        assert!(!error.contains("postcard"), "{error}");
     }
 
     #[test]

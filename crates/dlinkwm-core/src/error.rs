@@ -347,6 +347,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is the read of a plugin file that is not there ([`Error::Read`], not
+    /// found): a file removed between the event that asked for it and its read, for a watcher.
+    pub fn is_file_not_found(&self) -> bool {
+        matches!(self, Error::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     /// Whether this error came from the guest misbehaving at run time (a trap, a limit, bad
     /// memory): the instance that produced it was discarded.
     pub fn is_guest_fault(&self) -> bool {

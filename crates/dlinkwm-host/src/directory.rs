@@ -115,7 +115,11 @@ impl Loaded {
                 Some(plugin.core().clone())
             }
             // Removed between its event and its read: nothing to load, nothing to report.
-            Err(crate::Error::Plugin(dlinkwm_core::Error::Read { .. })) if !path.exists() => {
+            Err(crate::Error::Plugin(error))
+                if error.is_file_not_found()
+                    && std::fs::symlink_metadata(path)
+                        .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound) =>
+            {
                 tracing::debug!(file = %path.display(), "plugin file removed before it was read");
                 None
             }

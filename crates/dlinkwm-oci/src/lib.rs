@@ -360,6 +360,14 @@ impl Registry {
     /// [`OciError::NotAWasmArtifact`] when `wasm` is not a wasm binary,
     /// [`OciError::Unreachable`], [`OciError::Registry`] (denied, unknown repository).
     pub async fn push(&self, wasm: &[u8], reference: &PluginRef) -> Result<Pushed, OciError> {
+        if reference.digest().is_some() {
+            return Err(OciError::Reference {
+                reference: reference.to_string(),
+                reason: "a push names a tag (`REPO:TAG`), not a digest: the digest is the \
+                         pushed content's own"
+                    .to_owned(),
+            });
+        }
         if !wasm.starts_with(b"\0asm") || wasm.len() < 8 {
             return Err(OciError::NotAWasmArtifact {
                 reference: reference.to_string(),
@@ -381,7 +389,8 @@ impl Registry {
             None,
         );
         let layer = ImageLayer::new(wasm.to_vec(), WASM_LAYER_MEDIA_TYPE.to_owned(), None);
-        let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+        let mut manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+        manifest.media_type = Some(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned());
         // The manifest is pushed as these bytes, so its digest is known here: not read back
         // from the tag, which another push may have moved meanwhile.
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(|error| OciError::Registry {

@@ -35,6 +35,11 @@ fn pushes_resolves_and_pulls_by_tag_and_by_digest() {
     let pinned = tag.pinned(&pushed.manifest_digest).unwrap();
     let by_digest = block_on(client.fetch(&pinned)).unwrap();
     assert_eq!(by_digest.bytes, hello);
+    // A push names a tag: a digest is the content's own, never the pusher's to choose.
+    assert!(matches!(
+        block_on(client.push(&hello, &pinned)),
+        Err(dlinkwm_oci::OciError::Reference { .. })
+    ));
 
     // A second push under another tag moves only that tag.
     let other = with_custom_section(&hello);

@@ -487,7 +487,7 @@ pub(crate) fn define_host_functions(
                 move |mut caller, params, results| {
                     let name = name.clone();
                     Box::new(async move {
-                        let (taken, input) = take_input(caller.data_mut(), params)?;
+                        let (taken, input) = take_input(caller.data_mut(), &name, params)?;
                         let state = caller.data_mut();
                         let status = crate::runtime::linker::host_call_async(
                             state,
@@ -508,7 +508,7 @@ pub(crate) fn define_host_functions(
                 &name.clone(),
                 ty,
                 move |mut caller, params, results| {
-                    let (taken, input) = take_input(caller.data_mut(), params)?;
+                    let (taken, input) = take_input(caller.data_mut(), &name, params)?;
                     let state = caller.data_mut();
                     let status = crate::runtime::linker::host_call(
                         state,
@@ -550,10 +550,18 @@ impl Input {
 
 /// Takes the kernel out of the store while a host method reads its arguments (the method cannot
 /// reach this instance), with what the method is given. Every handle must be a live block (or
-/// 0, no bytes).
-fn take_input(state: &mut StoreState, params: &[Val]) -> wasmtime::Result<(Box<Kernel>, Input)> {
+/// 0, no bytes). The frame of several arguments is made only for a method the plugin may call
+/// (a denied one is refused by `host_call` without it), and only within the memory the
+/// instance has left: a handle may be passed many times, so the frame is not bounded by the
+/// heap alone.
+fn take_input(
+    state: &mut StoreState,
+    method: &str,
+    params: &[Val],
+) -> wasmtime::Result<(Box<Kernel>, Input)> {
+    let allowed = state.settings.allows_host_method(method);
     let input = {
-        let kernel = kernel(state)?;
+        let (kernel, limiter) = parts(state)?;
         let block = |param: &Val| -> wasmtime::Result<Range<usize>> {
             let handle = match param {
                 Val::I64(handle) => unsigned(*handle),
@@ -579,15 +587,26 @@ fn take_input(state: &mut StoreState, params: &[Val]) -> wasmtime::Result<(Box<K
                     .iter()
                     .map(block)
                     .collect::<wasmtime::Result<Vec<_>>>()?;
-                // Live blocks lie in the heap, which the memory limit bounds: so does the frame.
-                let size = 4 + ranges.iter().map(|range| 4 + range.len()).sum::<usize>();
-                let mut frame = Vec::with_capacity(size);
-                frame.extend_from_slice(&frame_length(ranges.len())?.to_le_bytes());
-                for range in ranges {
-                    frame.extend_from_slice(&frame_length(range.len())?.to_le_bytes());
-                    frame.extend_from_slice(&kernel.heap[range]);
+                if !allowed {
+                    Input::Block(0..0)
+                } else {
+                    let size = ranges
+                        .iter()
+                        .try_fold(4usize, |size, range| {
+                            size.checked_add(4)?.checked_add(range.len())
+                        })
+                        .unwrap_or(usize::MAX);
+                    let mut frame = Vec::new();
+                    if !limiter.fits_for_a_moment(size) || frame.try_reserve_exact(size).is_err() {
+                        return Err(frame_out_of_memory(limiter));
+                    }
+                    frame.extend_from_slice(&frame_length(ranges.len())?.to_le_bytes());
+                    for range in ranges {
+                        frame.extend_from_slice(&frame_length(range.len())?.to_le_bytes());
+                        frame.extend_from_slice(&kernel.heap[range]);
+                    }
+                    Input::Frame(frame)
                 }
-                Input::Frame(frame)
             }
         }
     };
@@ -596,6 +615,15 @@ fn take_input(state: &mut StoreState, params: &[Val]) -> wasmtime::Result<(Box<K
         .take()
         .ok_or_else(|| fault("this instance has no Extism kernel".to_owned()))?;
     Ok((kernel, input))
+}
+
+/// The error of a frame of arguments the memory limit has no room for.
+#[cold]
+fn frame_out_of_memory(limiter: &mut Limiter) -> wasmtime::Error {
+    if limiter.memory_refused.is_none() {
+        limiter.refused(usize::MAX);
+    }
+    wasmtime::Error::msg("the host function's arguments do not fit in the memory limit")
 }
 
 /// A count or a length in an arguments frame.

@@ -43,9 +43,11 @@ pub enum Convention {
     /// are encoded.
     #[default]
     Dlinkwm,
-    /// An Extism host function: bytes in, bytes out, with no format (the call arrives as
-    /// [`Format::Raw`]). Typed methods read a string or bytes as they are and anything else as
-    /// JSON, and answer the same way.
+    /// An Extism host function of none or one argument: bytes in, bytes out, with no format
+    /// (the call arrives as [`Format::Raw`]). Typed methods read values as Extism's
+    /// `extism-convert` writes them (a string or bytes as they are, `i32`/`u32`/`i64`/`u64`/
+    /// `f32`/`f64` little-endian, `bool` as one byte, anything else as JSON), and answer the
+    /// same way.
     Extism,
     /// An Extism host function of several arguments: the input is their frame
     /// ([`dlinkwm_abi::EXTISM_ARGS_FRAME`]); typed methods take a tuple (or a struct, field by

@@ -61,6 +61,18 @@ impl Limiter {
         self.grow(delta)
     }
 
+    /// Whether the host may hold `delta` more bytes for the instance for a moment (within the
+    /// budget, not counted); a refusal is remembered as a memory growth's is.
+    pub(crate) fn fits_for_a_moment(&mut self, delta: usize) -> bool {
+        match self.used.checked_add(delta) {
+            Some(total) if total <= self.max_memory_bytes => true,
+            total => {
+                self.refused(total.unwrap_or(usize::MAX));
+                false
+            }
+        }
+    }
+
     /// Remembers a refused growth to `total` bytes the limiter was not asked about (a host
     /// allocation that failed).
     pub(crate) fn refused(&mut self, total: usize) {

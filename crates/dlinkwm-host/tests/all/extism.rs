@@ -343,11 +343,15 @@ const HOSTILE: &str = r#"
   (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
   (import "extism:host/env" "http_request" (func $http (param i64 i64) (result i64)))
   (import "extism:host/user" "pair" (func $pair (param i64 i64) (result i64)))
+  (import "extism:host/user" "sixteen" (func $sixteen (param i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64) (result i64)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
   (memory (export "memory") 1)
   (global $n (mut i64) (i64.const 0))
   (func (export "pair_with_garbage") (result i32)
     (drop (call $pair (call $alloc (i64.const 4)) (i64.const 0x123456789))) (i32.const 0))
+  (func (export "one_block_sixteen_times") (result i32) (local $b i64)
+    (local.set $b (call $alloc (i64.const 2097152)))
+    (drop (call $sixteen (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b) (local.get $b))) (i32.const 0))
   (func (export "load_far") (result i32)
     (drop (call $load_u64 (i64.const 0x7fffffffffff))) (i32.const 0))
   (func (export "load_negative") (result i32)
@@ -419,7 +423,13 @@ fn bad_offsets_and_lengths_are_typed_errors_and_limits_hold() -> anyhow::Result<
             "{entry}: {error:?}"
         );
     }
-    for entry in ["alloc_huge", "alloc_forever", "tiny_blocks_forever"] {
+    // One 2 MiB block passed sixteen times: its frame (32 MiB) is held only within the limit.
+    for entry in [
+        "alloc_huge",
+        "alloc_forever",
+        "tiny_blocks_forever",
+        "one_block_sixteen_times",
+    ] {
         let error = plugin.call_raw(entry, b"").unwrap_err();
         assert!(
             matches!(plugin_error(&error), CoreError::MemoryLimit { .. }),
