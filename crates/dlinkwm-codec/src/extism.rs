@@ -312,7 +312,9 @@ mod tests {
             error.contains("argument 2") && error.contains("`u32` is 4 little-endian bytes"),
             "{error}"
         );
-        let error = crate::decode_extism::<String>(&[0xff]).unwrap_err().to_string();
+        let error = crate::decode_extism::<String>(&[0xff])
+            .unwrap_err()
+            .to_string();
         assert!(!error.contains("postcard"), "{error}");
     }
 
