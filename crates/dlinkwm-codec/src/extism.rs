@@ -118,13 +118,18 @@ impl<'de> de::Deserializer<'de> for Arg<'de> {
         deserialize_string;
         deserialize_bytes;
         deserialize_byte_buf;
-        deserialize_unit;
         deserialize_identifier;
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let [byte] = self.little_endian::<1>("bool")?;
         visitor.visit_bool(byte != 0)
+    }
+
+    /// Whatever the bytes, as Extism's `()` reads them (a host function whose plugin passes an
+    /// argument the method ignores).
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -312,6 +317,8 @@ mod tests {
             error.contains("argument 2") && error.contains("`u32` is 4 little-endian bytes"),
             "{error}"
         );
+        // `()` takes whatever comes, as Extism's does.
+        crate::decode_extism::<()>(b"ignored").unwrap();
         let error = crate::decode_extism::<String>(&[0xff])
             .unwrap_err()
             .to_string();
