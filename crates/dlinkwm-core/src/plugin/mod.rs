@@ -20,3 +20,4 @@ pub use events::ReloadEvent;
 pub(crate) use events::Subscribers;
 pub use handle::{CallObserver, CallRecord, Metered, Plugin, PluginOptions, WeakPlugin};
 pub use reload::ReloadOutcome;
+pub(crate) use reload::wait_while_empty;

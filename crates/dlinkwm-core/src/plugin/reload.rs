@@ -36,10 +36,36 @@ pub enum ReloadOutcome {
     Unchanged,
 }
 
-/// Reads a file that a writer may still be writing: if its size or modification time changes
-/// while it is read, it is read again (a few times), so a reload never compiles half a file when
-/// the writer is merely slow.
+/// How long a watched file's reader waits, each time, for an empty file to be written: a writer
+/// that truncates and then writes (`std::fs::write`, most editors) may be descheduled between
+/// the two for longer than the settle window when the machine is busy. 150 ms in all; a file
+/// still empty after them is taken as it is.
+const EMPTY_FILE_WAITS_MS: [u64; 4] = [10, 20, 40, 80];
+
+/// Waits (at most [`EMPTY_FILE_WAITS_MS`]) while the file at `path` is there and empty: a plugin
+/// or configuration file caught between its writer's truncation and its write.
+pub(crate) fn wait_while_empty(path: &Path) {
+    for &wait in &EMPTY_FILE_WAITS_MS {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.len() == 0 => {
+                std::thread::sleep(std::time::Duration::from_millis(wait));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Reads a file that a writer may still be writing: an empty file is waited for a little
+/// ([`wait_while_empty`]), and if its size or modification time changes while it is read, it
+/// is read again (a few times), so a reload never compiles half a file when the writer is
+/// merely slow.
 fn read_settled(path: &Path, max: usize) -> Result<Vec<u8>> {
+    wait_while_empty(path);
+    read_stable(path, max)
+}
+
+/// [`read_settled`]'s reads: again while the size or time changes under the read.
+fn read_stable(path: &Path, max: usize) -> Result<Vec<u8>> {
     let stamp = |path: &Path| {
         std::fs::metadata(path)
             .map(|meta| (meta.len(), meta.modified().ok()))

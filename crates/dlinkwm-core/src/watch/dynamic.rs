@@ -132,6 +132,9 @@ impl DynamicConfig {
                     .any(|event| event.paths.iter().any(|path| path == &file));
                 if let (true, Some(inner)) = (touched, weak.upgrade()) {
                     let config = DynamicConfig { inner };
+                    // An empty file is most likely one being written (truncated, not yet
+                    // written): read too soon, it would put the defaults in force for a moment.
+                    crate::plugin::wait_while_empty(&file);
                     // A missing file (mid-rename, or deleted) is an edit like any other: the last
                     // good configuration stays, and subscribers hear why.
                     let _ = config.reload();
