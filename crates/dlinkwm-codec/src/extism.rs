@@ -25,10 +25,7 @@ pub(crate) struct Arg<'de> {
 
 impl<'de> Arg<'de> {
     fn raw(&self) -> raw::Deserializer<'de> {
-        raw::Deserializer {
-            input: self.input,
-            strict: true,
-        }
+        raw::Deserializer { input: self.input }
     }
 
     /// What JSON makes of the whole input (nothing after the value).

@@ -187,9 +187,6 @@ impl<'a> ser::Serializer for Serializer<'a> {
 /// Reads a value from its raw form: the whole input is one string, one byte buffer, or nothing.
 pub(crate) struct Deserializer<'de> {
     pub(crate) input: &'de [u8],
-    /// Refuse self-describing targets (`serde_json::Value`, untagged enums) instead of reading
-    /// them as text: Extism's convention sends those as JSON.
-    pub(crate) strict: bool,
 }
 
 impl<'de> Deserializer<'de> {
@@ -206,9 +203,6 @@ impl<'de> de::Deserializer<'de> for Deserializer<'de> {
     /// A self-describing target (an untagged enum, `serde_json::Value`): nothing, else text when
     /// the bytes are UTF-8, else bytes.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        if self.strict {
-            return Err(<Error as de::Error>::custom(RAW_RULE));
-        }
         if self.input.is_empty() {
             visitor.visit_unit()
         } else {
@@ -294,7 +288,7 @@ impl<'de> de::Deserializer<'de> for Deserializer<'de> {
 
 /// Decodes a `T` from its raw form; a type the raw format cannot carry is refused with the rule.
 pub(crate) fn decode<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, Error> {
-    decode_with(input, false)
+    bounded(T::deserialize(Deserializer { input }), Some(RAW_RULE))
 }
 
 /// Decodes a `T` by Extism's convention (`crate::extism`).
@@ -307,13 +301,6 @@ pub(crate) fn decode_extism<T: de::DeserializeOwned>(input: &[u8]) -> Result<T, 
 pub(crate) fn decode_extism_args<T: de::DeserializeOwned>(frame: &[u8]) -> Result<T, Error> {
     let args = crate::extism::split_args(frame)?;
     bounded(T::deserialize(crate::extism::Args { args }), None)
-}
-
-fn decode_with<T: de::DeserializeOwned>(input: &[u8], strict: bool) -> Result<T, Error> {
-    bounded(
-        T::deserialize(Deserializer { input, strict }),
-        Some(RAW_RULE),
-    )
 }
 
 /// A decode error, its serde message cut short (serde quotes the whole guest-sent text in a

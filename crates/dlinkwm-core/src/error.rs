@@ -347,10 +347,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether this is the read of a plugin file that is not there ([`Error::Read`], not
-    /// found): a file removed between the event that asked for it and its read, for a watcher.
-    pub fn is_file_not_found(&self) -> bool {
-        matches!(self, Error::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    /// Whether this is the read of a plugin file that is gone ([`Error::Read`]: not found, and
+    /// nothing at its path now, so not a permission or symlink problem): for a watcher, a file
+    /// removed between the event that asked for it and its read.
+    pub fn is_file_gone(&self) -> bool {
+        let not_found = |error: &std::io::Error| error.kind() == std::io::ErrorKind::NotFound;
+        matches!(self, Error::Read { path, source } if not_found(source)
+            && std::fs::symlink_metadata(path).is_err_and(|error| not_found(&error)))
     }
 
     /// Whether this error came from the guest misbehaving at run time (a trap, a limit, bad

@@ -115,11 +115,7 @@ impl Loaded {
                 Some(plugin.core().clone())
             }
             // Removed between its event and its read: nothing to load, nothing to report.
-            Err(crate::Error::Plugin(error))
-                if error.is_file_not_found()
-                    && std::fs::symlink_metadata(path)
-                        .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound) =>
-            {
+            Err(crate::Error::Plugin(error)) if error.is_file_gone() => {
                 tracing::debug!(file = %path.display(), "plugin file removed before it was read");
                 None
             }

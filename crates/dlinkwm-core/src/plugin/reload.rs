@@ -85,14 +85,6 @@ fn read_stable(path: &Path, max: usize) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Whether `error` is the read of a file that is no longer there (removed since its event):
-/// not found, and nothing at its path now — not a permission or a symlink problem.
-fn vanished(error: &Error, path: &Path) -> bool {
-    error.is_file_not_found()
-        && std::fs::symlink_metadata(path)
-            .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
-}
-
 /// Reads the plugin file at `path`, at most `max` bytes of it: a file over the engine's
 /// `max_module_bytes` is refused without being read whole.
 pub(crate) fn read_file(path: &Path, max: usize) -> Result<Vec<u8>> {
@@ -246,7 +238,7 @@ impl Reloads {
             Ok(bytes) => bytes,
             // Removed between the event that asked for this reload and the read: no refusal
             // to report (the watcher reports the removal; the loaded version keeps serving).
-            Err(error) if vanished(&error, &path) => {
+            Err(error) if error.is_file_gone() => {
                 tracing::debug!(plugin = name, file = %path.display(), "file removed before it was read");
                 return;
             }

@@ -64,13 +64,7 @@ impl Limiter {
     /// Whether the host may hold `delta` more bytes for the instance for a moment (within the
     /// budget, not counted); a refusal is remembered as a memory growth's is.
     pub(crate) fn fits_for_a_moment(&mut self, delta: usize) -> bool {
-        match self.used.checked_add(delta) {
-            Some(total) if total <= self.max_memory_bytes => true,
-            total => {
-                self.refused(total.unwrap_or(usize::MAX));
-                false
-            }
-        }
+        self.total_within(delta).is_some()
     }
 
     /// Remembers a refused growth to `total` bytes the limiter was not asked about (a host
@@ -81,15 +75,21 @@ impl Limiter {
 
     /// Allows growing by `delta` bytes if the instance's total stays within the budget.
     fn grow(&mut self, delta: usize) -> bool {
+        let total = self.total_within(delta);
+        if let Some(total) = total {
+            self.used = total;
+        }
+        total.is_some()
+    }
+
+    /// The instance's total after `delta` more bytes, if it stays within the budget; a refusal
+    /// is remembered.
+    fn total_within(&mut self, delta: usize) -> Option<usize> {
         match self.used.checked_add(delta) {
-            Some(total) if total <= self.max_memory_bytes => {
-                self.used = total;
-                true
-            }
+            Some(total) if total <= self.max_memory_bytes => Some(total),
             total => {
-                let total = total.unwrap_or(usize::MAX);
-                self.memory_refused = Some(self.memory_refused.unwrap_or(0).max(total));
-                false
+                self.refused(total.unwrap_or(usize::MAX));
+                None
             }
         }
     }
