@@ -398,12 +398,7 @@ impl Registry {
             reason: format!("cannot write the manifest: {error}"),
         })?;
         let manifest_digest = store::sha256_digest(&manifest_bytes);
-        let content_type = oci_client::manifest::OCI_IMAGE_MEDIA_TYPE
-            .parse()
-            .map_err(|_| OciError::Registry {
-                reference: reference.to_string(),
-                reason: "unrepresentable media type".to_owned(),
-            })?;
+        let content_type = image_media_type(reference)?;
         let client = self.client(reference)?;
         let auth = self.auth(reference).await;
         client
@@ -450,12 +445,7 @@ impl Registry {
                 ),
             )
             .await?;
-        let content_type = oci_client::manifest::OCI_IMAGE_MEDIA_TYPE
-            .parse()
-            .map_err(|_| OciError::Registry {
-                reference: source.to_string(),
-                reason: "unrepresentable media type".to_owned(),
-            })?;
+        let content_type = image_media_type(source)?;
         client
             .store_auth_if_needed(target.registry_host(), &auth)
             .await;
@@ -528,6 +518,16 @@ impl Registry {
             }),
         }
     }
+}
+
+/// The OCI image manifest media type as the header value a manifest is pushed with.
+fn image_media_type<T: std::str::FromStr>(reference: &PluginRef) -> Result<T, OciError> {
+    oci_client::manifest::OCI_IMAGE_MEDIA_TYPE
+        .parse()
+        .map_err(|_| OciError::Registry {
+            reference: reference.to_string(),
+            reason: "unrepresentable media type".to_owned(),
+        })
 }
 
 /// The one wasm layer of `manifest`.
